@@ -1,0 +1,113 @@
+//! The shared state every request reads: pools, the tool registry, the clock, the public URL.
+
+use std::sync::Arc;
+
+use url::Url;
+
+use crate::clock::Clock;
+use crate::db::Pools;
+use crate::identity::Endpoint;
+use crate::tools::Registry;
+
+/// Services shared by every request.
+pub struct App {
+    pub pools: Pools,
+    pub registry: Registry,
+    pub clock: Arc<dyn Clock>,
+    pub public: PublicUrl,
+}
+
+/// The URL clients use to reach this server; the source of resource URLs, allowed Hosts and Origins.
+#[derive(Debug, Clone)]
+pub struct PublicUrl {
+    base: String,
+    origin: String,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
+}
+
+impl PublicUrl {
+    /// Parses `--public-url`; extra Origins (e.g. a browser app's) may be allowed too.
+    pub fn parse(text: &str, extra_origins: &[String]) -> anyhow::Result<PublicUrl> {
+        let url = Url::parse(text).map_err(|e| anyhow::anyhow!("invalid public URL {text:?}: {e}"))?;
+        anyhow::ensure!(
+            matches!(url.scheme(), "http" | "https"),
+            "the public URL must be http or https"
+        );
+        anyhow::ensure!(
+            url.query().is_none() && url.fragment().is_none() && url.path() == "/",
+            "the public URL must be an origin only, like https://hdls.example.com"
+        );
+        let host = url
+            .host_str()
+            .ok_or_else(|| anyhow::anyhow!("the public URL needs a host"))?
+            .to_owned();
+        let origin = url.origin().ascii_serialization();
+        let port = url.port();
+        let mut names = vec![host.clone()];
+        // A loopback public URL is reachable under every loopback name.
+        if matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]") {
+            names = vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()];
+        }
+        let mut allowed_hosts = Vec::new();
+        let mut allowed_origins = extra_origins.to_vec();
+        for name in &names {
+            match port {
+                Some(p) => {
+                    allowed_hosts.push(format!("{name}:{p}"));
+                    allowed_origins.push(format!("{}://{name}:{p}", url.scheme()));
+                }
+                None => {
+                    allowed_hosts.push(name.clone());
+                    allowed_origins.push(format!("{}://{name}", url.scheme()));
+                }
+            }
+        }
+        Ok(PublicUrl {
+            base: origin.clone(),
+            origin,
+            allowed_hosts,
+            allowed_origins,
+        })
+    }
+
+    /// `https://host[:port]` with no trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The serialised origin of the public URL.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The MCP endpoint's full URL, which is also its OAuth resource identifier.
+    pub fn endpoint_url(&self, endpoint: Endpoint) -> String {
+        format!("{}{}", self.base, endpoint.path())
+    }
+
+    /// Where the endpoint's RFC 9728 protected-resource metadata lives.
+    pub fn resource_metadata_url(&self, endpoint: Endpoint) -> String {
+        format!("{}/.well-known/oauth-protected-resource{}", self.base, endpoint.path())
+    }
+
+    /// `Host` header values accepted (DNS-rebinding protection).
+    pub fn allowed_hosts(&self) -> &[String] {
+        &self.allowed_hosts
+    }
+
+    /// `Origin` header values accepted when a browser sends one.
+    pub fn allowed_origins(&self) -> &[String] {
+        &self.allowed_origins
+    }
+
+    /// Whether a Host header value is one of ours (case-insensitive).
+    pub fn host_allowed(&self, host: &str) -> bool {
+        self.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    /// Whether an Origin header value is one of ours (exact serialised-origin match).
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    }
+}

@@ -1,0 +1,218 @@
+//! Scoped API keys: `hdls_<key_id>_<secret>`. Only a SHA-256 of the whole token is stored.
+//!
+//! SHA-256 (not a slow password hash) is right here because the secret is 256 random bits:
+//! there is nothing to brute-force, and verification sits on every request.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::db::Scope;
+use crate::identity::{CredentialKind, CredentialRef, Persona, Principal, Product, Role};
+use crate::tools::ToolError;
+
+/// Every key starts with this, so secret scanners and humans recognise it.
+pub const PREFIX: &str = "hdls_";
+const KEY_ID_HEX: usize = 16;
+const SECRET_BYTES: usize = 32;
+
+/// A freshly generated key: the token is shown once, the hash is stored.
+pub struct GeneratedKey {
+    pub key_id: String,
+    pub token: String,
+    pub hash: [u8; 32],
+}
+
+/// Makes a new random key.
+pub fn generate() -> GeneratedKey {
+    let mut id = [0u8; KEY_ID_HEX / 2];
+    let mut secret = [0u8; SECRET_BYTES];
+    rand::fill(&mut id);
+    rand::fill(&mut secret);
+    let key_id = hex::encode(id);
+    let token = format!("{PREFIX}{key_id}_{}", URL_SAFE_NO_PAD.encode(secret));
+    let hash = hash(&token);
+    GeneratedKey { key_id, token, hash }
+}
+
+/// SHA-256 of the whole token.
+pub fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The key id inside a well-formed token, or `None` if it is not shaped like one of ours.
+pub fn parse_key_id(token: &str) -> Option<&str> {
+    let rest = token.strip_prefix(PREFIX)?;
+    let (key_id, secret) = rest.split_once('_')?;
+    let well_formed = key_id.len() == KEY_ID_HEX
+        && key_id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && secret.len() == 43
+        && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    well_formed.then_some(key_id)
+}
+
+/// The id people see in listings: `key_<hex>`.
+pub fn display_id(key_id: &str) -> String {
+    format!("key_{key_id}")
+}
+
+/// Accepts `key_<hex>` or bare `<hex>`.
+pub fn parse_display_id(text: &str) -> Option<&str> {
+    let hex = text.strip_prefix("key_").unwrap_or(text);
+    (hex.len() == KEY_ID_HEX && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(hex)
+}
+
+/// Why a presented key was not accepted. Deliberately coarse on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Malformed,
+    Unknown,
+    Expired,
+    Revoked,
+}
+
+/// Resolves a presented token to a Principal, through the narrow auth role.
+pub async fn resolve(auth: &Pool, token: &str, now: OffsetDateTime) -> Result<Result<(Principal, Option<OffsetDateTime>), Rejection>, ToolError> {
+    let Some(key_id) = parse_key_id(token) else {
+        return Ok(Err(Rejection::Malformed));
+    };
+    let client = auth.get().await.map_err(ToolError::from_pool)?;
+    let statement = client
+        .prepare_cached(
+            "SELECT k.workspace_id, k.secret_hash, k.role, k.expires_at, k.revoked_at, k.last_used_at, w.name,
+                    ARRAY(SELECT p.product FROM hdls.installed_products p
+                          WHERE p.workspace_id = k.workspace_id AND p.uninstalled_at IS NULL
+                          ORDER BY p.product) AS products
+             FROM hdls.api_keys k JOIN hdls.workspaces w USING (workspace_id)
+             WHERE k.key_id = $1",
+        )
+        .await?;
+    let rows = client.query(&statement, &[&key_id]).await?;
+    let presented = hash(token);
+    // Compare against every candidate in constant time; key ids are random, so there is
+    // almost always exactly one.
+    let Some(row) = rows.into_iter().find(|row| {
+        let stored: &[u8] = row.get("secret_hash");
+        bool::from(stored.ct_eq(&presented))
+    }) else {
+        return Ok(Err(Rejection::Unknown));
+    };
+    let revoked_at: Option<OffsetDateTime> = row.get("revoked_at");
+    if revoked_at.is_some() {
+        return Ok(Err(Rejection::Revoked));
+    }
+    let expires_at: Option<OffsetDateTime> = row.get("expires_at");
+    if expires_at.is_some_and(|t| t <= now) {
+        return Ok(Err(Rejection::Expired));
+    }
+    let role: String = row.get("role");
+    let role: Role = role.parse().map_err(ToolError::internal)?;
+    let products: Vec<String> = row.get("products");
+    let principal = Principal {
+        workspace_id: row.get("workspace_id"),
+        workspace_name: row.get("name"),
+        role,
+        persona: Persona::Agent,
+        principal_id: None,
+        products: products.iter().filter_map(|s| Product::from_slug(s)).collect(),
+        credential: CredentialRef {
+            kind: CredentialKind::ApiKey,
+            id: display_id(key_id),
+        },
+        expires_at,
+    };
+    Ok(Ok((principal, row.get("last_used_at"))))
+}
+
+/// Records use at most once a minute, off the request path.
+pub fn touch_last_used(auth: &Pool, principal: &Principal, last_used: Option<OffsetDateTime>, now: OffsetDateTime) {
+    if last_used.is_some_and(|t| now - t < time::Duration::minutes(1)) {
+        return;
+    }
+    let Some(key_id) = principal.credential.id.strip_prefix("key_").map(str::to_owned) else {
+        return;
+    };
+    let workspace_id = principal.workspace_id;
+    let auth = auth.clone();
+    tokio::spawn(async move {
+        let result = async {
+            let client = auth.get().await.map_err(|e| e.to_string())?;
+            client
+                .execute(
+                    "UPDATE hdls.api_keys SET last_used_at = $3 WHERE workspace_id = $1 AND key_id = $2",
+                    &[&workspace_id, &key_id, &now],
+                )
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "could not record key use");
+        }
+    });
+}
+
+/// What minting returns: the token appears here and nowhere else, ever.
+#[derive(Debug, Serialize)]
+pub struct MintedKey {
+    pub key_id: String,
+    pub key: String,
+    pub role: Role,
+    pub label: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// Mints a key in the Scope's workspace. The caller has already checked the role ceiling.
+pub async fn mint(
+    scope: &Scope,
+    role: Role,
+    label: Option<String>,
+    expires_at: Option<OffsetDateTime>,
+    created_by: &str,
+) -> Result<MintedKey, ToolError> {
+    let key = generate();
+    scope
+        .execute(
+            "INSERT INTO hdls.api_keys (key_id, secret_hash, role, label, created_by, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&key.key_id, &key.hash.as_slice(), &role.as_str(), &label, &created_by, &expires_at],
+        )
+        .await?;
+    Ok(MintedKey {
+        key_id: display_id(&key.key_id),
+        key: key.token,
+        role,
+        label,
+        expires_at,
+    })
+}
+
+/// Checks the rule "a credential may not mint above its own role".
+pub fn check_ceiling(actor: &Principal, requested: Role) -> Result<(), ToolError> {
+    if requested > actor.role {
+        return Err(ToolError::forbidden(format!(
+            "a {} credential cannot mint a {} key",
+            actor.role, requested
+        )));
+    }
+    Ok(())
+}
+
+/// Finds which workspace a key id belongs to (operator CLI only; through the auth role).
+pub async fn workspace_of(auth: &Pool, key_id: &str) -> Result<Vec<(Uuid, String)>, ToolError> {
+    let client = auth.get().await.map_err(ToolError::from_pool)?;
+    let rows = client
+        .query(
+            "SELECT k.workspace_id, w.name FROM hdls.api_keys k JOIN hdls.workspaces w USING (workspace_id)
+             WHERE k.key_id = $1",
+            &[&key_id],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

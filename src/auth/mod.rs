@@ -1,0 +1,138 @@
+//! Authentication: turns the presented bearer credential into the request's Principal, or a 401.
+
+pub mod api_key;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::App;
+use crate::identity::Endpoint;
+
+/// Query parameters that would carry a credential; refused outright (RFC 9700 §4.3.2 / MCP auth spec).
+const CREDENTIAL_PARAMS: [&str; 5] = ["access_token", "token", "api_key", "apikey", "key"];
+
+/// Why authentication failed, mapped to RFC 6750 error codes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// No credential at all: the challenge carries no error code (RFC 6750 §3.1).
+    Missing,
+    /// A credential in the URL.
+    InQuery,
+    /// Present but not a credential we accept.
+    Invalid,
+}
+
+/// Middleware for one MCP endpoint: resolves the bearer credential and stores the Principal.
+pub async fn authenticate(
+    State((app, endpoint)): State<(Arc<App>, Endpoint)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if query_carries_credential(request.uri().query()) {
+        return challenge(&app, endpoint, Failure::InQuery);
+    }
+    let Some(token) = bearer_token(request.headers().get(header::AUTHORIZATION)) else {
+        let failure = if request.headers().contains_key(header::AUTHORIZATION) {
+            Failure::Invalid
+        } else {
+            Failure::Missing
+        };
+        return challenge(&app, endpoint, failure);
+    };
+    let now = app.clock.now();
+    let resolved = if token.starts_with(api_key::PREFIX) {
+        api_key::resolve(&app.pools.auth, token, now).await
+    } else {
+        // OAuth access tokens arrive with the authorization server (a later capability).
+        Ok(Err(api_key::Rejection::Malformed))
+    };
+    match resolved {
+        Ok(Ok((principal, last_used))) => {
+            api_key::touch_last_used(&app.pools.auth, &principal, last_used, now);
+            request.extensions_mut().insert(Arc::new(principal));
+            next.run(request).await
+        }
+        Ok(Err(rejection)) => {
+            tracing::info!(endpoint = endpoint.name(), ?rejection, "credential refused");
+            challenge(&app, endpoint, Failure::Invalid)
+        }
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "error": error.code.as_str(), "error_description": error.message })),
+        )
+            .into_response(),
+    }
+}
+
+/// Extracts the token from `Authorization: Bearer <token>` (scheme is case-insensitive).
+fn bearer_token(value: Option<&HeaderValue>) -> Option<&str> {
+    let value = value?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ')).then_some(token)
+}
+
+fn query_carries_credential(query: Option<&str>) -> bool {
+    let Some(query) = query else { return false };
+    url::form_urlencoded::parse(query.as_bytes()).any(|(name, value)| {
+        CREDENTIAL_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p)) || value.starts_with(api_key::PREFIX)
+    })
+}
+
+/// The 401 with `WWW-Authenticate: Bearer resource_metadata=…` that MCP clients use for discovery.
+fn challenge(app: &App, endpoint: Endpoint, failure: Failure) -> Response {
+    let metadata = app.public.resource_metadata_url(endpoint);
+    let (header_value, body) = match failure {
+        Failure::Missing => (
+            format!("Bearer resource_metadata=\"{metadata}\""),
+            json!({ "error": "unauthenticated", "error_description": "this endpoint needs Authorization: Bearer <credential>" }),
+        ),
+        Failure::InQuery => (
+            format!(
+                "Bearer error=\"invalid_request\", error_description=\"credentials are not accepted in the query string\", resource_metadata=\"{metadata}\""
+            ),
+            json!({ "error": "invalid_request", "error_description": "credentials are not accepted in the query string; use the Authorization header" }),
+        ),
+        Failure::Invalid => (
+            format!(
+                "Bearer error=\"invalid_token\", error_description=\"the credential is missing, malformed, unknown, expired or revoked\", resource_metadata=\"{metadata}\""
+            ),
+            json!({ "error": "invalid_token", "error_description": "the credential is malformed, unknown, expired or revoked" }),
+        ),
+    };
+    let mut response = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&header_value) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        let v = |s: &str| HeaderValue::from_str(s).ok();
+        assert_eq!(bearer_token(v("Bearer abc").as_ref()), Some("abc"));
+        assert_eq!(bearer_token(v("bearer abc").as_ref()), Some("abc"));
+        assert_eq!(bearer_token(v("Basic abc").as_ref()), None);
+        assert_eq!(bearer_token(v("Bearer").as_ref()), None);
+        assert_eq!(bearer_token(v("Bearer a b").as_ref()), None);
+        assert_eq!(bearer_token(None), None);
+    }
+
+    #[test]
+    fn query_credentials_detected() {
+        assert!(query_carries_credential(Some("access_token=x")));
+        assert!(query_carries_credential(Some("a=1&API_KEY=x")));
+        assert!(query_carries_credential(Some("q=hdls_0123")));
+        assert!(!query_carries_credential(Some("cursor=abc")));
+        assert!(!query_carries_credential(None));
+    }
+}

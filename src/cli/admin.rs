@@ -1,0 +1,126 @@
+//! `hdls admin …`: operator commands that work whether or not `serve` is running.
+
+use clap::Subcommand;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::clock::{Clock, SystemClock};
+use crate::db::Pools;
+use crate::db::location::Location;
+use crate::identity::Role;
+use crate::tools::args::parse_duration;
+use crate::workspaces;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Manage workspaces.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace (with the CRM installed) and print its one-time owner key.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Mint an API key in a workspace and print it once.
+    Mint {
+        #[arg(long)]
+        workspace: Uuid,
+        #[arg(long)]
+        role: Role,
+        /// Lifetime such as 30d, 12h or 45m.
+        #[arg(long)]
+        expires_in: Option<String>,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API key by id (key_…); it stops working on its next request.
+    Revoke {
+        key_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl clap::ValueEnum for Role {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Role::ALL
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
+}
+
+/// Runs an admin command against the database, stopping the embedded cluster afterwards if it started it.
+pub async fn run(location: Location, command: AdminCommand) -> anyhow::Result<()> {
+    let opened = location.open().await?;
+    let result = async {
+        let pools = Pools::open(&opened.target)?;
+        execute(&pools, command).await
+    }
+    .await;
+    opened.close().await;
+    result
+}
+
+async fn execute(pools: &Pools, command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Workspace(WorkspaceCommand::Create { name, json }) => {
+            let created = workspaces::create(&pools.runtime, &name).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "workspace_id": created.workspace_id, "name": created.name,
+                            "owner_key": created.owner_key, "owner_key_id": created.owner_key_id })
+                );
+            } else {
+                println!("workspace {} ({})", created.name, created.workspace_id);
+                println!("owner key (shown once, store it now): {}", created.owner_key);
+            }
+        }
+        AdminCommand::Key(KeyCommand::Mint {
+            workspace,
+            role,
+            expires_in,
+            label,
+            json,
+        }) => {
+            let expires_at = match expires_in {
+                Some(text) => Some(SystemClock.now() + parse_duration("--expires-in", &text)?),
+                None => None,
+            };
+            let key = workspaces::mint_key(&pools.runtime, workspace, role, label, expires_at).await?;
+            if json {
+                println!("{}", serde_json::to_string(&key)?);
+            } else {
+                println!("{} ({} key, shown once, store it now): {}", key.key_id, key.role, key.key);
+            }
+        }
+        AdminCommand::Key(KeyCommand::Revoke { key_id, json }) => {
+            let hex = crate::auth::api_key::parse_display_id(&key_id)
+                .ok_or_else(|| anyhow::anyhow!("{key_id:?} is not a key id (expected key_ followed by 16 hex digits)"))?;
+            let revoked = workspaces::revoke_key(pools, hex, SystemClock.now()).await?;
+            anyhow::ensure!(revoked, "no API key {key_id}");
+            if json {
+                println!("{}", json!({ "key_id": crate::auth::api_key::display_id(hex), "revoked": true }));
+            } else {
+                println!("revoked {}", crate::auth::api_key::display_id(hex));
+            }
+        }
+    }
+    Ok(())
+}

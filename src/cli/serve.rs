@@ -1,0 +1,122 @@
+//! `hdls serve`: run the server, on the embedded cluster by default.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::app::{App, PublicUrl};
+use crate::clock::SystemClock;
+use crate::db::location::Location;
+use crate::db::{Pools, RUNTIME_ROLE, connect, migrate};
+use crate::identity::Endpoint;
+use crate::master_key::MasterKey;
+use crate::tools::Registry;
+use crate::{server, workspaces};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HDLS_BIND", default_value = "127.0.0.1:8787")]
+    pub bind: SocketAddr,
+    /// The URL clients use to reach this server (defaults to http://<bind>); sets allowed Host/Origin values.
+    #[arg(long, env = "HDLS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Extra browser Origins allowed to call the MCP endpoints.
+    #[arg(long = "allowed-origin", env = "HDLS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
+/// File recording that the demo workspace was created (its key is printed only then).
+const DEMO_MARKER: &str = "demo-workspace";
+
+pub async fn run(location: Location, data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
+    let _master_key = MasterKey::load_or_create(data_dir)?;
+    let opened = location.open().await?;
+    let result = serve(&location, &opened, data_dir, args).await;
+    opened.close().await;
+    result
+}
+
+async fn serve(
+    location: &Location,
+    opened: &crate::db::location::Opened,
+    data_dir: &Path,
+    args: ServeArgs,
+) -> anyhow::Result<()> {
+    let probe = connect(&opened.target.for_role(RUNTIME_ROLE))
+        .await
+        .context("connecting as hdls_runtime (run `hdls setup` with a superuser URL, then `hdls migrate`)")?;
+    anyhow::ensure!(
+        migrate::is_current(&probe).await?,
+        "the database schema is not current: run `hdls migrate`"
+    );
+    drop(probe);
+
+    let public_url = args.public_url.clone().unwrap_or_else(|| {
+        if args.bind.ip().is_unspecified() {
+            format!("http://localhost:{}", args.bind.port())
+        } else {
+            format!("http://{}", args.bind)
+        }
+    });
+    let public = PublicUrl::parse(&public_url, &args.allowed_origins)?;
+    let pools = Pools::open(&opened.target)?;
+    let app = Arc::new(App {
+        pools,
+        registry: Registry::standard(),
+        clock: Arc::new(SystemClock),
+        public,
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("listening on {}", args.bind))?;
+    let running = server::spawn(app.clone(), listener)?;
+
+    println!("hdls {} is running", env!("CARGO_PKG_VERSION"));
+    for endpoint in Endpoint::ALL {
+        println!("  {:<10} {}", endpoint.name(), app.public.endpoint_url(endpoint));
+    }
+    if let Location::Embedded(_) = location {
+        println!("  data       {}", data_dir.display());
+        let marker = data_dir.join(DEMO_MARKER);
+        if !marker.exists() {
+            let demo = workspaces::create(&app.pools.runtime, "demo").await?;
+            std::fs::write(&marker, demo.workspace_id.to_string())?;
+            println!();
+            println!("Created workspace \"demo\" ({}).", demo.workspace_id);
+            println!("Its owner API key is shown this once; store it now:");
+            println!();
+            println!("  {}", demo.owner_key);
+            println!();
+            println!("Connect an MCP client to the URLs above with the header");
+            println!("  Authorization: Bearer <that key>");
+        }
+    }
+
+    wait_for_signal().await;
+    eprintln!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+}

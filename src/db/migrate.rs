@@ -1,0 +1,56 @@
+//! `hdls migrate`: applies the embedded migrations as the owner role.
+
+use anyhow::Context;
+
+use super::{DbTarget, OWNER_ROLE, connect};
+
+refinery::embed_migrations!("migrations");
+
+/// Arbitrary but fixed: serialises concurrent `migrate` runs against one database.
+const MIGRATION_LOCK: i64 = 0x6864_6c73_6d69_6772; // "hdlsmigr"
+
+/// Applies every pending migration, holding an advisory lock so two processes cannot race.
+pub async fn run(target: &DbTarget) -> anyhow::Result<usize> {
+    let mut client = connect(&target.for_role(OWNER_ROLE))
+        .await
+        .context("connecting as hdls_owner (has `hdls setup` run on this database?)")?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let report = migrations::runner()
+        .set_migration_table_name("hdls_meta.schema_history")
+        .run_async(&mut client)
+        .await
+        .context("applying migrations");
+    let report = report?;
+    // The server checks the schema version at start as the runtime role.
+    client
+        .batch_execute(
+            "GRANT USAGE ON SCHEMA hdls_meta TO hdls_runtime;
+             GRANT SELECT ON hdls_meta.schema_history TO hdls_runtime;",
+        )
+        .await?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    Ok(report.applied_migrations().len())
+}
+
+/// Whether the database has every migration this binary knows (serve refuses otherwise).
+pub async fn is_current(client: &tokio_postgres::Client) -> anyhow::Result<bool> {
+    let latest = migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0);
+    let applied: Option<i64> = client
+        .query_one(
+            "SELECT CASE WHEN has_schema_privilege('hdls_meta', 'USAGE')
+                    THEN (SELECT max(version)::int8 FROM hdls_meta.schema_history) END",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(applied.is_some_and(|v| v >= latest))
+}

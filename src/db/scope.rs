@@ -1,0 +1,129 @@
+//! The tenant Scope: the only way tool code reaches tenant data.
+//!
+//! A Scope is one transaction on the runtime pool with the caller's identity stamped by
+//! `SET LOCAL`, so the settings die with the transaction and nothing survives on a pooled
+//! connection. `SET LOCAL` (not `set_config`) because Citus forwards it to workers; each
+//! statement goes as its own message, pipelined, for the same reason (see DESIGN §3).
+
+use deadpool_postgres::{Object, Pool};
+use futures_util::future::try_join4;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, ToStatement};
+
+use crate::identity::Principal;
+use crate::tools::ToolError;
+
+/// An open, identity-stamped transaction.
+pub struct Scope {
+    client: Option<Object>,
+}
+
+impl Scope {
+    /// Takes a connection and opens the transaction stamped with `principal`'s identity.
+    pub async fn begin(pool: &Pool, principal: &Principal) -> Result<Scope, ToolError> {
+        let client = pool.get().await.map_err(ToolError::from_pool)?;
+        // Values are server-made uuids and enum names, written as literals because SET
+        // takes no bind parameters; nothing here comes from a client string.
+        let workspace = format!("SET LOCAL hdls.workspace_id = '{}'", principal.workspace_id);
+        let persona = format!("SET LOCAL hdls.persona = '{}'", principal.persona.as_str());
+        let principal_id = format!(
+            "SET LOCAL hdls.principal_id = '{}'",
+            principal.principal_id.map(|id| id.to_string()).unwrap_or_default()
+        );
+        let scope = Scope {
+            client: Some(client),
+        };
+        {
+            let c = scope.client()?;
+            // try_join4 polls in argument order, so the four messages leave in this
+            // order on the one connection and travel as a single pipelined round trip.
+            try_join4(
+                c.batch_execute("BEGIN"),
+                c.batch_execute(&workspace),
+                c.batch_execute(&persona),
+                c.batch_execute(&principal_id),
+            )
+            .await?;
+        }
+        Ok(scope)
+    }
+
+    fn client(&self) -> Result<&Object, ToolError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| ToolError::internal("scope used after it ended"))
+    }
+
+    /// Runs a query (statement prepared once per connection and cached).
+    pub async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, ToolError> {
+        let c = self.client()?;
+        let statement = c.prepare_cached(sql).await?;
+        Ok(c.query(&statement, params).await?)
+    }
+
+    /// Runs a query expected to return at most one row.
+    pub async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, ToolError> {
+        let c = self.client()?;
+        let statement = c.prepare_cached(sql).await?;
+        Ok(c.query_opt(&statement, params).await?)
+    }
+
+    /// Runs a query expected to return exactly one row.
+    pub async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, ToolError> {
+        let c = self.client()?;
+        let statement = c.prepare_cached(sql).await?;
+        Ok(c.query_one(&statement, params).await?)
+    }
+
+    /// Runs a statement and returns the number of rows it touched.
+    pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, ToolError> {
+        let c = self.client()?;
+        let statement = c.prepare_cached(sql).await?;
+        Ok(c.execute(&statement, params).await?)
+    }
+
+    /// Runs an already prepared statement (for callers that build SQL from the catalog).
+    pub async fn query_prepared<T: ?Sized + ToStatement>(
+        &self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, ToolError> {
+        Ok(self.client()?.query(statement, params).await?)
+    }
+
+    /// Commits and returns the connection to the pool.
+    pub async fn commit(mut self) -> Result<(), ToolError> {
+        let client = self
+            .client
+            .take()
+            .ok_or_else(|| ToolError::internal("scope already ended"))?;
+        match client.batch_execute("COMMIT").await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                // The connection's state is unknown: close it rather than pool it.
+                drop(Object::take(client));
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Rolls back and returns the connection to the pool.
+    pub async fn rollback(mut self) {
+        if let Some(client) = self.client.take()
+            && client.batch_execute("ROLLBACK").await.is_err()
+        {
+            drop(Object::take(client));
+        }
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        // Ended without commit or rollback (a cancelled request, a panic): the
+        // connection may be mid-transaction with identity set, so it must never go
+        // back to the pool. Detaching it closes it.
+        if let Some(client) = self.client.take() {
+            drop(Object::take(client));
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The HTTP surface: routes, request guards (Origin, Host, body size), health checks.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::app::App;
+use crate::auth;
+use crate::identity::Endpoint;
+use crate::mcp::{McpEndpoint, metadata};
+
+/// Largest request body accepted anywhere (MCP messages are small; bulk inserts stay well under).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Builds the whole router.
+pub fn router(app: Arc<App>, shutdown: CancellationToken) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(app.clone());
+    for endpoint in Endpoint::ALL {
+        let metadata_path = format!("/.well-known/oauth-protected-resource{}", endpoint.path());
+        let doc = metadata::protected_resource(&app.public, endpoint);
+        router = router.route(&metadata_path, get(move || async move { axum::Json(doc) }));
+        router = router.route_service(endpoint.path(), mcp_service(app.clone(), endpoint, shutdown.clone()));
+    }
+    router
+        .layer(middleware::from_fn_with_state(app.clone(), guard_origin_and_host))
+        .layer(middleware::from_fn(log_request))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+}
+
+/// One endpoint's MCP service, behind authentication.
+fn mcp_service(app: Arc<App>, endpoint: Endpoint, shutdown: CancellationToken) -> Router {
+    let config = StreamableHttpServerConfig::default()
+        // Stateless: nodes keep nothing between requests, so any node can serve any call
+        // (DESIGN §3 scale-out); clients of every protocol revision work without sessions.
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_sse_keep_alive(None)
+        .with_allowed_hosts(app.public.allowed_hosts().to_vec())
+        .with_allowed_origins(app.public.allowed_origins().to_vec())
+        .enforce_origin_validation()
+        .with_max_request_body_bytes(MAX_BODY_BYTES)
+        .with_cancellation_token(shutdown);
+    let handler_app = app.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(McpEndpoint::new(handler_app.clone(), endpoint)),
+        Arc::new(NeverSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .fallback_service(service)
+        .layer(middleware::from_fn_with_state((app, endpoint), auth::authenticate))
+}
+
+/// Refuses a browser Origin that is not ours (403) and a Host we do not serve (DNS rebinding), before authentication.
+async fn guard_origin_and_host(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    if let Some(origin) = request.headers().get(header::ORIGIN) {
+        let allowed = origin.to_str().is_ok_and(|o| app.public.origin_allowed(o));
+        if !allowed {
+            return (StatusCode::FORBIDDEN, "Origin not allowed").into_response();
+        }
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()));
+    match host {
+        Some(h) if app.public.host_allowed(&h) => next.run(request).await,
+        _ => (StatusCode::FORBIDDEN, "Host not allowed").into_response(),
+    }
+}
+
+/// Logs method, path and status only: never the query string or headers, which can carry credentials.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
+    response
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let ready = async {
+        let client = app.pools.runtime.get().await.ok()?;
+        client.simple_query("SELECT 1").await.ok()
+    }
+    .await
+    .is_some();
+    if ready {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+    }
+}

@@ -1,0 +1,205 @@
+//! The one identity type every layer reads: who is calling, in which workspace, with what rights.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The role ladder: reader < member < admin < owner. `Ord` follows the ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Reader,
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    /// Every role, lowest first.
+    pub const ALL: [Role; 4] = [Role::Reader, Role::Member, Role::Admin, Role::Owner];
+
+    /// The lowercase name used on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Member => "member",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reader" => Ok(Role::Reader),
+            "member" => Ok(Role::Member),
+            "admin" => Ok(Role::Admin),
+            "owner" => Ok(Role::Owner),
+            other => Err(format!(
+                "unknown role {other:?} (expected reader, member, admin or owner)"
+            )),
+        }
+    }
+}
+
+/// Which audience a credential serves. Frozen into the credential when it is issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Persona {
+    /// The team's own operators: whole-workspace visibility under the role ladder.
+    Agent,
+    /// An external requester: only their own rows, only the customer allowlist.
+    Customer,
+}
+
+impl Persona {
+    /// The lowercase name stamped into `hdls.persona`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Persona::Agent => "agent",
+            Persona::Customer => "customer",
+        }
+    }
+}
+
+/// How the caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    ApiKey,
+    OauthToken,
+    /// The operator's command line (`hdls admin …`), which has no bearer credential.
+    Cli,
+}
+
+/// A product that can be installed into a workspace; each has its own MCP endpoint and schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Product {
+    Crm,
+    Support,
+    Contacts,
+}
+
+impl Product {
+    /// Every product, in display order.
+    pub const ALL: [Product; 3] = [Product::Crm, Product::Support, Product::Contacts];
+
+    /// The slug used in URLs, schemas and the database.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Product::Crm => "crm",
+            Product::Support => "support",
+            Product::Contacts => "contacts",
+        }
+    }
+
+    /// A one-line description for `list_products`.
+    pub fn description(self) -> &'static str {
+        match self {
+            Product::Crm => "Accounts, contacts, deals and notes",
+            Product::Support => "Requesters, tickets and replies, with a customer portal",
+            Product::Contacts => "An address book of people, organisations and tags",
+        }
+    }
+
+    /// Parses a slug.
+    pub fn from_slug(slug: &str) -> Option<Product> {
+        Product::ALL.into_iter().find(|p| p.slug() == slug)
+    }
+}
+
+/// An MCP endpoint: the concierge (control plane) or one product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Concierge,
+    Product(Product),
+}
+
+impl Endpoint {
+    /// Every endpoint served.
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::Concierge,
+        Endpoint::Product(Product::Crm),
+        Endpoint::Product(Product::Support),
+        Endpoint::Product(Product::Contacts),
+    ];
+
+    /// The URL path of this endpoint.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Concierge => "/api/mcp",
+            Endpoint::Product(Product::Crm) => "/api/mcp/crm",
+            Endpoint::Product(Product::Support) => "/api/mcp/support",
+            Endpoint::Product(Product::Contacts) => "/api/mcp/contacts",
+        }
+    }
+
+    /// A short name for logs and server info.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Concierge => "concierge",
+            Endpoint::Product(p) => p.slug(),
+        }
+    }
+}
+
+/// Opaque reference to the credential a request presented (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CredentialRef {
+    pub kind: CredentialKind,
+    /// `key_…` for API keys; the grant id for OAuth tokens; `cli` for the operator.
+    pub id: String,
+}
+
+/// Everything the server knows about a caller, built once by authentication and then immutable.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub workspace_id: Uuid,
+    pub workspace_name: String,
+    pub role: Role,
+    pub persona: Persona,
+    /// The customer's requester id; `None` for agents.
+    pub principal_id: Option<Uuid>,
+    /// Products this credential may reach right now (installed, and granted for OAuth).
+    pub products: Vec<Product>,
+    pub credential: CredentialRef,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl Principal {
+    /// Whether this credential may use the given product's endpoint.
+    pub fn has_product(&self, product: Product) -> bool {
+        self.products.contains(&product)
+    }
+
+    /// The operator's identity for `hdls admin …` commands acting on one workspace.
+    pub fn operator(workspace_id: Uuid, workspace_name: String) -> Principal {
+        Principal {
+            workspace_id,
+            workspace_name,
+            role: Role::Owner,
+            persona: Persona::Agent,
+            principal_id: None,
+            products: Vec::new(),
+            credential: CredentialRef {
+                kind: CredentialKind::Cli,
+                id: "cli".to_owned(),
+            },
+            expires_at: None,
+        }
+    }
+}

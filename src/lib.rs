@@ -1,0 +1,14 @@
+//! hdls: headless, MCP-native backends on PostgreSQL with row-level security.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod db;
+pub mod http;
+pub mod identity;
+pub mod master_key;
+pub mod mcp;
+pub mod server;
+pub mod tools;
+pub mod workspaces;

@@ -1,0 +1,148 @@
+//! The rmcp ServerHandler for one endpoint: lists and calls tools from the registry as the request's Principal.
+
+use std::sync::Arc;
+
+use rmcp::model::{
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::Value;
+
+use crate::app::App;
+use crate::db::Scope;
+use crate::identity::{Endpoint, Principal};
+use crate::tools::{Cx, ToolError};
+
+/// One MCP endpoint (concierge or a product) bound to the shared app state.
+#[derive(Clone)]
+pub struct McpEndpoint {
+    app: Arc<App>,
+    endpoint: Endpoint,
+}
+
+impl McpEndpoint {
+    pub fn new(app: Arc<App>, endpoint: Endpoint) -> McpEndpoint {
+        McpEndpoint { app, endpoint }
+    }
+
+    /// The Principal the auth middleware attached to this HTTP request.
+    fn principal(context: &RequestContext<RoleServer>) -> Result<Arc<Principal>, McpError> {
+        context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Arc<Principal>>())
+            .cloned()
+            .ok_or_else(|| McpError::internal_error("request reached MCP without authentication", None))
+    }
+
+    /// Runs one permitted tool inside a fresh Scope: commit on success, roll back on refusal.
+    async fn run(&self, principal: &Principal, name: &str, args: Value) -> Result<Value, ToolError> {
+        let tool = self
+            .app
+            .registry
+            .find(self.endpoint, name)
+            .ok_or_else(|| ToolError::internal("tool vanished from registry"))?;
+        let scope = Scope::begin(&self.app.pools.runtime, principal).await?;
+        let outcome = {
+            let cx = Cx {
+                principal,
+                scope: &scope,
+                app: &self.app,
+            };
+            tool.invoke(&cx, args).await
+        };
+        match outcome {
+            Ok(value) => {
+                scope.commit().await?;
+                Ok(value)
+            }
+            Err(error) => {
+                scope.rollback().await;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// A successful result: the object as structuredContent plus a readable text rendering.
+fn success(value: Value) -> CallToolResult {
+    let text = serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string());
+    let mut result = CallToolResult::structured(value);
+    result.content = vec![ContentBlock::text(text)];
+    result
+}
+
+/// A refusal: `isError: true` with `{"error": {"code", "message", …}}`.
+fn failure(error: &ToolError) -> CallToolResult {
+    let body = error.to_json();
+    let mut result = CallToolResult::structured_error(body);
+    result.content = vec![ContentBlock::text(format!("error ({}): {}", error.code.as_str(), error.message))];
+    result
+}
+
+impl ServerHandler for McpEndpoint {
+    fn get_info(&self) -> ServerConfig {
+        let instructions = match self.endpoint {
+            Endpoint::Concierge => {
+                "hdls concierge: manage this workspace (whoami, products, API keys). \
+                 Your credential is bound to one workspace; no tool takes a tenant id."
+            }
+            Endpoint::Product(_) => {
+                "hdls product endpoint. Your credential is bound to one workspace; no tool takes a tenant id."
+            }
+        };
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(
+                format!("hdls-{}", self.endpoint.name()),
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(instructions)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let principal = Self::principal(&context)?;
+        let tools: Vec<Tool> = self
+            .app
+            .registry
+            .visible(self.endpoint, &principal)
+            .map(|t| t.to_mcp())
+            .collect();
+        // The list depends on the credential: only that caller may cache it.
+        Ok(ListToolsResult::with_all_items(tools).with_cache_scope(CacheScope::Private))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let principal = Self::principal(&context)?;
+        let Some(tool) = self.app.registry.find(self.endpoint, &request.name) else {
+            return Err(McpError::invalid_params(
+                format!("unknown tool {:?} on this endpoint", request.name),
+                None,
+            ));
+        };
+        if let Err(refusal) = tool.permits(&principal) {
+            return Ok(failure(&refusal).into());
+        }
+        let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
+        let result = match self.run(&principal, &request.name, args).await {
+            Ok(value) => success(value),
+            Err(error) => failure(&error),
+        };
+        Ok(result.into())
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        // Used by rmcp for Mcp-Param header validation, without request context. Safe:
+        // each tool name has exactly one schema per endpoint, whoever calls.
+        self.app.registry.find(self.endpoint, name).map(|t| t.to_mcp())
+    }
+}

@@ -1,0 +1,6 @@
+//! The MCP surface: one Streamable HTTP service per endpoint, all reading the one registry.
+
+mod handler;
+pub mod metadata;
+
+pub use handler::McpEndpoint;

@@ -1,0 +1,40 @@
+//! Running the HTTP server on a listener until told to stop (shared by `serve`, tests and benchmarks).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::http;
+
+/// A server running on a task.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, and waits.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled.
+pub fn spawn(app: Arc<App>, listener: TcpListener) -> std::io::Result<RunningServer> {
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let router = http::router(app, shutdown.clone());
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled_owned().await })
+            .await
+    });
+    Ok(RunningServer { addr, shutdown, task })
+}

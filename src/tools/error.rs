@@ -1,0 +1,158 @@
+//! The one error type tool code returns, with the codes in DESIGN §4.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// The stable error codes a client can branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    InvalidInput,
+    Conflict,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::InvalidInput => "invalid_input",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// A refusal or failure, returned to the client as a tool result with `isError: true`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct ToolError {
+    pub code: ErrorCode,
+    /// Safe to show: never a secret, a raw driver message, or another tenant's value.
+    pub message: String,
+    /// Extra machine-readable fields (`path`, `limit`, …) merged into the error object.
+    pub details: Map<String, Value>,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ToolError {
+    /// An error with a code and a safe message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ToolError {
+        ToolError {
+            code,
+            message: message.into(),
+            details: Map::new(),
+            source: None,
+        }
+    }
+
+    /// Adds a machine-readable field.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> ToolError {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ToolError {
+        ToolError::new(ErrorCode::Forbidden, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ToolError {
+        ToolError::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn invalid_input(path: &str, message: impl Into<String>) -> ToolError {
+        ToolError::new(ErrorCode::InvalidInput, message).with("path", path)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> ToolError {
+        ToolError::new(ErrorCode::Conflict, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> ToolError {
+        ToolError::new(ErrorCode::Unavailable, message)
+    }
+
+    /// An internal failure: logged here with the caller's location, shown to the client without detail.
+    #[track_caller]
+    pub fn internal(detail: impl std::fmt::Display) -> ToolError {
+        let location = std::panic::Location::caller();
+        tracing::error!(%location, %detail, "internal error");
+        ToolError::new(ErrorCode::Internal, "internal error; it has been logged")
+    }
+
+    /// Maps a pool failure: the database being unreachable or saturated is `unavailable`.
+    #[track_caller]
+    pub fn from_pool(error: deadpool_postgres::PoolError) -> ToolError {
+        let location = std::panic::Location::caller();
+        tracing::warn!(%location, %error, "database pool unavailable");
+        let mut e = ToolError::unavailable("the database is unavailable; retry shortly");
+        e.source = Some(Box::new(error));
+        e
+    }
+
+    /// The structured body: `{"error": {"code", "message", …details}}`.
+    pub fn to_json(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("code".into(), json!(self.code.as_str()));
+        body.insert("message".into(), json!(self.message));
+        for (k, v) in &self.details {
+            body.insert(k.clone(), v.clone());
+        }
+        json!({ "error": body })
+    }
+}
+
+impl From<tokio_postgres::Error> for ToolError {
+    /// Central mapping of driver errors: never echo the server's message, which can carry row values.
+    #[track_caller]
+    fn from(error: tokio_postgres::Error) -> ToolError {
+        use tokio_postgres::error::SqlState;
+        let location = std::panic::Location::caller();
+        let mapped = match error.code() {
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
+                ToolError::conflict("a record with the same unique value already exists")
+            }
+            Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
+                ToolError::conflict("the change refers to, or is referred to by, another record")
+            }
+            Some(c) if *c == SqlState::CHECK_VIOLATION || *c == SqlState::NOT_NULL_VIOLATION => {
+                ToolError::new(ErrorCode::InvalidInput, "a value is outside what this field accepts")
+            }
+            Some(c) if *c == SqlState::STRING_DATA_RIGHT_TRUNCATION => {
+                ToolError::new(ErrorCode::InvalidInput, "a value is too long")
+            }
+            Some(c) if *c == SqlState::QUERY_CANCELED => {
+                ToolError::unavailable("the operation took too long and was cancelled")
+            }
+            Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
+                tracing::error!(%location, %error, "runtime role lacks a privilege");
+                ToolError::forbidden("the operation is not permitted")
+            }
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+            {
+                ToolError::unavailable("the operation conflicted with another; retry it")
+            }
+            _ if error.is_closed() => ToolError::unavailable("the database connection was lost; retry"),
+            _ => {
+                tracing::error!(%location, %error, "database error");
+                ToolError::new(ErrorCode::Internal, "internal error; it has been logged")
+            }
+        };
+        ToolError {
+            source: Some(Box::new(error)),
+            ..mapped
+        }
+    }
+}
