@@ -29,7 +29,8 @@ pub struct PublicUrl {
 impl PublicUrl {
     /// Parses `--public-url`; extra Origins (e.g. a browser app's) may be allowed too.
     pub fn parse(text: &str, extra_origins: &[String]) -> anyhow::Result<PublicUrl> {
-        let url = Url::parse(text).map_err(|e| anyhow::anyhow!("invalid public URL {text:?}: {e}"))?;
+        let url =
+            Url::parse(text).map_err(|e| anyhow::anyhow!("invalid public URL {text:?}: {e}"))?;
         anyhow::ensure!(
             matches!(url.scheme(), "http" | "https"),
             "the public URL must be http or https"
@@ -88,7 +89,11 @@ impl PublicUrl {
 
     /// Where the endpoint's RFC 9728 protected-resource metadata lives.
     pub fn resource_metadata_url(&self, endpoint: Endpoint) -> String {
-        format!("{}/.well-known/oauth-protected-resource{}", self.base, endpoint.path())
+        format!(
+            "{}/.well-known/oauth-protected-resource{}",
+            self.base,
+            endpoint.path()
+        )
     }
 
     /// `Host` header values accepted (DNS-rebinding protection).
@@ -103,11 +108,15 @@ impl PublicUrl {
 
     /// Whether a Host header value is one of ours (case-insensitive).
     pub fn host_allowed(&self, host: &str) -> bool {
-        self.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+        self.allowed_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
     }
 
     /// Whether an Origin header value is one of ours (exact serialised-origin match).
     pub fn origin_allowed(&self, origin: &str) -> bool {
-        self.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+        self.allowed_origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin))
     }
 }

@@ -11,6 +11,7 @@ use axum::routing::get;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
+use tower::Layer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::app::App;
@@ -31,16 +32,34 @@ pub fn router(app: Arc<App>, shutdown: CancellationToken) -> Router {
         let metadata_path = format!("/.well-known/oauth-protected-resource{}", endpoint.path());
         let doc = metadata::protected_resource(&app.public, endpoint);
         router = router.route(&metadata_path, get(move || async move { axum::Json(doc) }));
-        router = router.route_service(endpoint.path(), mcp_service(app.clone(), endpoint, shutdown.clone()));
+        router = router.route_service(
+            endpoint.path(),
+            mcp_service(app.clone(), endpoint, shutdown.clone()),
+        );
     }
     router
-        .layer(middleware::from_fn_with_state(app.clone(), guard_origin_and_host))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            guard_origin_and_host,
+        ))
         .layer(middleware::from_fn(log_request))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
 }
 
 /// One endpoint's MCP service, behind authentication.
-fn mcp_service(app: Arc<App>, endpoint: Endpoint, shutdown: CancellationToken) -> Router {
+fn mcp_service(
+    app: Arc<App>,
+    endpoint: Endpoint,
+    shutdown: CancellationToken,
+) -> impl tower::Service<
+    Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
     let config = StreamableHttpServerConfig::default()
         // Stateless: nodes keep nothing between requests, so any node can serve any call
         // (DESIGN §3 scale-out); clients of every protocol revision work without sessions.
@@ -58,13 +77,15 @@ fn mcp_service(app: Arc<App>, endpoint: Endpoint, shutdown: CancellationToken) -
         Arc::new(NeverSessionManager::default()),
         config,
     );
-    Router::new()
-        .fallback_service(service)
-        .layer(middleware::from_fn_with_state((app, endpoint), auth::authenticate))
+    middleware::from_fn_with_state((app, endpoint), auth::authenticate).layer(service)
 }
 
 /// Refuses a browser Origin that is not ours (403) and a Host we do not serve (DNS rebinding), before authentication.
-async fn guard_origin_and_host(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+async fn guard_origin_and_host(
+    State(app): State<Arc<App>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(origin) = request.headers().get(header::ORIGIN) {
         let allowed = origin.to_str().is_ok_and(|o| app.public.origin_allowed(o));
         if !allowed {

@@ -25,11 +25,13 @@ impl MasterKey {
     /// Loads `HDLS_MASTER_KEY` (64 hex chars) or `<data_dir>/master.key`, generating the file on first start.
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<MasterKey> {
         if let Ok(hex_key) = std::env::var("HDLS_MASTER_KEY") {
-            return parse(hex_key.trim()).context("HDLS_MASTER_KEY must be 64 hex characters (32 bytes)");
+            return parse(hex_key.trim())
+                .context("HDLS_MASTER_KEY must be 64 hex characters (32 bytes)");
         }
         let path = data_dir.join("master.key");
         match std::fs::read_to_string(&path) {
-            Ok(text) => parse(text.trim()).with_context(|| format!("{} is not a valid master key", path.display())),
+            Ok(text) => parse(text.trim())
+                .with_context(|| format!("{} is not a valid master key", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(data_dir)?;
                 let mut key = [0u8; 32];
@@ -52,6 +54,8 @@ impl MasterKey {
 
 fn parse(text: &str) -> anyhow::Result<MasterKey> {
     let bytes = hex::decode(text)?;
-    let key: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("wrong length"))?;
+    let key: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("wrong length"))?;
     Ok(MasterKey(key))
 }

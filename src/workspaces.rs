@@ -22,7 +22,10 @@ pub struct CreatedWorkspace {
 pub async fn create(runtime: &Pool, name: &str) -> Result<CreatedWorkspace, ToolError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
-        return Err(ToolError::invalid_input("name", "workspace name must be 1 to 200 characters"));
+        return Err(ToolError::invalid_input(
+            "name",
+            "workspace name must be 1 to 200 characters",
+        ));
     }
     let workspace_id = Uuid::now_v7();
     // Even the operator goes through the Scope: the new row's workspace_id comes from
@@ -38,7 +41,14 @@ pub async fn create(runtime: &Pool, name: &str) -> Result<CreatedWorkspace, Tool
             &[&Product::Crm.slug()],
         )
         .await?;
-    let key = api_key::mint(&scope, Role::Owner, Some("owner key (created with the workspace)".into()), None, "cli").await?;
+    let key = api_key::mint(
+        &scope,
+        Role::Owner,
+        Some("owner key (created with the workspace)".into()),
+        None,
+        "cli",
+    )
+    .await?;
     scope.commit().await?;
     Ok(CreatedWorkspace {
         workspace_id,
@@ -77,7 +87,11 @@ pub async fn mint_key(
 }
 
 /// Revokes a key by id on the operator's authority; returns false if no such key exists.
-pub async fn revoke_key(pools: &crate::db::Pools, key_id: &str, now: time::OffsetDateTime) -> Result<bool, ToolError> {
+pub async fn revoke_key(
+    pools: &crate::db::Pools,
+    key_id: &str,
+    now: time::OffsetDateTime,
+) -> Result<bool, ToolError> {
     let owners = api_key::workspace_of(&pools.auth, key_id).await?;
     let mut revoked = false;
     for (workspace_id, name) in owners {

@@ -37,7 +37,11 @@ pub fn generate() -> GeneratedKey {
     let key_id = hex::encode(id);
     let token = format!("{PREFIX}{key_id}_{}", URL_SAFE_NO_PAD.encode(secret));
     let hash = hash(&token);
-    GeneratedKey { key_id, token, hash }
+    GeneratedKey {
+        key_id,
+        token,
+        hash,
+    }
 }
 
 /// SHA-256 of the whole token.
@@ -50,9 +54,13 @@ pub fn parse_key_id(token: &str) -> Option<&str> {
     let rest = token.strip_prefix(PREFIX)?;
     let (key_id, secret) = rest.split_once('_')?;
     let well_formed = key_id.len() == KEY_ID_HEX
-        && key_id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && key_id
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         && secret.len() == 43
-        && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     well_formed.then_some(key_id)
 }
 
@@ -64,7 +72,8 @@ pub fn display_id(key_id: &str) -> String {
 /// Accepts `key_<hex>` or bare `<hex>`.
 pub fn parse_display_id(text: &str) -> Option<&str> {
     let hex = text.strip_prefix("key_").unwrap_or(text);
-    (hex.len() == KEY_ID_HEX && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(hex)
+    (hex.len() == KEY_ID_HEX && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then_some(hex)
 }
 
 /// Why a presented key was not accepted. Deliberately coarse on the wire.
@@ -77,7 +86,11 @@ pub enum Rejection {
 }
 
 /// Resolves a presented token to a Principal, through the narrow auth role.
-pub async fn resolve(auth: &Pool, token: &str, now: OffsetDateTime) -> Result<Result<(Principal, Option<OffsetDateTime>), Rejection>, ToolError> {
+pub async fn resolve(
+    auth: &Pool,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<Result<(Principal, Option<OffsetDateTime>), Rejection>, ToolError> {
     let Some(key_id) = parse_key_id(token) else {
         return Ok(Err(Rejection::Malformed));
     };
@@ -119,7 +132,10 @@ pub async fn resolve(auth: &Pool, token: &str, now: OffsetDateTime) -> Result<Re
         role,
         persona: Persona::Agent,
         principal_id: None,
-        products: products.iter().filter_map(|s| Product::from_slug(s)).collect(),
+        products: products
+            .iter()
+            .filter_map(|s| Product::from_slug(s))
+            .collect(),
         credential: CredentialRef {
             kind: CredentialKind::ApiKey,
             id: display_id(key_id),
@@ -130,11 +146,21 @@ pub async fn resolve(auth: &Pool, token: &str, now: OffsetDateTime) -> Result<Re
 }
 
 /// Records use at most once a minute, off the request path.
-pub fn touch_last_used(auth: &Pool, principal: &Principal, last_used: Option<OffsetDateTime>, now: OffsetDateTime) {
+pub fn touch_last_used(
+    auth: &Pool,
+    principal: &Principal,
+    last_used: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) {
     if last_used.is_some_and(|t| now - t < time::Duration::minutes(1)) {
         return;
     }
-    let Some(key_id) = principal.credential.id.strip_prefix("key_").map(str::to_owned) else {
+    let Some(key_id) = principal
+        .credential
+        .id
+        .strip_prefix("key_")
+        .map(str::to_owned)
+    else {
         return;
     };
     let workspace_id = principal.workspace_id;
@@ -181,7 +207,14 @@ pub async fn mint(
         .execute(
             "INSERT INTO hdls.api_keys (key_id, secret_hash, role, label, created_by, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&key.key_id, &key.hash.as_slice(), &role.as_str(), &label, &created_by, &expires_at],
+            &[
+                &key.key_id,
+                &key.hash.as_slice(),
+                &role.as_str(),
+                &label,
+                &created_by,
+                &expires_at,
+            ],
         )
         .await?;
     Ok(MintedKey {

@@ -74,13 +74,17 @@ fn bearer_token(value: Option<&HeaderValue>) -> Option<&str> {
     let value = value?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ')).then_some(token)
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
 }
 
 fn query_carries_credential(query: Option<&str>) -> bool {
     let Some(query) = query else { return false };
     url::form_urlencoded::parse(query.as_bytes()).any(|(name, value)| {
-        CREDENTIAL_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p)) || value.starts_with(api_key::PREFIX)
+        CREDENTIAL_PARAMS
+            .iter()
+            .any(|p| name.eq_ignore_ascii_case(p))
+            || value.starts_with(api_key::PREFIX)
     })
 }
 

@@ -89,7 +89,10 @@ async fn execute(pools: &Pools, command: AdminCommand) -> anyhow::Result<()> {
                 );
             } else {
                 println!("workspace {} ({})", created.name, created.workspace_id);
-                println!("owner key (shown once, store it now): {}", created.owner_key);
+                println!(
+                    "owner key (shown once, store it now): {}",
+                    created.owner_key
+                );
             }
         }
         AdminCommand::Key(KeyCommand::Mint {
@@ -103,20 +106,30 @@ async fn execute(pools: &Pools, command: AdminCommand) -> anyhow::Result<()> {
                 Some(text) => Some(SystemClock.now() + parse_duration("--expires-in", &text)?),
                 None => None,
             };
-            let key = workspaces::mint_key(&pools.runtime, workspace, role, label, expires_at).await?;
+            let key =
+                workspaces::mint_key(&pools.runtime, workspace, role, label, expires_at).await?;
             if json {
                 println!("{}", serde_json::to_string(&key)?);
             } else {
-                println!("{} ({} key, shown once, store it now): {}", key.key_id, key.role, key.key);
+                println!(
+                    "{} ({} key, shown once, store it now): {}",
+                    key.key_id, key.role, key.key
+                );
             }
         }
         AdminCommand::Key(KeyCommand::Revoke { key_id, json }) => {
-            let hex = crate::auth::api_key::parse_display_id(&key_id)
-                .ok_or_else(|| anyhow::anyhow!("{key_id:?} is not a key id (expected key_ followed by 16 hex digits)"))?;
+            let hex = crate::auth::api_key::parse_display_id(&key_id).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{key_id:?} is not a key id (expected key_ followed by 16 hex digits)"
+                )
+            })?;
             let revoked = workspaces::revoke_key(pools, hex, SystemClock.now()).await?;
             anyhow::ensure!(revoked, "no API key {key_id}");
             if json {
-                println!("{}", json!({ "key_id": crate::auth::api_key::display_id(hex), "revoked": true }));
+                println!(
+                    "{}",
+                    json!({ "key_id": crate::auth::api_key::display_id(hex), "revoked": true })
+                );
             } else {
                 println!("revoked {}", crate::auth::api_key::display_id(hex));
             }

@@ -45,7 +45,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Setup => match &location {
             Location::External(url) => {
                 setup::run(&DbTarget::from_url(url)?).await?;
-                println!("setup complete: roles hdls_owner, hdls_runtime, hdls_auth and schemas are in place");
+                println!(
+                    "setup complete: roles hdls_owner, hdls_runtime, hdls_auth and schemas are in place"
+                );
                 Ok(())
             }
             Location::Embedded(_) => {

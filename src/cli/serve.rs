@@ -25,7 +25,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HDLS_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Extra browser Origins allowed to call the MCP endpoints.
-    #[arg(long = "allowed-origin", env = "HDLS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "HDLS_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
 }
 
@@ -55,11 +59,15 @@ async fn serve(
     );
     drop(probe);
 
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("listening on {}", args.bind))?;
+    let bound = listener.local_addr()?;
     let public_url = args.public_url.clone().unwrap_or_else(|| {
-        if args.bind.ip().is_unspecified() {
-            format!("http://localhost:{}", args.bind.port())
+        if bound.ip().is_unspecified() {
+            format!("http://localhost:{}", bound.port())
         } else {
-            format!("http://{}", args.bind)
+            format!("http://{bound}")
         }
     });
     let public = PublicUrl::parse(&public_url, &args.allowed_origins)?;
@@ -71,14 +79,15 @@ async fn serve(
         public,
     });
 
-    let listener = tokio::net::TcpListener::bind(args.bind)
-        .await
-        .with_context(|| format!("listening on {}", args.bind))?;
     let running = server::spawn(app.clone(), listener)?;
 
     println!("hdls {} is running", env!("CARGO_PKG_VERSION"));
     for endpoint in Endpoint::ALL {
-        println!("  {:<10} {}", endpoint.name(), app.public.endpoint_url(endpoint));
+        println!(
+            "  {:<10} {}",
+            endpoint.name(),
+            app.public.endpoint_url(endpoint)
+        );
     }
     if let Location::Embedded(_) = location {
         println!("  data       {}", data_dir.display());
@@ -107,13 +116,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -775,6 +775,7 @@ mod tests {
     }
 
     fn scratch_dir() -> PathBuf {
+        #[allow(clippy::disallowed_methods)] // a unique temp name, not a clock reading
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())

@@ -54,3 +54,14 @@ pub async fn is_current(client: &tokio_postgres::Client) -> anyhow::Result<bool>
         .get(0);
     Ok(applied.is_some_and(|v| v >= latest))
 }
+
+/// A digest of every embedded migration, so test templates are rebuilt when migrations change.
+pub fn fingerprint() -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for m in migrations::runner().get_migrations() {
+        hasher.update(m.name().as_bytes());
+        hasher.update(m.sql().unwrap_or_default().as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..8])
+}

@@ -28,7 +28,10 @@ impl Scope {
         let persona = format!("SET LOCAL hdls.persona = '{}'", principal.persona.as_str());
         let principal_id = format!(
             "SET LOCAL hdls.principal_id = '{}'",
-            principal.principal_id.map(|id| id.to_string()).unwrap_or_default()
+            principal
+                .principal_id
+                .map(|id| id.to_string())
+                .unwrap_or_default()
         );
         let scope = Scope {
             client: Some(client),
@@ -55,28 +58,44 @@ impl Scope {
     }
 
     /// Runs a query (statement prepared once per connection and cached).
-    pub async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, ToolError> {
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, ToolError> {
         let c = self.client()?;
         let statement = c.prepare_cached(sql).await?;
         Ok(c.query(&statement, params).await?)
     }
 
     /// Runs a query expected to return at most one row.
-    pub async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, ToolError> {
+    pub async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, ToolError> {
         let c = self.client()?;
         let statement = c.prepare_cached(sql).await?;
         Ok(c.query_opt(&statement, params).await?)
     }
 
     /// Runs a query expected to return exactly one row.
-    pub async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, ToolError> {
+    pub async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, ToolError> {
         let c = self.client()?;
         let statement = c.prepare_cached(sql).await?;
         Ok(c.query_one(&statement, params).await?)
     }
 
     /// Runs a statement and returns the number of rows it touched.
-    pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, ToolError> {
+    pub async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, ToolError> {
         let c = self.client()?;
         let statement = c.prepare_cached(sql).await?;
         Ok(c.execute(&statement, params).await?)

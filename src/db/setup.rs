@@ -14,7 +14,10 @@ pub async fn run(target: &DbTarget) -> anyhow::Result<()> {
         .await
         .context("connecting for setup (this needs a superuser URL)")?;
     let is_super: bool = client
-        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
         .await?
         .get(0);
     anyhow::ensure!(
@@ -55,7 +58,9 @@ pub async fn run(target: &DbTarget) -> anyhow::Result<()> {
         .await?
         .get(0);
     let mut statements = vec![
-        format!("GRANT CONNECT ON DATABASE {quoted_db} TO {OWNER_ROLE}, {RUNTIME_ROLE}, {AUTH_ROLE}"),
+        format!(
+            "GRANT CONNECT ON DATABASE {quoted_db} TO {OWNER_ROLE}, {RUNTIME_ROLE}, {AUTH_ROLE}"
+        ),
         // Temporary tables are DDL by another name; nobody needs them at runtime.
         format!("REVOKE TEMPORARY ON DATABASE {quoted_db} FROM PUBLIC"),
         // Before PostgreSQL 15 every role could create objects in `public` (CVE-2018-1058).
@@ -81,7 +86,10 @@ pub async fn run(target: &DbTarget) -> anyhow::Result<()> {
 pub async fn ensure_database(target: &DbTarget) -> anyhow::Result<()> {
     let admin = connect(&target.with_dbname("postgres").as_given()).await?;
     let exists = admin
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&target.dbname()])
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&target.dbname()],
+        )
         .await?
         .is_some();
     if !exists {

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
+    Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -34,11 +35,18 @@ impl McpEndpoint {
             .get::<http::request::Parts>()
             .and_then(|parts| parts.extensions.get::<Arc<Principal>>())
             .cloned()
-            .ok_or_else(|| McpError::internal_error("request reached MCP without authentication", None))
+            .ok_or_else(|| {
+                McpError::internal_error("request reached MCP without authentication", None)
+            })
     }
 
     /// Runs one permitted tool inside a fresh Scope: commit on success, roll back on refusal.
-    async fn run(&self, principal: &Principal, name: &str, args: Value) -> Result<Value, ToolError> {
+    async fn run(
+        &self,
+        principal: &Principal,
+        name: &str,
+        args: Value,
+    ) -> Result<Value, ToolError> {
         let tool = self
             .app
             .registry
@@ -78,7 +86,11 @@ fn success(value: Value) -> CallToolResult {
 fn failure(error: &ToolError) -> CallToolResult {
     let body = error.to_json();
     let mut result = CallToolResult::structured_error(body);
-    result.content = vec![ContentBlock::text(format!("error ({}): {}", error.code.as_str(), error.message))];
+    result.content = vec![ContentBlock::text(format!(
+        "error ({}): {}",
+        error.code.as_str(),
+        error.message
+    ))];
     result
 }
 
@@ -143,6 +155,9 @@ impl ServerHandler for McpEndpoint {
     fn get_tool(&self, name: &str) -> Option<Tool> {
         // Used by rmcp for Mcp-Param header validation, without request context. Safe:
         // each tool name has exactly one schema per endpoint, whoever calls.
-        self.app.registry.find(self.endpoint, name).map(|t| t.to_mcp())
+        self.app
+            .registry
+            .find(self.endpoint, name)
+            .map(|t| t.to_mcp())
     }
 }

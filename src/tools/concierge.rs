@@ -83,7 +83,8 @@ pub fn tools() -> Vec<ToolDef> {
 }
 
 fn rfc3339(t: Option<OffsetDateTime>) -> serde_json::Value {
-    t.and_then(|t| t.format(&Rfc3339).ok()).map_or(serde_json::Value::Null, serde_json::Value::String)
+    t.and_then(|t| t.format(&Rfc3339).ok())
+        .map_or(serde_json::Value::Null, serde_json::Value::String)
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -113,7 +114,9 @@ async fn list_products(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
     let products: Vec<_> = Product::ALL
         .into_iter()
         .map(|product| {
-            let row = rows.iter().find(|r| r.get::<_, &str>("product") == product.slug());
+            let row = rows
+                .iter()
+                .find(|r| r.get::<_, &str>("product") == product.slug());
             let installed_at: Option<OffsetDateTime> = row.map(|r| r.get("installed_at"));
             let uninstalled_at: Option<OffsetDateTime> = row.and_then(|r| r.get("uninstalled_at"));
             json!({
@@ -163,7 +166,10 @@ async fn uninstall_product(cx: &Cx<'_>, args: ProductArg) -> ToolResult {
         )
         .await?;
     if changed == 0 {
-        return Err(ToolError::not_found(format!("{} is not installed", args.product.slug())));
+        return Err(ToolError::not_found(format!(
+            "{} is not installed",
+            args.product.slug()
+        )));
     }
     Ok(json!({ "product": args.product, "installed": false, "data_retained": true }))
 }
@@ -184,15 +190,27 @@ struct MintArgs {
 async fn mint_api_key(cx: &Cx<'_>, args: MintArgs) -> ToolResult {
     api_key::check_ceiling(cx.principal, args.role)?;
     if args.label.as_ref().is_some_and(|l| l.chars().count() > 200) {
-        return Err(ToolError::invalid_input("label", "label must be at most 200 characters"));
+        return Err(ToolError::invalid_input(
+            "label",
+            "label must be at most 200 characters",
+        ));
     }
     let expires_at = match &args.expires_in {
         Some(text) => Some(cx.app.clock.now() + parse_duration("expires_in", text)?),
         None => None,
     };
-    let minted = api_key::mint(cx.scope, args.role, args.label, expires_at, &cx.principal.credential.id).await?;
+    let minted = api_key::mint(
+        cx.scope,
+        args.role,
+        args.label,
+        expires_at,
+        &cx.principal.credential.id,
+    )
+    .await?;
     let mut value = serde_json::to_value(&minted).map_err(ToolError::internal)?;
-    value["notice"] = json!("This key is shown once. Store it in a secret manager; it cannot be retrieved again.");
+    value["notice"] = json!(
+        "This key is shown once. Store it in a secret manager; it cannot be retrieved again."
+    );
     Ok(value)
 }
 
@@ -242,8 +260,9 @@ struct RevokeArgs {
 }
 
 async fn revoke_api_key(cx: &Cx<'_>, args: RevokeArgs) -> ToolResult {
-    let key_id = api_key::parse_display_id(&args.key_id)
-        .ok_or_else(|| ToolError::invalid_input("key_id", "expected a key id like key_3f2a9c0d1e4b5a67"))?;
+    let key_id = api_key::parse_display_id(&args.key_id).ok_or_else(|| {
+        ToolError::invalid_input("key_id", "expected a key id like key_3f2a9c0d1e4b5a67")
+    })?;
     let row = cx
         .scope
         .query_opt(
@@ -251,8 +270,13 @@ async fn revoke_api_key(cx: &Cx<'_>, args: RevokeArgs) -> ToolResult {
             &[&key_id],
         )
         .await?
-        .ok_or_else(|| ToolError::not_found(format!("no API key {} in this workspace", args.key_id)))?;
-    let role: Role = row.get::<_, &str>("role").parse().map_err(ToolError::internal)?;
+        .ok_or_else(|| {
+            ToolError::not_found(format!("no API key {} in this workspace", args.key_id))
+        })?;
+    let role: Role = row
+        .get::<_, &str>("role")
+        .parse()
+        .map_err(ToolError::internal)?;
     if role > cx.principal.role {
         return Err(ToolError::forbidden(format!(
             "a {} credential cannot revoke a {} key",

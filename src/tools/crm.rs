@@ -85,7 +85,10 @@ fn account_json(row: &Row) -> Value {
 fn check_name(path: &str, name: &str) -> Result<(), ToolError> {
     let len = name.trim().chars().count();
     if len == 0 || len > 500 {
-        return Err(ToolError::invalid_input(path, "name must be 1 to 500 characters"));
+        return Err(ToolError::invalid_input(
+            path,
+            "name must be 1 to 500 characters",
+        ));
     }
     Ok(())
 }
@@ -93,9 +96,14 @@ fn check_name(path: &str, name: &str) -> Result<(), ToolError> {
 fn check_domain(domain: &str) -> Result<(), ToolError> {
     let ok = !domain.is_empty()
         && domain.len() <= 253
-        && domain.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-'));
+        && domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-'));
     if !ok {
-        return Err(ToolError::invalid_input("domain", "domain must look like example.com (at most 253 characters)"));
+        return Err(ToolError::invalid_input(
+            "domain",
+            "domain must look like example.com (at most 253 characters)",
+        ));
     }
     Ok(())
 }
@@ -145,7 +153,10 @@ struct AccountId {
 async fn get_account(cx: &Cx<'_>, args: AccountId) -> ToolResult {
     let row = cx
         .scope
-        .query_opt(&format!("SELECT {COLUMNS} FROM crm.accounts WHERE id = $1"), &[&args.id])
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM crm.accounts WHERE id = $1"),
+            &[&args.id],
+        )
         .await?
         .ok_or_else(|| not_found(args.id))?;
     Ok(json!({ "account": account_json(&row) }))
@@ -193,12 +204,23 @@ fn like_pattern(query: &str) -> String {
 async fn search_accounts(cx: &Cx<'_>, args: SearchAccounts) -> ToolResult {
     let limit = args.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ToolError::invalid_input("limit", "limit must be between 1 and 200"));
+        return Err(ToolError::invalid_input(
+            "limit",
+            "limit must be between 1 and 200",
+        ));
     }
     if args.query.as_ref().is_some_and(|q| q.chars().count() > 200) {
-        return Err(ToolError::invalid_input("query", "query must be at most 200 characters"));
+        return Err(ToolError::invalid_input(
+            "query",
+            "query must be at most 200 characters",
+        ));
     }
-    let pattern = args.query.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(like_pattern);
+    let pattern = args
+        .query
+        .as_deref()
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+        .map(like_pattern);
     let after = args.cursor.as_deref().map(decode_cursor).transpose()?;
     let (after_name, after_id) = match after {
         Some((n, i)) => (Some(n), Some(i)),
@@ -221,7 +243,8 @@ async fn search_accounts(cx: &Cx<'_>, args: SearchAccounts) -> ToolResult {
     let has_more = rows.len() as i64 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
     let next_cursor = if has_more {
-        page.last().map(|r| encode_cursor(r.get("name"), r.get("id")))
+        page.last()
+            .map(|r| encode_cursor(r.get("name"), r.get("id")))
     } else {
         None
     };

@@ -127,7 +127,10 @@ impl From<tokio_postgres::Error> for ToolError {
                 ToolError::conflict("the change refers to, or is referred to by, another record")
             }
             Some(c) if *c == SqlState::CHECK_VIOLATION || *c == SqlState::NOT_NULL_VIOLATION => {
-                ToolError::new(ErrorCode::InvalidInput, "a value is outside what this field accepts")
+                ToolError::new(
+                    ErrorCode::InvalidInput,
+                    "a value is outside what this field accepts",
+                )
             }
             Some(c) if *c == SqlState::STRING_DATA_RIGHT_TRUNCATION => {
                 ToolError::new(ErrorCode::InvalidInput, "a value is too long")
@@ -139,12 +142,15 @@ impl From<tokio_postgres::Error> for ToolError {
                 tracing::error!(%location, %error, "runtime role lacks a privilege");
                 ToolError::forbidden("the operation is not permitted")
             }
-            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
-                || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+            Some(c)
+                if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::T_R_DEADLOCK_DETECTED =>
             {
                 ToolError::unavailable("the operation conflicted with another; retry it")
             }
-            _ if error.is_closed() => ToolError::unavailable("the database connection was lost; retry"),
+            _ if error.is_closed() => {
+                ToolError::unavailable("the database connection was lost; retry")
+            }
             _ => {
                 tracing::error!(%location, %error, "database error");
                 ToolError::new(ErrorCode::Internal, "internal error; it has been logged")

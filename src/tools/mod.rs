@@ -92,11 +92,9 @@ impl ToolDef {
         A: DeserializeOwned + JsonSchema + Send + 'static,
         F: for<'a> ToolFn<'a, A>,
     {
-        let handler: Handler = Box::new(move |cx, raw| {
-            match args::parse::<A>(raw) {
-                Ok(parsed) => Box::pin(handler.call(cx, parsed)),
-                Err(e) => Box::pin(std::future::ready(Err(e))),
-            }
+        let handler: Handler = Box::new(move |cx, raw| match args::parse::<A>(raw) {
+            Ok(parsed) => Box::pin(handler.call(cx, parsed)),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
         });
         ToolDef {
             name,
@@ -162,7 +160,8 @@ impl ToolDef {
             .destructive(destructive)
             .idempotent(idempotent)
             .open_world(false);
-        Tool::new(self.name, self.description, self.input_schema.clone()).with_annotations(annotations)
+        Tool::new(self.name, self.description, self.input_schema.clone())
+            .with_annotations(annotations)
     }
 }
 
@@ -195,7 +194,11 @@ impl Registry {
     }
 
     /// The tools this principal may call on this endpoint.
-    pub fn visible<'a>(&'a self, endpoint: Endpoint, principal: &'a Principal) -> impl Iterator<Item = &'a ToolDef> {
+    pub fn visible<'a>(
+        &'a self,
+        endpoint: Endpoint,
+        principal: &'a Principal,
+    ) -> impl Iterator<Item = &'a ToolDef> {
         self.on(endpoint).filter(|t| t.permits(principal).is_ok())
     }
 }

@@ -1,0 +1,240 @@
+//! The database itself enforces the promises: the runtime role is powerless outside RLS.
+
+use hdls::db::{AUTH_ROLE, RUNTIME_ROLE};
+
+use crate::harness::TestDb;
+
+const TENANT_SCHEMAS: [&str; 4] = ["hdls", "crm", "support", "contacts"];
+
+async fn tenant_tables(db: &TestDb) -> Vec<(String, String, bool, bool)> {
+    let su = db.connect_superuser().await;
+    su.query(
+        "SELECT n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p')
+         ORDER BY 1, 2",
+        &[&TENANT_SCHEMAS.to_vec()],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+#[tokio::test]
+async fn runtime_role_is_not_superuser_and_cannot_bypass_rls() {
+    let db = TestDb::create().await;
+    let rt = db.connect_as(RUNTIME_ROLE).await;
+    let row = rt
+        .query_one(
+            "SELECT rolsuper, rolbypassrls, rolcreatedb, rolcreaterole, current_user::text
+             FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0), "runtime role is a superuser");
+    assert!(!row.get::<_, bool>(1), "runtime role bypasses RLS");
+    assert!(!row.get::<_, bool>(2));
+    assert!(!row.get::<_, bool>(3));
+    assert_eq!(row.get::<_, String>(4), RUNTIME_ROLE);
+}
+
+#[tokio::test]
+async fn runtime_role_cannot_run_ddl_or_become_the_owner() {
+    let db = TestDb::create().await;
+    let rt = db.connect_as(RUNTIME_ROLE).await;
+    for statement in [
+        "CREATE TABLE crm.evil (id int)",
+        "CREATE TABLE public.evil (id int)",
+        "CREATE TABLE evil (id int)",
+        "CREATE TEMP TABLE evil (id int)",
+        "ALTER TABLE crm.accounts ADD COLUMN evil int",
+        "ALTER TABLE crm.accounts DISABLE ROW LEVEL SECURITY",
+        "DROP TABLE crm.accounts",
+        "DROP POLICY tenant ON crm.accounts",
+        "SET ROLE hdls_owner",
+        "SET ROLE postgres",
+        "CREATE SCHEMA evil",
+        "TRUNCATE crm.accounts",
+    ] {
+        let result = rt.batch_execute(statement).await;
+        assert!(
+            result.is_err(),
+            "runtime role was allowed to run: {statement}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_tenant_table_has_rls_enabled_forced_and_a_workspace_policy() {
+    let db = TestDb::create().await;
+    let tables = tenant_tables(&db).await;
+    assert!(
+        tables.len() >= 4,
+        "expected the foundation tables, found {tables:?}"
+    );
+    let su = db.connect_superuser().await;
+    for (schema, table, enabled, forced) in &tables {
+        assert!(
+            enabled,
+            "{schema}.{table} does not have row level security enabled"
+        );
+        assert!(forced, "{schema}.{table} does not FORCE row level security");
+        let column = su
+            .query_opt(
+                "SELECT a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
+                 FROM pg_attribute a
+                 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                 WHERE a.attrelid = format('%I.%I', $1::text, $2::text)::regclass
+                   AND a.attname = 'workspace_id' AND NOT a.attisdropped",
+                &[schema, table],
+            )
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{schema}.{table} has no workspace_id column"));
+        assert!(
+            column.get::<_, bool>(0),
+            "{schema}.{table}.workspace_id is nullable"
+        );
+        let default: Option<String> = column.get(1);
+        assert_eq!(
+            default.as_deref(),
+            Some("hdls.current_workspace()"),
+            "{schema}.{table}.workspace_id default"
+        );
+        let policy = su
+            .query_opt(
+                "SELECT 1 FROM pg_policies WHERE schemaname = $1 AND tablename = $2 AND policyname = 'tenant'
+                   AND cmd = 'ALL' AND roles = '{public}'
+                   AND qual = '(workspace_id = hdls.current_workspace())'
+                   AND with_check = '(workspace_id = hdls.current_workspace())'",
+                &[schema, table],
+            )
+            .await
+            .unwrap();
+        assert!(
+            policy.is_some(),
+            "{schema}.{table} lacks the tenant policy (USING and WITH CHECK)"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_workspace_setting_sees_zero_rows_everywhere() {
+    let db = TestDb::create().await;
+    let tables = tenant_tables(&db).await;
+    let rt = db.connect_as(RUNTIME_ROLE).await;
+    // Put a row in every table through a real workspace first.
+    let env_ws = uuid::Uuid::new_v4();
+    rt.batch_execute(&format!(
+        "BEGIN; SET LOCAL hdls.workspace_id = '{env_ws}';
+         INSERT INTO hdls.workspaces (name) VALUES ('w');
+         INSERT INTO hdls.installed_products (product) VALUES ('crm');
+         INSERT INTO hdls.api_keys (key_id, secret_hash, role, created_by) VALUES ('0123456789abcdef', decode(repeat('00', 32), 'hex'), 'owner', 'test');
+         INSERT INTO crm.accounts (name) VALUES ('x');
+         COMMIT;"
+    ))
+    .await
+    .unwrap();
+    // A fresh connection never had the setting; after a transaction that set it, it reads
+    // as '' rather than NULL. Both must see nothing.
+    let rt = db.connect_as(RUNTIME_ROLE).await;
+    for phase in ["never set", "after a transaction"] {
+        for (schema, table, _, _) in &tables {
+            let count: i64 = rt
+                .query_one(&format!("SELECT count(*) FROM {schema}.{table}"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(
+                count, 0,
+                "{schema}.{table} returned rows with no workspace ({phase})"
+            );
+        }
+        rt.batch_execute(&format!(
+            "BEGIN; SET LOCAL hdls.workspace_id = '{}'; COMMIT;",
+            uuid::Uuid::new_v4()
+        ))
+        .await
+        .unwrap();
+    }
+    // And inserting without a workspace fails closed (NULL workspace_id).
+    assert!(
+        rt.batch_execute("INSERT INTO crm.accounts (name) VALUES ('orphan')")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_forged_workspace_id_is_refused() {
+    let db = TestDb::create().await;
+    let rt = db.connect_as(RUNTIME_ROLE).await;
+    let (mine, theirs) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    for ws in [mine, theirs] {
+        rt.batch_execute(&format!(
+            "BEGIN; SET LOCAL hdls.workspace_id = '{ws}'; INSERT INTO hdls.workspaces (name) VALUES ('w'); COMMIT;"
+        ))
+        .await
+        .unwrap();
+    }
+    rt.batch_execute(&format!("BEGIN; SET LOCAL hdls.workspace_id = '{mine}';"))
+        .await
+        .unwrap();
+    let forged = rt
+        .execute(
+            "INSERT INTO crm.accounts (workspace_id, name) VALUES ($1, 'forged')",
+            &[&theirs],
+        )
+        .await;
+    assert!(forged.is_err(), "a row for another workspace was accepted");
+    rt.batch_execute("ROLLBACK").await.unwrap();
+    // Moving an own row to another workspace is refused too.
+    rt.batch_execute(&format!(
+        "BEGIN; SET LOCAL hdls.workspace_id = '{mine}'; INSERT INTO crm.accounts (name) VALUES ('mine');"
+    ))
+    .await
+    .unwrap();
+    let moved = rt
+        .execute("UPDATE crm.accounts SET workspace_id = $1", &[&theirs])
+        .await;
+    assert!(moved.is_err(), "a row was moved into another workspace");
+    rt.batch_execute("ROLLBACK").await.unwrap();
+}
+
+#[tokio::test]
+async fn auth_role_reads_credentials_but_no_product_data() {
+    let db = TestDb::create().await;
+    let auth = db.connect_as(AUTH_ROLE).await;
+    assert!(auth.query("SELECT * FROM crm.accounts", &[]).await.is_err());
+    assert!(
+        auth.batch_execute("INSERT INTO hdls.workspaces (name) VALUES ('x')")
+            .await
+            .is_err()
+    );
+    assert!(
+        auth.batch_execute("UPDATE hdls.api_keys SET role = 'owner'")
+            .await
+            .is_err()
+    );
+    assert!(
+        auth.batch_execute("UPDATE hdls.api_keys SET revoked_at = NULL")
+            .await
+            .is_err()
+    );
+    assert!(
+        auth.batch_execute("DELETE FROM hdls.api_keys")
+            .await
+            .is_err()
+    );
+    let row = auth
+        .query_one(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0) && !row.get::<_, bool>(1));
+}

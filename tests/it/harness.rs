@@ -1,0 +1,375 @@
+//! Test harness: a PostgreSQL server (HDLS_TEST_DATABASE_URL or a private ephemeral cluster),
+//! a fresh database per test cloned from a migrated template, and an in-process server.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use hdls::app::{App, PublicUrl};
+use hdls::clock::ManualClock;
+use hdls::db::embedded::Cluster;
+use hdls::db::{DbTarget, Pools, connect, migrate, setup};
+use hdls::identity::Role;
+use hdls::server::{self, RunningServer};
+use hdls::tools::Registry;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+/// The superuser target every test database is created from.
+struct Server {
+    superuser: DbTarget,
+    template: String,
+    file_copy: bool,
+}
+
+static SERVER: OnceCell<Server> = OnceCell::const_new();
+static OWN_CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+extern "C" fn stop_own_cluster() {
+    if let Some(cluster) = OWN_CLUSTER.get() {
+        cluster.stop_blocking_immediate();
+        let _ = std::fs::remove_dir_all(cluster.root());
+    }
+}
+
+async fn server() -> &'static Server {
+    SERVER
+        .get_or_init(|| async {
+            let superuser = match std::env::var("HDLS_TEST_DATABASE_URL") {
+                Ok(url) if !url.is_empty() => {
+                    DbTarget::from_url(&url).expect("HDLS_TEST_DATABASE_URL")
+                }
+                _ => {
+                    let dir =
+                        std::env::temp_dir().join(format!("hdls-test-{}", std::process::id()));
+                    let cluster = Cluster::start(&dir)
+                        .await
+                        .expect("starting an ephemeral PostgreSQL cluster");
+                    let target = DbTarget::from_config(cluster.superuser_config("postgres"));
+                    let _ = OWN_CLUSTER.set(cluster);
+                    // SAFETY: registering a plain extern "C" function with libc's atexit.
+                    unsafe {
+                        libc::atexit(stop_own_cluster);
+                    }
+                    target
+                }
+            };
+            let admin = connect(&superuser.with_dbname("postgres").as_given())
+                .await
+                .expect("connect as superuser");
+            let version: i32 = admin
+                .query_one("SELECT current_setting('server_version_num')::int", &[])
+                .await
+                .unwrap()
+                .get(0);
+            let fingerprint = format!(
+                "{}{}",
+                migrate::fingerprint(),
+                &hex_digest(include_str!("../../src/db/setup.rs"))[..8]
+            );
+            let template = format!("hdls_tpl_{fingerprint}");
+            drop_stale_databases(&admin).await;
+            // Serialise template creation across concurrently running test processes.
+            admin
+                .execute("SELECT pg_advisory_lock(7163)", &[])
+                .await
+                .unwrap();
+            let exists = admin
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template])
+                .await
+                .unwrap()
+                .is_some();
+            if !exists {
+                let building = format!("{template}_building");
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+                    .await
+                    .unwrap();
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {building}"))
+                    .await
+                    .unwrap();
+                let target = superuser.with_dbname(&building);
+                setup::run(&target).await.expect("setup");
+                migrate::run(&target).await.expect("migrate");
+                // Renamed only once complete, so a half-built template is never used.
+                admin
+                    .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {template}"))
+                    .await
+                    .unwrap();
+            }
+            admin
+                .execute("SELECT pg_advisory_unlock(7163)", &[])
+                .await
+                .unwrap();
+            Server {
+                superuser,
+                template,
+                file_copy: version >= 150000,
+            }
+        })
+        .await
+}
+
+fn hex_digest(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// Drops databases left by earlier test processes that are no longer running.
+async fn drop_stale_databases(admin: &tokio_postgres::Client) {
+    let rows = admin
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'hdls_t\\_%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
+}
+
+/// A fresh database for one test, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub target: DbTarget,
+    superuser: DbTarget,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let server = server().await;
+        let name = format!("hdls_t_{}_{}", std::process::id(), Uuid::new_v4().simple());
+        let admin = connect(&server.superuser.with_dbname("postgres").as_given())
+            .await
+            .unwrap();
+        let strategy = if server.file_copy {
+            " STRATEGY FILE_COPY"
+        } else {
+            ""
+        };
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {name} TEMPLATE {}{strategy}",
+                server.template
+            ))
+            .await
+            .expect("create test database");
+        let target = server.superuser.with_dbname(&name);
+        // Database-level grants are not copied from the template.
+        setup::run(&target).await.expect("setup on test database");
+        TestDb {
+            name,
+            target,
+            superuser: server.superuser.clone(),
+        }
+    }
+
+    /// A connection as the given hdls role.
+    pub async fn connect_as(&self, role: &str) -> tokio_postgres::Client {
+        connect(&self.target.for_role(role))
+            .await
+            .expect("connect as role")
+    }
+
+    /// A connection as the superuser (for assertions that must see every row).
+    pub async fn connect_superuser(&self) -> tokio_postgres::Client {
+        connect(&self.target.as_given())
+            .await
+            .expect("connect as superuser")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = self.superuser.with_dbname("postgres").as_given();
+        // Drop is synchronous and the test's runtime may be shutting down: use a thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let client = connect(&admin).await.ok()?;
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A running hdls server on a loopback port over its own database, with a clock the test controls.
+pub struct TestEnv {
+    pub app: Arc<App>,
+    pub clock: ManualClock,
+    pub base_url: String,
+    server: Option<RunningServer>,
+    pub db: TestDb,
+}
+
+impl TestEnv {
+    pub async fn start() -> TestEnv {
+        let db = TestDb::create().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let base_url = format!("http://{addr}");
+        let clock = ManualClock::starting_now();
+        let app = Arc::new(App {
+            pools: Pools::open(&db.target).unwrap(),
+            registry: Registry::standard(),
+            clock: Arc::new(clock.clone()),
+            public: PublicUrl::parse(&base_url, &[]).unwrap(),
+        });
+        let server = server::spawn(app.clone(), listener).unwrap();
+        TestEnv {
+            app,
+            clock,
+            base_url,
+            server: Some(server),
+            db,
+        }
+    }
+
+    /// Creates a workspace and returns (id, owner key).
+    pub async fn workspace(&self, name: &str) -> (Uuid, String) {
+        let created = hdls::workspaces::create(&self.app.pools.runtime, name)
+            .await
+            .unwrap();
+        (created.workspace_id, created.owner_key)
+    }
+
+    /// Mints a key with a role in a workspace (operator authority).
+    pub async fn key(&self, workspace: Uuid, role: Role) -> String {
+        hdls::workspaces::mint_key(&self.app.pools.runtime, workspace, role, None, None)
+            .await
+            .unwrap()
+            .key
+    }
+
+    /// An MCP client on an endpoint path (e.g. "/api/mcp/crm") with a bearer key.
+    pub async fn client(&self, path: &str, key: &str) -> Mcp {
+        Mcp::connect(&format!("{}{path}", self.base_url), key).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown.cancel();
+        }
+    }
+}
+
+/// The official rmcp client over Streamable HTTP, with helpers for assertions.
+pub struct Mcp {
+    pub service: RunningService<RoleClient, ClientConfig>,
+}
+
+impl Mcp {
+    pub async fn connect(url: &str, key: &str) -> Mcp {
+        Self::try_connect(url, key).await.expect("MCP initialize")
+    }
+
+    pub async fn try_connect(
+        url: &str,
+        key: &str,
+    ) -> Result<Mcp, rmcp::service::ClientInitializeError> {
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(url).auth_header(key),
+        );
+        let service = ClientConfig::default().serve(transport).await?;
+        Ok(Mcp { service })
+    }
+
+    /// Names of the tools this credential sees.
+    pub async fn tool_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .service
+            .list_all_tools()
+            .await
+            .expect("tools/list")
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Calls a tool and returns the raw result (a JSON-RPC error panics).
+    pub async fn call(&self, name: &str, args: Value) -> CallToolResult {
+        let params = match args {
+            Value::Object(map) => CallToolRequestParams::new(name.to_owned()).with_arguments(map),
+            Value::Null => CallToolRequestParams::new(name.to_owned()),
+            other => panic!("arguments must be an object, got {other}"),
+        };
+        self.service
+            .call_tool(params)
+            .await
+            .unwrap_or_else(|e| panic!("tools/call {name}: {e}"))
+    }
+
+    /// Calls a tool that must succeed; returns its structuredContent.
+    pub async fn ok(&self, name: &str, args: Value) -> Value {
+        let result = self.call(name, args).await;
+        assert_ne!(
+            result.is_error,
+            Some(true),
+            "{name} failed: {:?}",
+            result.structured_content
+        );
+        assert!(
+            !result.content.is_empty(),
+            "{name} returned no text rendering"
+        );
+        result.structured_content.expect("structuredContent")
+    }
+
+    /// Calls a tool that must fail; returns the error object `{code, message, …}`.
+    pub async fn err(&self, name: &str, args: Value) -> Value {
+        let result = self.call(name, args).await;
+        assert_eq!(
+            result.is_error,
+            Some(true),
+            "{name} unexpectedly succeeded: {:?}",
+            result.structured_content
+        );
+        let body = result
+            .structured_content
+            .expect("structuredContent on error");
+        body["error"].clone()
+    }
+
+    /// The error code of a failing call.
+    pub async fn err_code(&self, name: &str, args: Value) -> String {
+        self.err(name, args).await["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// An empty JSON object, for tools without arguments.
+pub fn no_args() -> Value {
+    json!({})
+}

@@ -1,0 +1,11 @@
+//! The one integration-test binary: real PostgreSQL, real HTTP, the rmcp client.
+
+mod harness;
+
+mod credentials;
+mod database_roles;
+mod embedded_serve;
+mod isolation;
+mod products;
+mod role_matrix;
+mod transport;

@@ -1,0 +1,163 @@
+//! HTTP-level guards and documents: Origin, Host, body size, metadata, health, tool descriptions.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{TestEnv, no_args};
+
+fn initialize_body() -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": { "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": { "name": "raw", "version": "0" } }
+    })
+}
+
+#[tokio::test]
+async fn foreign_origin_and_host_are_refused_before_authentication() {
+    let env = TestEnv::start().await;
+    let (_, key) = env.workspace("guards").await;
+    let http = reqwest::Client::new();
+    let post = |origin: Option<&str>, host: Option<&str>| {
+        let mut r = http
+            .post(env.url("/api/mcp"))
+            .header("authorization", format!("Bearer {key}"))
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize_body());
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        if let Some(h) = host {
+            r = r.header("host", h);
+        }
+        r.send()
+    };
+    assert_eq!(
+        post(Some("https://evil.example"), None)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post(Some("null"), None).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post(None, Some("evil.example")).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    // Our own origin is fine, and so is no Origin (non-browser clients).
+    let own = env.base_url.clone();
+    assert_eq!(
+        post(Some(&own), None).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(post(None, None).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let env = TestEnv::start().await;
+    let (_, key) = env.workspace("big").await;
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let response = reqwest::Client::new()
+        .post(env.url("/api/mcp/crm"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(
+            json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": { "name": "create_account", "arguments": { "name": huge } } })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn protected_resource_metadata_names_each_endpoint() {
+    let env = TestEnv::start().await;
+    for path in [
+        "/api/mcp",
+        "/api/mcp/crm",
+        "/api/mcp/support",
+        "/api/mcp/contacts",
+    ] {
+        let doc: Value =
+            reqwest::get(env.url(&format!("/.well-known/oauth-protected-resource{path}")))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        assert_eq!(doc["resource"], env.url(path));
+        assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let env = TestEnv::start().await;
+    assert_eq!(
+        reqwest::get(env.url("/healthz")).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        reqwest::get(env.url("/readyz")).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn tools_carry_annotations_and_lists_are_private() {
+    let env = TestEnv::start().await;
+    let (_, key) = env.workspace("annotations").await;
+    let crm = env.client("/api/mcp/crm", &key).await;
+    let listed = crm.service.list_tools(None).await.unwrap();
+    assert_eq!(listed.cache_scope, Some(rmcp::model::CacheScope::Private));
+    let by_name = |name: &str| {
+        listed
+            .tools
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .clone()
+    };
+    let search = by_name("search_accounts").annotations.unwrap();
+    assert_eq!(search.read_only_hint, Some(true));
+    let delete = by_name("delete_account").annotations.unwrap();
+    assert_eq!(delete.destructive_hint, Some(true));
+    assert_eq!(delete.read_only_hint, Some(false));
+    let create = by_name("create_account");
+    assert_eq!(create.annotations.unwrap().idempotent_hint, Some(false));
+    assert!(
+        create
+            .input_schema
+            .get("properties")
+            .and_then(|p| p.get("name"))
+            .is_some()
+    );
+
+    // Results: structuredContent plus a readable text rendering.
+    let result = env
+        .client("/api/mcp", &key)
+        .await
+        .call("whoami", no_args())
+        .await;
+    assert!(result.structured_content.is_some());
+    let text = result.content[0].as_text().unwrap().text.clone();
+    assert!(
+        text.contains("annotations"),
+        "text rendering lacks the workspace name: {text}"
+    );
+
+    // An unknown tool is a protocol error, not a tool result.
+    let unknown = crm
+        .service
+        .call_tool(rmcp::model::CallToolRequestParams::new("no_such_tool"))
+        .await;
+    assert!(unknown.is_err());
+}
