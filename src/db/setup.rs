@@ -26,16 +26,25 @@ pub async fn run(target: &DbTarget) -> anyhow::Result<()> {
     );
 
     for role in [OWNER_ROLE, RUNTIME_ROLE, AUTH_ROLE] {
-        // CREATE ROLE has no IF NOT EXISTS; the DO block keeps setup idempotent, and the
-        // ALTER afterwards corrects a role someone created by hand with too much power.
+        // CREATE ROLE has no IF NOT EXISTS; the DO block keeps setup idempotent and safe
+        // when several setups run at once (tests do), and the ALTER corrects a role someone
+        // created by hand with too much power. It only runs when needed, because two
+        // concurrent ALTERs of one role fail with "tuple concurrently updated".
         client
             .batch_execute(&format!(
                 "DO $$ BEGIN
                     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
-                        CREATE ROLE {role} LOGIN;
+                        BEGIN
+                            CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION NOINHERIT;
+                        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                        END;
                     END IF;
-                 END $$;
-                 ALTER ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION NOINHERIT;"
+                    IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}'
+                               AND (rolsuper OR rolbypassrls OR rolcreatedb OR rolcreaterole
+                                    OR rolreplication OR rolinherit OR NOT rolcanlogin)) THEN
+                        ALTER ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION NOINHERIT;
+                    END IF;
+                 END $$;"
             ))
             .await
             .with_context(|| format!("creating role {role}"))?;

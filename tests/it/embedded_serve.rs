@@ -11,6 +11,8 @@ use crate::harness::{Mcp, no_args};
 struct Serve {
     child: Child,
     lines: std::sync::mpsc::Receiver<String>,
+    /// Everything the server logged, to check that no credential ever appears there.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Serve {
@@ -20,7 +22,8 @@ impl Serve {
             .arg(data_dir)
             .env_remove("HDLS_DATABASE_URL")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .env("HDLS_LOG", "hdls=debug,info")
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn hdls serve");
         let stdout = child.stdout.take().unwrap();
@@ -32,7 +35,20 @@ impl Serve {
                 }
             }
         });
-        Serve { child, lines }
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        Serve { child, lines, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     /// Reads printed lines until the concierge URL appears (and, on first start, the key).
@@ -51,7 +67,7 @@ impl Serve {
             if trimmed.starts_with("hdls_") {
                 key = Some(trimmed.to_owned());
             }
-            if trimmed.starts_with("data") && url.is_some() {
+            if let (true, Some(url)) = (trimmed.starts_with("data"), url.clone()) {
                 // The demo block follows immediately on first start; give it a moment via the channel.
                 while let Ok(more) = self.lines.recv_timeout(Duration::from_secs(3)) {
                     if more.trim().starts_with("hdls_") {
@@ -61,7 +77,7 @@ impl Serve {
                         break;
                     }
                 }
-                return (url.unwrap(), key);
+                return (url, key);
             }
         }
     }
@@ -74,6 +90,19 @@ impl Serve {
         let status = self.child.wait().unwrap();
         assert!(status.success(), "hdls serve exited with {status}");
     }
+}
+
+fn admin(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_hdls"))
+        .arg("admin")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("HDLS_DATABASE_URL")
+        .output()
+        .expect("run hdls admin");
+    assert!(output.status.success(), "hdls admin {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("admin --json output")
 }
 
 #[tokio::test]
@@ -104,12 +133,26 @@ async fn serve_on_an_empty_data_dir_then_restart() {
     .await;
     drop(crm);
     drop(concierge);
+    // A refused credential is logged as refused, never printed.
+    let last = if key.ends_with('x') { 'y' } else { 'x' };
+    let wrong = format!("{}{last}", &key[..key.len() - 1]);
+    assert!(Mcp::try_connect(&url, &wrong).await.is_err());
+    let log = first.log();
     first.interrupt_and_wait();
+    assert!(log.contains("credential refused"), "debug logging was not captured:\n{log}");
+    let secret = key.rsplit('_').next().unwrap();
+    assert!(!log.contains(secret) && !log.contains(&wrong[wrong.len() - 20..]), "a key appeared in the server log");
     // Ctrl-C stopped the private cluster too.
     assert!(
         !dir.join("pgdata/postmaster.pid").exists(),
         "the embedded PostgreSQL is still running"
     );
+
+    // With serve stopped, an admin command starts the cluster, works, and stops it again.
+    let demo_id = who["workspace"]["id"].as_str().unwrap().to_owned();
+    let minted = admin(&dir, &["key", "mint", "--workspace", &demo_id, "--role", "reader", "--json"]);
+    let reader_key = minted["key"].as_str().unwrap().to_owned();
+    assert!(!dir.join("pgdata/postmaster.pid").exists(), "admin left the embedded PostgreSQL running");
 
     let second = Serve::start(&dir);
     let (url, key_again) = second.read_banner();
@@ -121,6 +164,8 @@ async fn serve_on_an_empty_data_dir_then_restart() {
     let found = crm.ok("search_accounts", json!({ "query": "Acme" })).await;
     assert_eq!(found["accounts"].as_array().unwrap().len(), 1);
     drop(crm);
+    let reader = Mcp::connect(&url, &reader_key).await.ok("whoami", no_args()).await;
+    assert_eq!(reader["role"], "reader");
     second.interrupt_and_wait();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -185,6 +185,29 @@ impl TestDb {
             .expect("connect as role")
     }
 
+    /// The superuser connection string for this database, as the CLI takes it.
+    pub fn superuser_url(&self) -> String {
+        let config = self.target.as_given();
+        let mut parts = Vec::new();
+        for host in config.get_hosts() {
+            match host {
+                tokio_postgres::config::Host::Tcp(name) => parts.push(format!("host={name}")),
+                tokio_postgres::config::Host::Unix(path) => parts.push(format!("host={}", path.display())),
+            }
+        }
+        if let Some(port) = config.get_ports().first() {
+            parts.push(format!("port={port}"));
+        }
+        if let Some(user) = config.get_user() {
+            parts.push(format!("user={user}"));
+        }
+        if let Some(password) = config.get_password() {
+            parts.push(format!("password={}", String::from_utf8_lossy(password)));
+        }
+        parts.push(format!("dbname={}", self.name));
+        parts.join(" ")
+    }
+
     /// A connection as the superuser (for assertions that must see every row).
     pub async fn connect_superuser(&self) -> tokio_postgres::Client {
         connect(&self.target.as_given())
@@ -300,6 +323,19 @@ impl Mcp {
         );
         let service = ClientConfig::default().serve(transport).await?;
         Ok(Mcp { service })
+    }
+
+    /// Connects with an explicit lifecycle: the 2026-07-28 `server/discover` flow, or `initialize`.
+    pub async fn connect_with(url: &str, key: &str, lifecycle: rmcp::ClientLifecycleMode) -> Mcp {
+        use rmcp::ClientServiceExt;
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(url).auth_header(key),
+        );
+        let service = ClientConfig::default()
+            .serve_with_lifecycle(transport, lifecycle)
+            .await
+            .expect("MCP connect");
+        Mcp { service }
     }
 
     /// Names of the tools this credential sees.

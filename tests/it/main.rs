@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod cli;
 mod credentials;
 mod database_roles;
 mod embedded_serve;
