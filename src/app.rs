@@ -15,6 +15,9 @@ pub struct App {
     pub registry: Registry,
     pub clock: Arc<dyn Clock>,
     pub public: PublicUrl,
+    /// Rate limits and the usage ledger on every tool call. Always on in `serve`; the
+    /// benchmark turns it off to measure its cost.
+    pub enforce_limits: bool,
 }
 
 /// The URL clients use to reach this server; the source of resource URLs, allowed Hosts and Origins.

@@ -1,12 +1,14 @@
 //! hdls: headless, MCP-native backends on PostgreSQL with row-level security.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod db;
 pub mod http;
 pub mod identity;
+pub mod limits;
 pub mod master_key;
 pub mod mcp;
 pub mod server;

@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::audit;
 use crate::db::Scope;
 use crate::identity::{CredentialKind, CredentialRef, Persona, Principal, Product, Role};
 use crate::tools::ToolError;
@@ -194,14 +195,16 @@ pub struct MintedKey {
     pub expires_at: Option<OffsetDateTime>,
 }
 
-/// Mints a key in the Scope's workspace. The caller has already checked the role ceiling.
+/// Mints a key in the Scope's workspace on `actor`'s authority, and audits it.
 pub async fn mint(
     scope: &Scope,
+    actor: &Principal,
     role: Role,
     label: Option<String>,
     expires_at: Option<OffsetDateTime>,
-    created_by: &str,
+    now: OffsetDateTime,
 ) -> Result<MintedKey, ToolError> {
+    check_ceiling(actor, role)?;
     let key = generate();
     scope
         .execute(
@@ -212,18 +215,75 @@ pub async fn mint(
                 &key.hash.as_slice(),
                 &role.as_str(),
                 &label,
-                &created_by,
+                &actor.credential.id,
                 &expires_at,
             ],
         )
         .await?;
+    let key_id = display_id(&key.key_id);
+    audit::record(
+        scope,
+        actor,
+        audit::actions::API_KEY_MINT,
+        Some(&format!("{key_id} role={role}")),
+        audit::Outcome::Allowed,
+        now,
+    )
+    .await?;
     Ok(MintedKey {
-        key_id: display_id(&key.key_id),
+        key_id,
         key: key.token,
         role,
         label,
         expires_at,
     })
+}
+
+/// Revokes a key in the Scope's workspace on `actor`'s authority (never one above the
+/// actor's own role), and audits it. Revoking an already revoked key is a no-op success.
+pub async fn revoke(
+    scope: &Scope,
+    actor: &Principal,
+    key_id: &str,
+    now: OffsetDateTime,
+) -> Result<(), ToolError> {
+    let shown = display_id(key_id);
+    let row = scope
+        .query_opt(
+            "SELECT role, revoked_at FROM hdls.api_keys WHERE key_id = $1 FOR UPDATE",
+            &[&key_id],
+        )
+        .await?
+        .ok_or_else(|| ToolError::not_found(format!("no API key {shown} in this workspace")))?;
+    let role: Role = row
+        .get::<_, &str>("role")
+        .parse()
+        .map_err(ToolError::internal)?;
+    if role > actor.role {
+        return Err(ToolError::forbidden(format!(
+            "a {} credential cannot revoke a {} key",
+            actor.role, role
+        )));
+    }
+    let already: Option<OffsetDateTime> = row.get("revoked_at");
+    if already.is_none() {
+        scope
+            .execute(
+                "UPDATE hdls.api_keys SET revoked_at = $2 WHERE key_id = $1",
+                &[&key_id, &now],
+            )
+            .await?;
+        audit::record(
+            scope,
+            actor,
+            audit::actions::API_KEY_REVOKE,
+            Some(&shown),
+            audit::Outcome::Allowed,
+            now,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Checks the rule "a credential may not mint above its own role".

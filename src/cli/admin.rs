@@ -5,8 +5,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::clock::{Clock, SystemClock};
-use crate::db::Pools;
 use crate::db::location::Location;
+use crate::db::{DbTarget, OWNER_ROLE, Pools};
 use crate::identity::Role;
 use crate::tools::args::parse_duration;
 use crate::workspaces;
@@ -19,6 +19,32 @@ pub enum AdminCommand {
     /// Manage API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage rate-limit plans.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Set a workspace's per-minute limit and monthly tool-call budget (creates or updates its plan).
+    Set {
+        #[arg(long)]
+        workspace: Uuid,
+        /// Tool calls per fixed one-minute window.
+        #[arg(long)]
+        per_minute: i32,
+        /// Tool calls per calendar month (UTC).
+        #[arg(long, conflicts_with = "unlimited")]
+        monthly: Option<i64>,
+        /// No monthly budget (the default).
+        #[arg(long)]
+        unlimited: bool,
+        /// A plan name shared by several workspaces; defaults to one plan per workspace.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,17 +96,18 @@ pub async fn run(location: Location, command: AdminCommand) -> anyhow::Result<()
     let opened = location.open().await?;
     let result = async {
         let pools = Pools::open(&opened.target)?;
-        execute(&pools, command).await
+        execute(&pools, &opened.target, command).await
     }
     .await;
     opened.close().await;
     result
 }
 
-async fn execute(pools: &Pools, command: AdminCommand) -> anyhow::Result<()> {
+async fn execute(pools: &Pools, target: &DbTarget, command: AdminCommand) -> anyhow::Result<()> {
+    let now = SystemClock.now();
     match command {
         AdminCommand::Workspace(WorkspaceCommand::Create { name, json }) => {
-            let created = workspaces::create(&pools.runtime, &name).await?;
+            let created = workspaces::create(&pools.runtime, &name, now).await?;
             if json {
                 println!(
                     "{}",
@@ -103,11 +130,11 @@ async fn execute(pools: &Pools, command: AdminCommand) -> anyhow::Result<()> {
             json,
         }) => {
             let expires_at = match expires_in {
-                Some(text) => Some(SystemClock.now() + parse_duration("--expires-in", &text)?),
+                Some(text) => Some(now + parse_duration("--expires-in", &text)?),
                 None => None,
             };
-            let key =
-                workspaces::mint_key(&pools.runtime, workspace, role, label, expires_at).await?;
+            let key = workspaces::mint_key(&pools.runtime, workspace, role, label, expires_at, now)
+                .await?;
             if json {
                 println!("{}", serde_json::to_string(&key)?);
             } else {
@@ -123,7 +150,7 @@ async fn execute(pools: &Pools, command: AdminCommand) -> anyhow::Result<()> {
                     "{key_id:?} is not a key id (expected key_ followed by 16 hex digits)"
                 )
             })?;
-            let revoked = workspaces::revoke_key(pools, hex, SystemClock.now()).await?;
+            let revoked = workspaces::revoke_key(pools, hex, now).await?;
             anyhow::ensure!(revoked, "no API key {key_id}");
             if json {
                 println!(
@@ -132,6 +159,31 @@ async fn execute(pools: &Pools, command: AdminCommand) -> anyhow::Result<()> {
                 );
             } else {
                 println!("revoked {}", crate::auth::api_key::display_id(hex));
+            }
+        }
+        AdminCommand::Plan(PlanCommand::Set {
+            workspace,
+            per_minute,
+            monthly,
+            unlimited: _,
+            name,
+            json,
+        }) => {
+            // Plans are shared reference data: only the owner role writes them.
+            let owner = target.pool(OWNER_ROLE, 1)?;
+            let plan =
+                workspaces::set_plan(&owner, workspace, name.as_deref(), per_minute, monthly, now)
+                    .await?;
+            if json {
+                println!("{}", serde_json::to_string(&plan)?);
+            } else {
+                let budget = plan
+                    .monthly_budget
+                    .map_or_else(|| "unlimited".to_owned(), |b| b.to_string());
+                println!(
+                    "workspace {} is on plan {}: {} calls/minute, monthly budget {budget}",
+                    plan.workspace_id, plan.plan, plan.per_minute
+                );
             }
         }
     }

@@ -77,6 +77,7 @@ async fn serve(
         registry: Registry::standard(),
         clock: Arc::new(SystemClock),
         public,
+        enforce_limits: true,
     });
 
     let running = server::spawn(app.clone(), listener)?;
@@ -93,7 +94,7 @@ async fn serve(
         println!("  data       {}", data_dir.display());
         let marker = data_dir.join(DEMO_MARKER);
         if !marker.exists() {
-            let demo = workspaces::create(&app.pools.runtime, "demo").await?;
+            let demo = workspaces::create(&app.pools.runtime, "demo", app.clock.now()).await?;
             std::fs::write(&marker, demo.workspace_id.to_string())?;
             println!();
             println!("Created workspace \"demo\" ({}).", demo.workspace_id);

@@ -6,11 +6,13 @@
 //! statement goes as its own message, pipelined, for the same reason (see DESIGN §3).
 
 use deadpool_postgres::{Object, Pool};
-use futures_util::future::try_join4;
+use futures_util::future::join_all;
+use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, ToStatement};
 
 use crate::identity::Principal;
+use crate::limits;
 use crate::tools::ToolError;
 
 /// An open, identity-stamped transaction.
@@ -26,29 +28,91 @@ impl Scope {
         // takes no bind parameters; nothing here comes from a client string.
         let workspace = format!("SET LOCAL hdls.workspace_id = '{}'", principal.workspace_id);
         let persona = format!("SET LOCAL hdls.persona = '{}'", principal.persona.as_str());
-        let principal_id = format!(
-            "SET LOCAL hdls.principal_id = '{}'",
-            principal
-                .principal_id
-                .map(|id| id.to_string())
-                .unwrap_or_default()
-        );
+        let set_principal = principal
+            .principal_id
+            .map(|id| format!("SET LOCAL hdls.principal_id = '{id}'"));
         let scope = Scope {
             client: Some(client),
         };
         {
             let c = scope.client()?;
-            // try_join4 polls in argument order, so the four messages leave in this
-            // order on the one connection and travel as a single pipelined round trip.
-            try_join4(
+            // join_all polls in order, so the messages leave in this order on the one
+            // connection and travel as a single pipelined round trip.
+            let mut statements = vec![
                 c.batch_execute("BEGIN"),
                 c.batch_execute(&workspace),
                 c.batch_execute(&persona),
-                c.batch_execute(&principal_id),
-            )
-            .await?;
+            ];
+            // An agent has no principal: leaving hdls.principal_id unset reads as NULL, which
+            // matches no customer row (fail closed), and saves a statement per call.
+            if let Some(set_principal) = &set_principal {
+                statements.push(c.batch_execute(set_principal));
+            }
+            for result in join_all(statements).await {
+                result?;
+            }
         }
         Ok(scope)
+    }
+
+    /// Like [`Scope::begin`], but first admits the call against the workspace's rate limit
+    /// and monthly budget (see `crate::limits`), pipelined into the same round trip.
+    pub async fn begin_admitted(
+        pool: &Pool,
+        principal: &Principal,
+        now: OffsetDateTime,
+    ) -> Result<Scope, ToolError> {
+        let client = pool.get().await.map_err(ToolError::from_pool)?;
+        let admit = client.prepare_cached(limits::ADMIT_SQL).await?;
+        let workspace = format!("SET LOCAL hdls.workspace_id = '{}'", principal.workspace_id);
+        let persona = format!("SET LOCAL hdls.persona = '{}'", principal.persona.as_str());
+        let set_principal = principal
+            .principal_id
+            .map(|id| format!("SET LOCAL hdls.principal_id = '{id}'"));
+        let scope = Scope {
+            client: Some(client),
+        };
+        let admitted = {
+            let c = scope.client()?;
+            // One round trip: the admission transaction (committed on its own, without
+            // waiting for the WAL flush, see crate::limits), then the tool's transaction.
+            // futures' join! polls in argument order, which fixes the order on the wire.
+            let set_principal = async {
+                match &set_principal {
+                    Some(statement) => c.batch_execute(statement).await,
+                    None => Ok(()),
+                }
+            };
+            let admit_params: [&(dyn ToSql + Sync); 1] = [&now];
+            let (b1, s1, s2, row, c1, b2, s3, s4, s5) = futures_util::join!(
+                c.batch_execute("BEGIN"),
+                c.batch_execute(&workspace),
+                c.batch_execute("SET LOCAL synchronous_commit = off"),
+                c.query_one(&admit, &admit_params),
+                c.batch_execute("COMMIT"),
+                c.batch_execute("BEGIN"),
+                c.batch_execute(&workspace),
+                c.batch_execute(&persona),
+                set_principal,
+            );
+            b1?;
+            s1?;
+            s2?;
+            let row = row?;
+            c1?;
+            b2?;
+            s3?;
+            s4?;
+            s5?;
+            limits::decide(&row)
+        };
+        match admitted {
+            Ok(()) => Ok(scope),
+            Err(refusal) => {
+                scope.rollback().await;
+                Err(refusal)
+            }
+        }
     }
 
     fn client(&self) -> Result<&Object, ToolError> {

@@ -6,7 +6,14 @@ use anyhow::Context;
 use super::{AUTH_ROLE, DbTarget, OWNER_ROLE, RUNTIME_ROLE, connect, role_password};
 
 /// The schemas hdls owns: the control plane, one per product, and migration bookkeeping.
-pub const SCHEMAS: [&str; 5] = ["hdls", "crm", "support", "contacts", "hdls_meta"];
+pub const SCHEMAS: [&str; 6] = [
+    "hdls",
+    "crm",
+    "support",
+    "contacts",
+    "hdls_meta",
+    "hdls_catalog",
+];
 
 /// Creates or corrects the roles (cluster-wide) and prepares the target database.
 pub async fn run(target: &DbTarget) -> anyhow::Result<()> {

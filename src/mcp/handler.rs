@@ -12,9 +12,8 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::Value;
 
 use crate::app::App;
-use crate::db::Scope;
 use crate::identity::{Endpoint, Principal};
-use crate::tools::{Cx, ToolError};
+use crate::tools::ToolError;
 
 /// One MCP endpoint (concierge or a product) bound to the shared app state.
 #[derive(Clone)]
@@ -38,39 +37,6 @@ impl McpEndpoint {
             .ok_or_else(|| {
                 McpError::internal_error("request reached MCP without authentication", None)
             })
-    }
-
-    /// Runs one permitted tool inside a fresh Scope: commit on success, roll back on refusal.
-    async fn run(
-        &self,
-        principal: &Principal,
-        name: &str,
-        args: Value,
-    ) -> Result<Value, ToolError> {
-        let tool = self
-            .app
-            .registry
-            .find(self.endpoint, name)
-            .ok_or_else(|| ToolError::internal("tool vanished from registry"))?;
-        let scope = Scope::begin(&self.app.pools.runtime, principal).await?;
-        let outcome = {
-            let cx = Cx {
-                principal,
-                scope: &scope,
-                app: &self.app,
-            };
-            tool.invoke(&cx, args).await
-        };
-        match outcome {
-            Ok(value) => {
-                scope.commit().await?;
-                Ok(value)
-            }
-            Err(error) => {
-                scope.rollback().await;
-                Err(error)
-            }
-        }
     }
 }
 
@@ -141,11 +107,8 @@ impl ServerHandler for McpEndpoint {
                 None,
             ));
         };
-        if let Err(refusal) = tool.permits(&principal) {
-            return Ok(failure(&refusal).into());
-        }
         let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
-        let result = match self.run(&principal, &request.name, args).await {
+        let result = match crate::tools::call(&self.app, tool, &principal, args).await {
             Ok(value) => success(value),
             Err(error) => failure(&error),
         };

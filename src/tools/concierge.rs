@@ -7,9 +7,12 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::args::parse_duration;
+use super::cursor;
 use super::{Cx, Effect, ToolDef, ToolError, ToolResult};
+use crate::audit::actions;
 use crate::auth::api_key;
 use crate::identity::{Endpoint, Product, Role};
+use crate::limits;
 
 const HERE: Endpoint = Endpoint::Concierge;
 
@@ -41,7 +44,8 @@ pub fn tools() -> Vec<ToolDef> {
             Role::Admin,
             Effect::IdempotentWrite,
             install_product,
-        ),
+        )
+        .audited(actions::PRODUCT_INSTALL),
         ToolDef::new(
             "uninstall_product",
             "Uninstall a product. Its endpoint stops serving tool calls; the workspace's data is kept and comes \
@@ -50,7 +54,8 @@ pub fn tools() -> Vec<ToolDef> {
             Role::Owner,
             Effect::Destructive,
             uninstall_product,
-        ),
+        )
+        .audited(actions::PRODUCT_UNINSTALL),
         ToolDef::new(
             "mint_api_key",
             "Mint a scoped API key for server-to-server use: bound to this workspace, with a role no higher than \
@@ -60,7 +65,8 @@ pub fn tools() -> Vec<ToolDef> {
             Role::Admin,
             Effect::Write,
             mint_api_key,
-        ),
+        )
+        .audited(actions::API_KEY_MINT),
         ToolDef::new(
             "list_api_keys",
             "List this workspace's API keys: id, role, label, created, expiry, last use and status. \
@@ -78,6 +84,26 @@ pub fn tools() -> Vec<ToolDef> {
             Role::Admin,
             Effect::Destructive,
             revoke_api_key,
+        )
+        .audited(actions::API_KEY_REVOKE),
+        ToolDef::new(
+            "get_usage",
+            "This workspace's usage against its plan: tool calls in the current one-minute window and its limit, \
+             tool calls this calendar month (UTC) and the monthly budget, and when each window resets.",
+            HERE,
+            Role::Reader,
+            Effect::Read,
+            get_usage,
+        ),
+        ToolDef::new(
+            "list_audit_events",
+            "The workspace's audit log, newest first: privileged and credential events (product install and \
+             uninstall, key mint and revoke, plan changes, …), allowed or refused, with the acting credential. \
+             Filter by action (e.g. \"api_key.mint\"); page with `cursor`. Needs admin or owner.",
+            HERE,
+            Role::Admin,
+            Effect::Read,
+            list_audit_events,
         ),
     ]
 }
@@ -149,6 +175,7 @@ async fn install_product(cx: &Cx<'_>, args: ProductArg) -> ToolResult {
             &[&args.product.slug()],
         )
         .await?;
+    cx.audit(args.product.slug()).await?;
     Ok(json!({
         "product": args.product,
         "installed": true,
@@ -171,6 +198,7 @@ async fn uninstall_product(cx: &Cx<'_>, args: ProductArg) -> ToolResult {
             args.product.slug()
         )));
     }
+    cx.audit(args.product.slug()).await?;
     Ok(json!({ "product": args.product, "installed": false, "data_retained": true }))
 }
 
@@ -188,7 +216,6 @@ struct MintArgs {
 }
 
 async fn mint_api_key(cx: &Cx<'_>, args: MintArgs) -> ToolResult {
-    api_key::check_ceiling(cx.principal, args.role)?;
     if args.label.as_ref().is_some_and(|l| l.chars().count() > 200) {
         return Err(ToolError::invalid_input(
             "label",
@@ -201,10 +228,11 @@ async fn mint_api_key(cx: &Cx<'_>, args: MintArgs) -> ToolResult {
     };
     let minted = api_key::mint(
         cx.scope,
+        cx.principal,
         args.role,
         args.label,
         expires_at,
-        &cx.principal.credential.id,
+        cx.app.clock.now(),
     )
     .await?;
     let mut value = serde_json::to_value(&minted).map_err(ToolError::internal)?;
@@ -263,34 +291,112 @@ async fn revoke_api_key(cx: &Cx<'_>, args: RevokeArgs) -> ToolResult {
     let key_id = api_key::parse_display_id(&args.key_id).ok_or_else(|| {
         ToolError::invalid_input("key_id", "expected a key id like key_3f2a9c0d1e4b5a67")
     })?;
+    api_key::revoke(cx.scope, cx.principal, key_id, cx.app.clock.now()).await?;
+    Ok(json!({ "key_id": api_key::display_id(key_id), "revoked": true }))
+}
+
+async fn get_usage(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
+    let now = cx.app.clock.now();
+    let minute_start = limits::minute_start(now);
+    let month_start = limits::month_start(now);
     let row = cx
         .scope
-        .query_opt(
-            "SELECT role, revoked_at FROM hdls.api_keys WHERE key_id = $1 FOR UPDATE",
-            &[&key_id],
+        .query_one(
+            "SELECT w.plan, coalesce(p.per_minute, $3) AS per_minute, p.monthly_budget,
+                    coalesce((SELECT r.calls FROM hdls.rate_windows r WHERE r.window_start = $1), 0) AS minute_calls,
+                    coalesce((SELECT u.calls FROM hdls.usage_ledger u WHERE u.period = $2), 0) AS month_calls
+             FROM hdls.workspaces w LEFT JOIN hdls_catalog.plans p ON p.name = w.plan",
+            &[&minute_start, &month_start, &(limits::DEFAULT_PER_MINUTE as i32)],
         )
-        .await?
-        .ok_or_else(|| {
-            ToolError::not_found(format!("no API key {} in this workspace", args.key_id))
-        })?;
-    let role: Role = row
-        .get::<_, &str>("role")
-        .parse()
-        .map_err(ToolError::internal)?;
-    if role > cx.principal.role {
-        return Err(ToolError::forbidden(format!(
-            "a {} credential cannot revoke a {} key",
-            cx.principal.role, role
-        )));
+        .await?;
+    Ok(json!({
+        "plan": row.get::<_, Option<&str>>("plan"),
+        "minute": {
+            "calls": row.get::<_, i32>("minute_calls"),
+            "limit": row.get::<_, i32>("per_minute"),
+            "window_start": rfc3339(Some(minute_start)),
+            "resets_at": rfc3339(Some(minute_start + time::Duration::minutes(1))),
+        },
+        "month": {
+            "calls": row.get::<_, i64>("month_calls"),
+            "budget": row.get::<_, Option<i64>>("monthly_budget"),
+            "period_start": month_start.to_string(),
+            "resets_at": rfc3339(Some(limits::next_month_start(now))),
+        },
+    }))
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ListAuditArgs {
+    /// Only events with this action, e.g. "api_key.mint" or "product.uninstall".
+    #[serde(default)]
+    action: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[serde(default)]
+    limit: Option<i64>,
+    /// The `next_cursor` from the previous page.
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+async fn list_audit_events(cx: &Cx<'_>, args: ListAuditArgs) -> ToolResult {
+    let limit = args.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ToolError::invalid_input(
+            "limit",
+            "limit must be between 1 and 200",
+        ));
     }
-    let already: Option<OffsetDateTime> = row.get("revoked_at");
-    if already.is_none() {
-        cx.scope
-            .execute(
-                "UPDATE hdls.api_keys SET revoked_at = $2 WHERE key_id = $1",
-                &[&key_id, &cx.app.clock.now()],
-            )
-            .await?;
+    if args.action.as_ref().is_some_and(|a| a.len() > 100) {
+        return Err(ToolError::invalid_input(
+            "action",
+            "action must be at most 100 characters",
+        ));
     }
-    Ok(json!({ "key_id": api_key::display_id(key_id), "revoked": true }))
+    let (before_at, before_id) = match args.cursor.as_deref() {
+        Some(text) => {
+            let (at, id) = cursor::decode::<(String, uuid::Uuid)>("cursor", text)?;
+            let at = OffsetDateTime::parse(&at, &Rfc3339).map_err(|_| {
+                ToolError::invalid_input("cursor", "cursor is not one this server issued")
+            })?;
+            (Some(at), Some(id))
+        }
+        None => (None, None),
+    };
+    let rows = cx
+        .scope
+        .query(
+            "SELECT id, at, actor_kind, actor_id, action, target, outcome, reason FROM hdls.audit_events
+             WHERE ($1::text IS NULL OR action = $1)
+               AND ($2::timestamptz IS NULL OR (at, id) < ($2, $3::uuid))
+             ORDER BY at DESC, id DESC
+             LIMIT $4",
+            &[&args.action, &before_at, &before_id, &(limit + 1)],
+        )
+        .await?;
+    let has_more = rows.len() as i64 > limit;
+    let page = &rows[..rows.len().min(limit as usize)];
+    let next_cursor = match (has_more, page.last()) {
+        (true, Some(last)) => Some(cursor::encode(&(
+            rfc3339(Some(last.get("at"))),
+            last.get::<_, uuid::Uuid>("id"),
+        ))),
+        _ => None,
+    };
+    let events: Vec<_> = page
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.get::<_, uuid::Uuid>("id"),
+                "at": rfc3339(Some(r.get("at"))),
+                "actor": { "kind": r.get::<_, &str>("actor_kind"), "id": r.get::<_, &str>("actor_id") },
+                "action": r.get::<_, &str>("action"),
+                "target": r.get::<_, Option<&str>>("target"),
+                "outcome": r.get::<_, &str>("outcome"),
+                "reason": r.get::<_, Option<&str>>("reason"),
+            })
+        })
+        .collect();
+    Ok(json!({ "events": events, "next_cursor": next_cursor, "has_more": has_more }))
 }

@@ -1,7 +1,5 @@
 //! CRM product tools on `/api/mcp/crm`: accounts.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -10,7 +8,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{Cx, Effect, ToolDef, ToolError, ToolResult};
+use super::{Cx, Effect, ToolDef, ToolError, ToolResult, cursor};
 use crate::identity::{Endpoint, Product, Role};
 
 const HERE: Endpoint = Endpoint::Product(Product::Crm);
@@ -65,6 +63,15 @@ pub fn tools() -> Vec<ToolDef> {
 }
 
 const COLUMNS: &str = "id, name, domain, custom, created_at, updated_at";
+
+/// The search statement: optional ILIKE on name/domain, keyset after (name, id), one extra row
+/// to detect another page. Public so the benchmark issues exactly the same SQL directly.
+pub const SEARCH_SQL: &str =
+    "SELECT id, name, domain, custom, created_at, updated_at FROM crm.accounts
+     WHERE ($1::text IS NULL OR name ILIKE $1 OR domain ILIKE $1)
+       AND ($2::text IS NULL OR (name, id) > ($2, $3::uuid))
+     ORDER BY name, id
+     LIMIT $4";
 
 fn account_json(row: &Row) -> Value {
     let ts = |name: &str| {
@@ -176,17 +183,6 @@ struct SearchAccounts {
     cursor: Option<String>,
 }
 
-/// The keyset position after the last row of a page: (name, id), opaque to clients.
-fn encode_cursor(name: &str, id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(json!([name, id]).to_string())
-}
-
-fn decode_cursor(text: &str) -> Result<(String, Uuid), ToolError> {
-    let bad = || ToolError::invalid_input("cursor", "cursor is not one this server issued");
-    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
-    serde_json::from_slice::<(String, Uuid)>(&bytes).map_err(|_| bad())
-}
-
 /// Escapes LIKE metacharacters so the query is matched literally.
 fn like_pattern(query: &str) -> String {
     let mut escaped = String::with_capacity(query.len() + 2);
@@ -221,7 +217,11 @@ async fn search_accounts(cx: &Cx<'_>, args: SearchAccounts) -> ToolResult {
         .map(str::trim)
         .filter(|q| !q.is_empty())
         .map(like_pattern);
-    let after = args.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = args
+        .cursor
+        .as_deref()
+        .map(|c| cursor::decode::<(String, Uuid)>("cursor", c))
+        .transpose()?;
     let (after_name, after_id) = match after {
         Some((n, i)) => (Some(n), Some(i)),
         None => (None, None),
@@ -230,13 +230,7 @@ async fn search_accounts(cx: &Cx<'_>, args: SearchAccounts) -> ToolResult {
     let rows = cx
         .scope
         .query(
-            &format!(
-                "SELECT {COLUMNS} FROM crm.accounts
-                 WHERE ($1::text IS NULL OR name ILIKE $1 OR domain ILIKE $1)
-                   AND ($2::text IS NULL OR (name, id) > ($2, $3::uuid))
-                 ORDER BY name, id
-                 LIMIT $4"
-            ),
+            SEARCH_SQL,
             &[&pattern, &after_name, &after_id, &(limit + 1)],
         )
         .await?;
@@ -244,7 +238,7 @@ async fn search_accounts(cx: &Cx<'_>, args: SearchAccounts) -> ToolResult {
     let page = &rows[..rows.len().min(limit as usize)];
     let next_cursor = if has_more {
         page.last()
-            .map(|r| encode_cursor(r.get("name"), r.get("id")))
+            .map(|r| cursor::encode(&(r.get::<_, &str>("name"), r.get::<_, Uuid>("id"))))
     } else {
         None
     };

@@ -1,8 +1,10 @@
 //! The one tool registry: each tool declared once; `tools/list` and `tools/call` both read it.
 
 pub mod args;
+mod call;
 pub mod concierge;
 pub mod crm;
+pub mod cursor;
 mod error;
 
 use std::future::Future;
@@ -14,6 +16,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use call::call;
 pub use error::{ErrorCode, ToolError};
 
 use crate::app::App;
@@ -25,6 +28,26 @@ pub struct Cx<'a> {
     pub principal: &'a Principal,
     pub scope: &'a Scope,
     pub app: &'a App,
+    /// The tool's audit action, if it is a privileged one.
+    pub action: Option<&'static str>,
+}
+
+impl Cx<'_> {
+    /// Records this privileged tool's action as allowed, in the same transaction as its effect.
+    pub async fn audit(&self, target: &str) -> Result<(), ToolError> {
+        let action = self.action.ok_or_else(|| {
+            ToolError::internal("audit() called by a tool declared without an action")
+        })?;
+        crate::audit::record(
+            self.scope,
+            self.principal,
+            action,
+            Some(target),
+            crate::audit::Outcome::Allowed,
+            self.app.clock.now(),
+        )
+        .await
+    }
 }
 
 /// A tool's successful output: a JSON object, returned as structuredContent.
@@ -53,6 +76,8 @@ pub struct ToolDef {
     pub min_role: Role,
     pub personas: &'static [Persona],
     pub effect: Effect,
+    /// Set for privileged tools: allowed calls and refused attempts go to the audit log.
+    pub audit_action: Option<&'static str>,
     input_schema: Arc<JsonObject>,
     handler: Handler,
 }
@@ -103,6 +128,7 @@ impl ToolDef {
             min_role,
             personas: AGENTS,
             effect,
+            audit_action: None,
             input_schema: rmcp::handler::server::tool::schema_for_type::<A>(),
             handler,
         }
@@ -111,6 +137,12 @@ impl ToolDef {
     /// Restricts or widens the personas that may call this tool.
     pub fn personas(mut self, personas: &'static [Persona]) -> ToolDef {
         self.personas = personas;
+        self
+    }
+
+    /// Marks the tool privileged: its calls and refused attempts are audited under `action`.
+    pub fn audited(mut self, action: &'static str) -> ToolDef {
+        self.audit_action = Some(action);
         self
     }
 

@@ -22,7 +22,8 @@ fn hdls(args: &[&str], url: &str) -> (bool, String, String) {
 fn hdls_json(args: &[&str], url: &str) -> Value {
     let (ok, stdout, stderr) = hdls(args, url);
     assert!(ok, "hdls {args:?} failed: {stderr}");
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("hdls {args:?} printed non-JSON {stdout:?}: {e}"))
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("hdls {args:?} printed non-JSON {stdout:?}: {e}"))
 }
 
 #[tokio::test]
@@ -40,8 +41,15 @@ async fn setup_and_migrate_are_idempotent() {
 #[tokio::test]
 async fn setup_refuses_a_non_superuser() {
     let env = TestEnv::start().await;
-    let url = env.db.superuser_url().replace("user=postgres", "user=hdls_runtime");
-    let url = if url.contains("user=") { url } else { format!("{url} user=hdls_runtime") };
+    let url = env
+        .db
+        .superuser_url()
+        .replace("user=postgres", "user=hdls_runtime");
+    let url = if url.contains("user=") {
+        url
+    } else {
+        format!("{url} user=hdls_runtime")
+    };
     let (ok, _, stderr) = hdls(&["setup"], &url);
     assert!(!ok);
     assert!(stderr.contains("superuser"), "{stderr}");
@@ -51,17 +59,35 @@ async fn setup_refuses_a_non_superuser() {
 async fn admin_workspace_and_key_commands() {
     let env = TestEnv::start().await;
     let url = env.db.superuser_url();
-    let created = hdls_json(&["admin", "workspace", "create", "--name", "Ops", "--json"], &url);
+    let created = hdls_json(
+        &["admin", "workspace", "create", "--name", "Ops", "--json"],
+        &url,
+    );
     let workspace_id = created["workspace_id"].as_str().unwrap().to_owned();
     let owner_key = created["owner_key"].as_str().unwrap().to_owned();
     assert!(owner_key.starts_with("hdls_"));
 
-    let who = env.client("/api/mcp", &owner_key).await.ok("whoami", no_args()).await;
+    let who = env
+        .client("/api/mcp", &owner_key)
+        .await
+        .ok("whoami", no_args())
+        .await;
     assert_eq!(who["workspace"]["id"], json!(workspace_id));
     assert_eq!(who["workspace"]["name"], "Ops");
 
     let minted = hdls_json(
-        &["admin", "key", "mint", "--workspace", &workspace_id, "--role", "reader", "--expires-in", "30d", "--json"],
+        &[
+            "admin",
+            "key",
+            "mint",
+            "--workspace",
+            &workspace_id,
+            "--role",
+            "reader",
+            "--expires-in",
+            "30d",
+            "--json",
+        ],
         &url,
     );
     let key = minted["key"].as_str().unwrap().to_owned();
@@ -69,18 +95,70 @@ async fn admin_workspace_and_key_commands() {
     assert_eq!(minted["role"], "reader");
     assert!(minted["expires_at"].is_string());
     let reader = env.client("/api/mcp/crm", &key).await;
-    assert_eq!(reader.err_code("create_account", json!({ "name": "x" })).await, "forbidden");
+    assert_eq!(
+        reader
+            .err_code("create_account", json!({ "name": "x" }))
+            .await,
+        "forbidden"
+    );
 
     let revoked = hdls_json(&["admin", "key", "revoke", &key_id, "--json"], &url);
     assert_eq!(revoked["revoked"], true);
-    assert!(Mcp::try_connect(&env.url("/api/mcp"), &key).await.is_err(), "revoked key still works");
+    assert!(
+        Mcp::try_connect(&env.url("/api/mcp"), &key).await.is_err(),
+        "revoked key still works"
+    );
 
     // Refusals: unknown workspace, unknown key, bad role, bad duration.
     let missing = uuid::Uuid::new_v4().to_string();
-    assert!(!hdls(&["admin", "key", "mint", "--workspace", &missing, "--role", "reader"], &url).0);
+    assert!(
+        !hdls(
+            &[
+                "admin",
+                "key",
+                "mint",
+                "--workspace",
+                &missing,
+                "--role",
+                "reader"
+            ],
+            &url
+        )
+        .0
+    );
     assert!(!hdls(&["admin", "key", "revoke", "key_0000000000000000"], &url).0);
-    assert!(!hdls(&["admin", "key", "mint", "--workspace", &workspace_id, "--role", "root"], &url).0);
-    assert!(!hdls(&["admin", "key", "mint", "--workspace", &workspace_id, "--role", "reader", "--expires-in", "soon"], &url).0);
+    assert!(
+        !hdls(
+            &[
+                "admin",
+                "key",
+                "mint",
+                "--workspace",
+                &workspace_id,
+                "--role",
+                "root"
+            ],
+            &url
+        )
+        .0
+    );
+    assert!(
+        !hdls(
+            &[
+                "admin",
+                "key",
+                "mint",
+                "--workspace",
+                &workspace_id,
+                "--role",
+                "reader",
+                "--expires-in",
+                "soon"
+            ],
+            &url
+        )
+        .0
+    );
     let (ok, _, stderr) = hdls(&["admin", "workspace", "create", "--name", ""], &url);
     assert!(!ok && stderr.contains("name"), "{stderr}");
 }

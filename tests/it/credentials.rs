@@ -58,6 +58,7 @@ async fn every_bad_credential_gets_401_with_the_challenge() {
         Role::Member,
         None,
         Some(env.clock.now() + time::Duration::hours(1)),
+        env.clock.now(),
     )
     .await
     .unwrap()
@@ -207,6 +208,7 @@ async fn whoami_describes_the_credential() {
         Role::Member,
         None,
         Some(env.clock.now() + time::Duration::days(30)),
+        env.clock.now(),
     )
     .await
     .unwrap();

@@ -101,7 +101,11 @@ fn admin(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
         .env_remove("HDLS_DATABASE_URL")
         .output()
         .expect("run hdls admin");
-    assert!(output.status.success(), "hdls admin {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "hdls admin {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("admin --json output")
 }
 
@@ -139,9 +143,15 @@ async fn serve_on_an_empty_data_dir_then_restart() {
     assert!(Mcp::try_connect(&url, &wrong).await.is_err());
     let log = first.log();
     first.interrupt_and_wait();
-    assert!(log.contains("credential refused"), "debug logging was not captured:\n{log}");
+    assert!(
+        log.contains("credential refused"),
+        "debug logging was not captured:\n{log}"
+    );
     let secret = key.rsplit('_').next().unwrap();
-    assert!(!log.contains(secret) && !log.contains(&wrong[wrong.len() - 20..]), "a key appeared in the server log");
+    assert!(
+        !log.contains(secret) && !log.contains(&wrong[wrong.len() - 20..]),
+        "a key appeared in the server log"
+    );
     // Ctrl-C stopped the private cluster too.
     assert!(
         !dir.join("pgdata/postmaster.pid").exists(),
@@ -150,9 +160,23 @@ async fn serve_on_an_empty_data_dir_then_restart() {
 
     // With serve stopped, an admin command starts the cluster, works, and stops it again.
     let demo_id = who["workspace"]["id"].as_str().unwrap().to_owned();
-    let minted = admin(&dir, &["key", "mint", "--workspace", &demo_id, "--role", "reader", "--json"]);
+    let minted = admin(
+        &dir,
+        &[
+            "key",
+            "mint",
+            "--workspace",
+            &demo_id,
+            "--role",
+            "reader",
+            "--json",
+        ],
+    );
     let reader_key = minted["key"].as_str().unwrap().to_owned();
-    assert!(!dir.join("pgdata/postmaster.pid").exists(), "admin left the embedded PostgreSQL running");
+    assert!(
+        !dir.join("pgdata/postmaster.pid").exists(),
+        "admin left the embedded PostgreSQL running"
+    );
 
     let second = Serve::start(&dir);
     let (url, key_again) = second.read_banner();
@@ -164,7 +188,10 @@ async fn serve_on_an_empty_data_dir_then_restart() {
     let found = crm.ok("search_accounts", json!({ "query": "Acme" })).await;
     assert_eq!(found["accounts"].as_array().unwrap().len(), 1);
     drop(crm);
-    let reader = Mcp::connect(&url, &reader_key).await.ok("whoami", no_args()).await;
+    let reader = Mcp::connect(&url, &reader_key)
+        .await
+        .ok("whoami", no_args())
+        .await;
     assert_eq!(reader["role"], "reader");
     second.interrupt_and_wait();
     let _ = std::fs::remove_dir_all(&dir);

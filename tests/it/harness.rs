@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use hdls::app::{App, PublicUrl};
-use hdls::clock::ManualClock;
+use hdls::clock::{Clock, ManualClock};
 use hdls::db::embedded::Cluster;
 use hdls::db::{DbTarget, Pools, connect, migrate, setup};
 use hdls::identity::Role;
@@ -192,7 +192,9 @@ impl TestDb {
         for host in config.get_hosts() {
             match host {
                 tokio_postgres::config::Host::Tcp(name) => parts.push(format!("host={name}")),
-                tokio_postgres::config::Host::Unix(path) => parts.push(format!("host={}", path.display())),
+                tokio_postgres::config::Host::Unix(path) => {
+                    parts.push(format!("host={}", path.display()))
+                }
             }
         }
         if let Some(port) = config.get_ports().first() {
@@ -259,6 +261,7 @@ impl TestEnv {
             registry: Registry::standard(),
             clock: Arc::new(clock.clone()),
             public: PublicUrl::parse(&base_url, &[]).unwrap(),
+            enforce_limits: true,
         });
         let server = server::spawn(app.clone(), listener).unwrap();
         TestEnv {
@@ -272,7 +275,7 @@ impl TestEnv {
 
     /// Creates a workspace and returns (id, owner key).
     pub async fn workspace(&self, name: &str) -> (Uuid, String) {
-        let created = hdls::workspaces::create(&self.app.pools.runtime, name)
+        let created = hdls::workspaces::create(&self.app.pools.runtime, name, self.clock.now())
             .await
             .unwrap();
         (created.workspace_id, created.owner_key)
@@ -280,10 +283,17 @@ impl TestEnv {
 
     /// Mints a key with a role in a workspace (operator authority).
     pub async fn key(&self, workspace: Uuid, role: Role) -> String {
-        hdls::workspaces::mint_key(&self.app.pools.runtime, workspace, role, None, None)
-            .await
-            .unwrap()
-            .key
+        hdls::workspaces::mint_key(
+            &self.app.pools.runtime,
+            workspace,
+            role,
+            None,
+            None,
+            self.clock.now(),
+        )
+        .await
+        .unwrap()
+        .key
     }
 
     /// An MCP client on an endpoint path (e.g. "/api/mcp/crm") with a bearer key.

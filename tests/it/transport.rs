@@ -185,18 +185,33 @@ async fn a_2025_11_25_client_works_over_plain_http() {
     assert_eq!(init["result"]["protocolVersion"], "2025-11-25");
     assert!(init["result"]["capabilities"]["tools"].is_object());
 
-    let note = post(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }), Some("2025-11-25"))
-        .await
-        .unwrap();
-    assert!(note.status().is_success(), "initialized notification: {}", note.status());
+    let note = post(
+        json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
+        Some("2025-11-25"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        note.status().is_success(),
+        "initialized notification: {}",
+        note.status()
+    );
 
-    let list: Value = post(json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }), Some("2025-11-25"))
-        .await
+    let list: Value = post(
+        json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }),
+        Some("2025-11-25"),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let names: Vec<&str> = list["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert!(names.contains(&"create_account"), "{names:?}");
 
     let call: Value = post(
@@ -209,7 +224,10 @@ async fn a_2025_11_25_client_works_over_plain_http() {
     .json()
     .await
     .unwrap();
-    assert_eq!(call["result"]["structuredContent"]["account"]["name"], "Legacy Ltd");
+    assert_eq!(
+        call["result"]["structuredContent"]["account"]["name"],
+        "Legacy Ltd"
+    );
     assert_ne!(call["result"]["isError"], true);
 
     let refused: Value = post(
@@ -223,7 +241,10 @@ async fn a_2025_11_25_client_works_over_plain_http() {
     .await
     .unwrap();
     assert_eq!(refused["result"]["isError"], true);
-    assert_eq!(refused["result"]["structuredContent"]["error"]["code"], "not_found");
+    assert_eq!(
+        refused["result"]["structuredContent"]["error"]["code"],
+        "not_found"
+    );
 }
 
 /// Both lifecycles of the official client: 2026-07-28 `server/discover` and the `initialize` handshake.
@@ -235,19 +256,33 @@ async fn both_protocol_revisions_through_the_rmcp_client() {
     let (_, key) = env.workspace("revisions").await;
     for (lifecycle, expected) in [
         (
-            ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] },
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
             ProtocolVersion::V_2026_07_28,
         ),
-        (ClientLifecycleMode::Initialize, ProtocolVersion::V_2025_11_25),
+        (
+            ClientLifecycleMode::Initialize,
+            ProtocolVersion::V_2025_11_25,
+        ),
     ] {
-        let crm = crate::harness::Mcp::connect_with(&env.url("/api/mcp/crm"), &key, lifecycle).await;
+        let crm =
+            crate::harness::Mcp::connect_with(&env.url("/api/mcp/crm"), &key, lifecycle).await;
         let info = crm.service.peer_info().expect("server info");
         assert_eq!(info.protocol_version, expected);
-        assert!(crm.tool_names().await.contains(&"search_accounts".to_owned()));
+        assert!(
+            crm.tool_names()
+                .await
+                .contains(&"search_accounts".to_owned())
+        );
         let name = format!("Company on {expected}");
         crm.ok("create_account", json!({ "name": name })).await;
         let found = crm.ok("search_accounts", json!({ "query": name })).await;
         assert_eq!(found["accounts"].as_array().unwrap().len(), 1);
-        assert_eq!(crm.err_code("get_account", json!({ "id": uuid::Uuid::new_v4() })).await, "not_found");
+        assert_eq!(
+            crm.err_code("get_account", json!({ "id": uuid::Uuid::new_v4() }))
+                .await,
+            "not_found"
+        );
     }
 }

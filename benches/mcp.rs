@@ -1,0 +1,284 @@
+//! Benchmark: `search_accounts` through MCP over loopback HTTP vs. the same SQL transaction
+//! issued directly with tokio-postgres, at the same concurrency, in one run.
+//!
+//! `cargo bench --bench mcp`. Knobs: HDLS_BENCH_SECONDS (default 10), HDLS_BENCH_CONCURRENCY
+//! (default 16), HDLS_BENCH_DATABASE_URL (a superuser URL; default: a private cluster in a temp dir).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdls::app::{App, PublicUrl};
+use hdls::clock::SystemClock;
+use hdls::db::embedded::Cluster;
+use hdls::db::{DbTarget, Pools, RUNTIME_ROLE, connect, migrate, setup};
+use hdls::tools::Registry;
+use hdls::tools::crm::SEARCH_SQL;
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, ClientConfig};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::json;
+
+const QUERY: &str = "Acme 1";
+const PAGE: i64 = 20;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Measurement {
+    calls: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Measurement {
+    fn rate(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted.get(index).copied().unwrap_or_default()
+    }
+    fn report(&self, label: &str) {
+        println!(
+            "{label:<28} {:>9.0} calls/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} calls)",
+            self.rate(),
+            self.percentile(0.50).as_secs_f64() * 1e3,
+            self.percentile(0.99).as_secs_f64() * 1e3,
+            self.calls
+        );
+    }
+}
+
+/// Runs `concurrency` workers, each looping `work` until the deadline.
+async fn drive<W, F>(concurrency: usize, seconds: u64, make_worker: W) -> Measurement
+where
+    W: Fn(usize) -> F,
+    F: std::future::Future<Output = Vec<Duration>> + Send + 'static,
+{
+    let started = Instant::now();
+    let handles: Vec<_> = (0..concurrency)
+        .map(|i| tokio::spawn(make_worker(i)))
+        .collect();
+    let mut latencies = Vec::new();
+    for h in handles {
+        latencies.extend(h.await.expect("worker"));
+    }
+    let _ = seconds;
+    Measurement {
+        calls: latencies.len(),
+        elapsed: started.elapsed(),
+        latencies,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let seconds = env_number("HDLS_BENCH_SECONDS", 10);
+    let concurrency = env_number("HDLS_BENCH_CONCURRENCY", 16) as usize;
+
+    // A database of our own.
+    let (superuser, cluster) = match std::env::var("HDLS_BENCH_DATABASE_URL") {
+        Ok(url) => (DbTarget::from_url(&url)?, None),
+        Err(_) => {
+            let dir = std::env::temp_dir().join(format!("hdls-bench-{}", std::process::id()));
+            let cluster = Cluster::start(&dir).await?;
+            (
+                DbTarget::from_config(cluster.superuser_config("postgres")),
+                Some(cluster),
+            )
+        }
+    };
+    let dbname = format!("hdls_bench_{}", std::process::id());
+    let admin = connect(&superuser.as_given()).await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {dbname}"))
+        .await?;
+    let target = superuser.with_dbname(&dbname);
+    setup::run(&target).await?;
+    migrate::run(&target).await?;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = Arc::new(App {
+        pools: Pools::open(&target)?,
+        registry: Registry::standard(),
+        clock: Arc::new(SystemClock),
+        public: PublicUrl::parse(&base, &[])?,
+        enforce_limits: true,
+    });
+    let server = hdls::server::spawn(app.clone(), listener)?;
+
+    // Two workspaces with 2,000 accounts each; the benchmark reads one of them.
+    let mut workspace_id = None;
+    let mut key = String::new();
+    for name in ["bench", "neighbour"] {
+        let created = hdls::workspaces::create(
+            &app.pools.runtime,
+            name,
+            hdls::clock::Clock::now(&SystemClock),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let rt = connect(&target.for_role(RUNTIME_ROLE)).await?;
+        rt.batch_execute(&format!(
+            "BEGIN; SET LOCAL hdls.workspace_id = '{}';
+             INSERT INTO crm.accounts (name, domain)
+               SELECT CASE WHEN i % 2 = 0 THEN 'Acme ' ELSE 'Other ' END || lpad(i::text, 4, '0'),
+                      'd' || i || '.example'
+               FROM generate_series(1, 2000) AS i;
+             COMMIT; ANALYZE crm.accounts;",
+            created.workspace_id
+        ))
+        .await
+        .ok();
+        if workspace_id.is_none() {
+            workspace_id = Some(created.workspace_id);
+            key = created.owner_key;
+        }
+    }
+    let workspace_id = workspace_id.expect("workspace");
+    println!(
+        "search_accounts {{query: {QUERY:?}, limit: {PAGE}}} over 2 x 2,000 accounts; concurrency {concurrency}; {seconds} s per side"
+    );
+
+    // Side 1: through MCP (rmcp client -> HTTP -> auth -> registry -> Scope -> SQL).
+    let url = format!("{base}/api/mcp/crm");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mcp = drive(concurrency, seconds, |_| {
+        let url = url.clone();
+        let key = key.clone();
+        async move {
+            let transport = StreamableHttpClientTransport::from_config(
+                StreamableHttpClientTransportConfig::with_uri(url).auth_header(key),
+            );
+            let client = ClientConfig::default()
+                .serve(transport)
+                .await
+                .expect("connect");
+            let args = json!({ "query": QUERY, "limit": PAGE });
+            let args = args.as_object().cloned().unwrap_or_default();
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let result = client
+                    .call_tool(
+                        CallToolRequestParams::new("search_accounts").with_arguments(args.clone()),
+                    )
+                    .await
+                    .expect("call");
+                assert_ne!(result.is_error, Some(true));
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }
+    })
+    .await;
+
+    // Side 1b: the same tool call as plain JSON-RPC POSTs (what SDKs in other languages send),
+    // so the figure is not dominated by one client library's own cost.
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let raw = drive(concurrency, seconds, |_| {
+        let url = url.clone();
+        let key = key.clone();
+        async move {
+            let http = reqwest::Client::new();
+            let body = json!({
+                "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": { "name": "search_accounts", "arguments": { "query": QUERY, "limit": PAGE } }
+            })
+            .to_string();
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let response: serde_json::Value = http
+                    .post(&url)
+                    .header("authorization", format!("Bearer {key}"))
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-protocol-version", "2025-11-25")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("post")
+                    .json()
+                    .await
+                    .expect("json");
+                assert_eq!(
+                    response["result"]["structuredContent"]["accounts"].as_array().map(Vec::len),
+                    Some(PAGE as usize),
+                    "{response}"
+                );
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }
+    })
+    .await;
+
+    // Side 2: the same transaction straight to PostgreSQL as the runtime role.
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let config = target.for_role(RUNTIME_ROLE);
+    let pattern = format!("%{QUERY}%");
+    let direct = drive(concurrency, seconds, |_| {
+        let config = config.clone();
+        let pattern = pattern.clone();
+        async move {
+            let mut client = connect(&config).await.expect("connect");
+            let statement = client.prepare(SEARCH_SQL).await.expect("prepare");
+            let set = format!("SET LOCAL hdls.workspace_id = '{workspace_id}'");
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let tx = client.transaction().await.expect("begin");
+                tx.batch_execute(&set).await.expect("set");
+                let rows = tx
+                    .query(
+                        &statement,
+                        &[
+                            &Some(pattern.as_str()),
+                            &None::<&str>,
+                            &None::<uuid::Uuid>,
+                            &(PAGE + 1),
+                        ],
+                    )
+                    .await
+                    .expect("select");
+                assert_eq!(rows.len() as i64, PAGE + 1);
+                tx.commit().await.expect("commit");
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }
+    })
+    .await;
+
+    mcp.report("hdls, rmcp client");
+    raw.report("hdls, plain JSON-RPC client");
+    direct.report("direct (tokio-postgres)");
+    println!(
+        "ratio hdls/direct (rmcp client):       {:.2}",
+        mcp.rate() / direct.rate()
+    );
+    println!(
+        "ratio hdls/direct (JSON-RPC client):   {:.2}",
+        raw.rate() / direct.rate()
+    );
+
+    server.stop().await;
+    drop(app);
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE {dbname} WITH (FORCE)"))
+        .await;
+    if let Some(cluster) = cluster {
+        cluster.stop().await?;
+        let _ = std::fs::remove_dir_all(cluster.root());
+    }
+    Ok(())
+}

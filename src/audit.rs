@@ -1,0 +1,95 @@
+//! The audit log: privileged and credential events, allowed or refused, append-only.
+
+use deadpool_postgres::Pool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::db::Scope;
+use crate::identity::{CredentialKind, Principal};
+use crate::tools::ToolError;
+
+/// Action names, one per privileged or credential event (`noun.verb`).
+pub mod actions {
+    pub const WORKSPACE_CREATE: &str = "workspace.create";
+    pub const PRODUCT_INSTALL: &str = "product.install";
+    pub const PRODUCT_UNINSTALL: &str = "product.uninstall";
+    pub const API_KEY_MINT: &str = "api_key.mint";
+    pub const API_KEY_REVOKE: &str = "api_key.revoke";
+    pub const PLAN_SET: &str = "plan.set";
+}
+
+/// Whether the action happened.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome<'a> {
+    Allowed,
+    Refused(&'a str),
+}
+
+/// The stored name of a credential kind.
+pub fn actor_kind(kind: CredentialKind) -> &'static str {
+    match kind {
+        CredentialKind::ApiKey => "api_key",
+        CredentialKind::OauthToken => "oauth_token",
+        CredentialKind::Cli => "cli",
+    }
+}
+
+/// Appends an event in the caller's transaction, so it commits (or not) with the action itself.
+pub async fn record(
+    scope: &Scope,
+    actor: &Principal,
+    action: &str,
+    target: Option<&str>,
+    outcome: Outcome<'_>,
+    at: OffsetDateTime,
+) -> Result<(), ToolError> {
+    let (outcome, reason) = match outcome {
+        Outcome::Allowed => ("allowed", None),
+        Outcome::Refused(reason) => ("refused", Some(truncate(reason))),
+    };
+    scope
+        .execute(
+            "INSERT INTO hdls.audit_events (id, at, actor_kind, actor_id, action, target, outcome, reason)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &Uuid::now_v7(),
+                &at,
+                &actor_kind(actor.credential.kind),
+                &actor.credential.id,
+                &action,
+                &target.map(truncate),
+                &outcome,
+                &reason,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Records a refused attempt in a transaction of its own (the attempt's was rolled back).
+/// A failure to record is logged, never turned into a different answer for the caller.
+pub async fn record_refusal(
+    pool: &Pool,
+    actor: &Principal,
+    action: &str,
+    target: Option<&str>,
+    reason: &str,
+    at: OffsetDateTime,
+) {
+    let result = async {
+        let scope = Scope::begin(pool, actor).await?;
+        record(&scope, actor, action, target, Outcome::Refused(reason), at).await?;
+        scope.commit().await
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::error!(%error, action, "could not record a refused attempt in the audit log");
+    }
+}
+
+fn truncate(text: &str) -> &str {
+    match text.char_indices().nth(1000) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}

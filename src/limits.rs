@@ -1,0 +1,78 @@
+//! Per-workspace rate limits and monthly budgets, counted in PostgreSQL so they hold
+//! exactly across any number of hdls processes.
+//!
+//! Admission is one statement (`hdls.admit_call`, see migration V2) in its own short
+//! transaction, pipelined ahead of the tool's own transaction on the same connection, so
+//! it costs no extra round trip and its row locks are held for microseconds, not for the
+//! length of the tool call.
+//!
+//! Durability: the admission transaction commits with `synchronous_commit = off`. The
+//! minute windows are in an UNLOGGED table anyway (losing one minute's count on a crash
+//! is harmless). The usage ledger is logged; with asynchronous commit a crash can lose at
+//! most the last few hundred milliseconds of increments, and only for read-only calls:
+//! a call that writes commits synchronously afterwards on the same WAL stream, which
+//! flushes the ledger increment before it. The error is an under-count, in the
+//! customer's favour, and never an over-count.
+
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+
+use crate::tools::{ErrorCode, ToolError};
+
+/// The admission statement (run inside a transaction stamped with the workspace).
+pub const ADMIT_SQL: &str =
+    "SELECT allowed, refused_window, call_limit, retry_after_s FROM hdls.admit_call($1)";
+
+/// The caller's default when the plan sets no per-minute limit.
+pub const DEFAULT_PER_MINUTE: i64 = 120;
+
+/// Turns the admission row into Ok (admitted) or a `rate_limited` error.
+pub fn decide(row: &Row) -> Result<(), ToolError> {
+    let allowed: bool = row.get("allowed");
+    if allowed {
+        return Ok(());
+    }
+    let window: Option<String> = row.get("refused_window");
+    let window = window.unwrap_or_else(|| "minute".to_owned());
+    let limit: i64 = row.get("call_limit");
+    let retry_after_s: i32 = row.get("retry_after_s");
+    let message = match window.as_str() {
+        "month" => format!(
+            "this workspace has used its monthly budget of {limit} tool calls; it resets in {retry_after_s} s"
+        ),
+        _ => format!(
+            "this workspace is limited to {limit} tool calls per minute; retry in {retry_after_s} s"
+        ),
+    };
+    Err(ToolError::new(ErrorCode::RateLimited, message)
+        .with("limit", json!(limit))
+        .with("window", json!(window))
+        .with("retry_after_s", json!(retry_after_s)))
+}
+
+/// The start of the fixed one-minute window containing `at`.
+pub fn minute_start(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_second(0)
+        .and_then(|t| t.replace_nanosecond(0))
+        .unwrap_or(at)
+}
+
+/// The first instant of the calendar month (UTC) containing `at`.
+pub fn month_start(at: OffsetDateTime) -> time::Date {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    at.date().replace_day(1).unwrap_or(at.date())
+}
+
+/// The first instant of the next calendar month (UTC).
+pub fn next_month_start(at: OffsetDateTime) -> OffsetDateTime {
+    let start = month_start(at);
+    let (year, month) = if start.month() == time::Month::December {
+        (start.year() + 1, time::Month::January)
+    } else {
+        (start.year(), start.month().next())
+    };
+    time::Date::from_calendar_date(year, month, 1)
+        .map(|d| d.midnight().assume_utc())
+        .unwrap_or(at)
+}
