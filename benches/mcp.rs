@@ -78,6 +78,48 @@ where
     }
 }
 
+/// Drives `search_accounts` with plain JSON-RPC POSTs (2025-11-25 style, no session).
+async fn json_rpc_side(url: &str, key: &str, concurrency: usize, seconds: u64) -> Measurement {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    drive(concurrency, seconds, |_| {
+        let url = url.to_owned();
+        let key = key.to_owned();
+        async move {
+            let http = reqwest::Client::new();
+            let body = json!({
+                "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": { "name": "search_accounts", "arguments": { "query": QUERY, "limit": PAGE } }
+            })
+            .to_string();
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let response: serde_json::Value = http
+                    .post(&url)
+                    .header("authorization", format!("Bearer {key}"))
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-protocol-version", "2025-11-25")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("post")
+                    .json()
+                    .await
+                    .expect("json");
+                assert_eq!(
+                    response["result"]["structuredContent"]["accounts"].as_array().map(Vec::len),
+                    Some(PAGE as usize),
+                    "{response}"
+                );
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }
+    })
+    .await
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let seconds = env_number("HDLS_BENCH_SECONDS", 10);
@@ -139,6 +181,18 @@ async fn main() -> anyhow::Result<()> {
         .await
         .ok();
         if workspace_id.is_none() {
+            // Limits stay on but out of reach, so the benchmark measures their cost, not their refusals.
+            let owner = target.pool(hdls::db::OWNER_ROLE, 1)?;
+            hdls::workspaces::set_plan(
+                &owner,
+                created.workspace_id,
+                None,
+                100_000_000,
+                None,
+                hdls::clock::Clock::now(&SystemClock),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             workspace_id = Some(created.workspace_id);
             key = created.owner_key;
         }
@@ -183,44 +237,27 @@ async fn main() -> anyhow::Result<()> {
 
     // Side 1b: the same tool call as plain JSON-RPC POSTs (what SDKs in other languages send),
     // so the figure is not dominated by one client library's own cost.
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let raw = drive(concurrency, seconds, |_| {
-        let url = url.clone();
-        let key = key.clone();
-        async move {
-            let http = reqwest::Client::new();
-            let body = json!({
-                "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                "params": { "name": "search_accounts", "arguments": { "query": QUERY, "limit": PAGE } }
-            })
-            .to_string();
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let response: serde_json::Value = http
-                    .post(&url)
-                    .header("authorization", format!("Bearer {key}"))
-                    .header("content-type", "application/json")
-                    .header("accept", "application/json, text/event-stream")
-                    .header("mcp-protocol-version", "2025-11-25")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .expect("post")
-                    .json()
-                    .await
-                    .expect("json");
-                assert_eq!(
-                    response["result"]["structuredContent"]["accounts"].as_array().map(Vec::len),
-                    Some(PAGE as usize),
-                    "{response}"
-                );
-                latencies.push(t.elapsed());
-            }
-            latencies
-        }
-    })
+    let raw = json_rpc_side(&url, &key, concurrency, seconds).await;
+
+    // Side 1c: the same, with rate limits and the usage ledger switched off.
+    let off_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let off_base = format!("http://{}", off_listener.local_addr()?);
+    let off_app = Arc::new(App {
+        pools: app.pools.clone(),
+        registry: Registry::standard(),
+        clock: Arc::new(SystemClock),
+        public: PublicUrl::parse(&off_base, &[])?,
+        enforce_limits: false,
+    });
+    let off_server = hdls::server::spawn(off_app, off_listener)?;
+    let raw_off = json_rpc_side(
+        &format!("{off_base}/api/mcp/crm"),
+        &key,
+        concurrency,
+        seconds,
+    )
     .await;
+    off_server.stop().await;
 
     // Side 2: the same transaction straight to PostgreSQL as the runtime role.
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -260,15 +297,20 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     mcp.report("hdls, rmcp client");
-    raw.report("hdls, plain JSON-RPC client");
+    raw.report("hdls, JSON-RPC client");
+    raw_off.report("hdls, limits+ledger off");
     direct.report("direct (tokio-postgres)");
     println!(
-        "ratio hdls/direct (rmcp client):       {:.2}",
+        "ratio hdls/direct (rmcp client):        {:.2}",
         mcp.rate() / direct.rate()
     );
     println!(
-        "ratio hdls/direct (JSON-RPC client):   {:.2}",
+        "ratio hdls/direct (JSON-RPC client):    {:.2}",
         raw.rate() / direct.rate()
+    );
+    println!(
+        "ratio limits on/off (JSON-RPC client):  {:.2}",
+        raw.rate() / raw_off.rate()
     );
 
     server.stop().await;

@@ -49,11 +49,17 @@ CREATE POLICY tenant ON hdls.usage_ledger
     WITH CHECK (workspace_id = hdls.current_workspace());
 GRANT SELECT, INSERT, UPDATE ON hdls.usage_ledger TO hdls_runtime;
 
--- Admits one call at time `at` or says why not, in one statement (one round trip).
+-- Admits one call for `workspace` at time `at`, or says why not: one statement, sent
+-- outside any transaction, so it commits on its own and its row locks last microseconds
+-- rather than the length of the tool call. It stamps the workspace itself (transaction-
+-- local, so the setting ends with the statement) and stays SECURITY INVOKER, so RLS
+-- applies as everywhere else. Passing the id grants nothing new: the runtime role stamps
+-- its own identity on every transaction anyway. (On Citus this is the shape of a
+-- distributed function delegated by its workspace argument.)
 -- Order matters: the minute window is taken first; if the month is exhausted that slot is
 -- given back, so a refused call is counted nowhere. Row locks on the two counters make
 -- the limits exact across any number of hdls processes.
-CREATE FUNCTION hdls.admit_call(at timestamptz,
+CREATE FUNCTION hdls.admit_call(workspace uuid, at timestamptz,
                                 OUT allowed boolean, OUT refused_window text,
                                 OUT call_limit bigint, OUT retry_after_s integer)
     LANGUAGE plpgsql VOLATILE SECURITY INVOKER
@@ -67,6 +73,9 @@ DECLARE
     taken integer;
     spent bigint;
 BEGIN
+    PERFORM set_config('hdls.workspace_id', workspace::text, true);
+    -- Counters are not worth a WAL flush per call: see src/limits.rs.
+    PERFORM set_config('synchronous_commit', 'off', true);
     SELECT coalesce(p.per_minute, 120), p.monthly_budget INTO per_minute, budget
     FROM hdls.workspaces w LEFT JOIN hdls_catalog.plans p ON p.name = w.plan;
     IF NOT FOUND THEN
@@ -100,8 +109,10 @@ BEGIN
         ON CONFLICT (workspace_id, period) DO UPDATE SET calls = u.calls + 1, updated_at = now();
     END IF;
 
-    -- Old windows are dead weight; each workspace sweeps its own as it goes.
-    DELETE FROM hdls.rate_windows WHERE window_start < minute_start - interval '1 hour';
+    -- Old windows are dead weight; each workspace sweeps its own when it opens a new one.
+    IF taken = 1 THEN
+        DELETE FROM hdls.rate_windows WHERE window_start < minute_start - interval '1 hour';
+    END IF;
     allowed := true;
 END
 $$;

@@ -1,12 +1,12 @@
 //! Per-workspace rate limits and monthly budgets, counted in PostgreSQL so they hold
 //! exactly across any number of hdls processes.
 //!
-//! Admission is one statement (`hdls.admit_call`, see migration V2) in its own short
+//! Admission is one statement (`hdls.admit_call`, see migration V2) outside any
 //! transaction, pipelined ahead of the tool's own transaction on the same connection, so
 //! it costs no extra round trip and its row locks are held for microseconds, not for the
 //! length of the tool call.
 //!
-//! Durability: the admission transaction commits with `synchronous_commit = off`. The
+//! Durability: the admission statement commits with `synchronous_commit = off`. The
 //! minute windows are in an UNLOGGED table anyway (losing one minute's count on a crash
 //! is harmless). The usage ledger is logged; with asynchronous commit a crash can lose at
 //! most the last few hundred milliseconds of increments, and only for read-only calls:
@@ -20,9 +20,9 @@ use tokio_postgres::Row;
 
 use crate::tools::{ErrorCode, ToolError};
 
-/// The admission statement (run inside a transaction stamped with the workspace).
+/// The admission statement: `$1` the workspace, `$2` the time of the call.
 pub const ADMIT_SQL: &str =
-    "SELECT allowed, refused_window, call_limit, retry_after_s FROM hdls.admit_call($1)";
+    "SELECT allowed, refused_window, call_limit, retry_after_s FROM hdls.admit_call($1, $2)";
 
 /// The caller's default when the plan sets no per-minute limit.
 pub const DEFAULT_PER_MINUTE: i64 = 120;

@@ -74,36 +74,28 @@ impl Scope {
         };
         let admitted = {
             let c = scope.client()?;
-            // One round trip: the admission transaction (committed on its own, without
-            // waiting for the WAL flush, see crate::limits), then the tool's transaction.
-            // futures' join! polls in argument order, which fixes the order on the wire.
+            // One round trip: the admission statement (committed on its own, see
+            // crate::limits), then the tool's transaction. futures' join! polls in
+            // argument order, which fixes the order on the wire.
             let set_principal = async {
                 match &set_principal {
                     Some(statement) => c.batch_execute(statement).await,
                     None => Ok(()),
                 }
             };
-            let admit_params: [&(dyn ToSql + Sync); 1] = [&now];
-            let (b1, s1, s2, row, c1, b2, s3, s4, s5) = futures_util::join!(
-                c.batch_execute("BEGIN"),
-                c.batch_execute(&workspace),
-                c.batch_execute("SET LOCAL synchronous_commit = off"),
+            let admit_params: [&(dyn ToSql + Sync); 2] = [&principal.workspace_id, &now];
+            let (row, b, s1, s2, s3) = futures_util::join!(
                 c.query_one(&admit, &admit_params),
-                c.batch_execute("COMMIT"),
                 c.batch_execute("BEGIN"),
                 c.batch_execute(&workspace),
                 c.batch_execute(&persona),
                 set_principal,
             );
-            b1?;
+            let row = row?;
+            b?;
             s1?;
             s2?;
-            let row = row?;
-            c1?;
-            b2?;
             s3?;
-            s4?;
-            s5?;
             limits::decide(&row)
         };
         match admitted {

@@ -40,12 +40,11 @@ impl McpEndpoint {
     }
 }
 
-/// A successful result: the object as structuredContent plus a readable text rendering.
+/// A successful result: the object as structuredContent plus the same JSON as text, for
+/// clients that read only text (the MCP spec's backwards-compatibility rule). Compact, not
+/// pretty: models read it equally well and every byte is paid for twice.
 fn success(value: Value) -> CallToolResult {
-    let text = serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string());
-    let mut result = CallToolResult::structured(value);
-    result.content = vec![ContentBlock::text(text)];
-    result
+    CallToolResult::structured(value)
 }
 
 /// A refusal: `isError: true` with `{"error": {"code", "message", …}}`.

@@ -152,7 +152,7 @@ impl From<tokio_postgres::Error> for ToolError {
                 ToolError::unavailable("the database connection was lost; retry")
             }
             _ => {
-                tracing::error!(%location, %error, "database error");
+                tracing::error!(%location, error = ?error, "database error");
                 ToolError::new(ErrorCode::Internal, "internal error; it has been logged")
             }
         };

@@ -251,6 +251,11 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn start() -> TestEnv {
+        // Server logs go to the test's captured output: shown only when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("hdls=debug,warn"))
+            .with_test_writer()
+            .try_init();
         let db = TestDb::create().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -299,6 +304,20 @@ impl TestEnv {
     /// An MCP client on an endpoint path (e.g. "/api/mcp/crm") with a bearer key.
     pub async fn client(&self, path: &str, key: &str) -> Mcp {
         Mcp::connect(&format!("{}{path}", self.base_url), key).await
+    }
+
+    /// The test clock's current time.
+    pub fn clock_now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// Moves the test clock to the first second of the next minute, so a test's calls
+    /// share one rate-limit window whatever the wall clock says.
+    pub fn align_to_minute_start(&self) {
+        let now = self.clock.now();
+        let into_minute = time::Duration::seconds(now.second() as i64)
+            + time::Duration::nanoseconds(now.nanosecond() as i64);
+        self.clock.advance(time::Duration::minutes(1) - into_minute);
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -2,11 +2,13 @@
 
 mod harness;
 
+mod audit;
 mod cli;
 mod credentials;
 mod database_roles;
 mod embedded_serve;
 mod isolation;
+mod limits;
 mod products;
 mod role_matrix;
 mod transport;

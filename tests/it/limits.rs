@@ -1,0 +1,271 @@
+//! Rate limits and monthly budgets: exact, per workspace, across processes, driven by the test's clock.
+
+use std::process::{Child, Command, Stdio};
+
+use hdls::db::OWNER_ROLE;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::harness::{TestEnv, no_args};
+
+async fn set_plan(env: &TestEnv, ws: Uuid, per_minute: i32, monthly: Option<i64>) {
+    let owner = env.db.target.pool(OWNER_ROLE, 1).unwrap();
+    hdls::workspaces::set_plan(&owner, ws, None, per_minute, monthly, env.clock_now())
+        .await
+        .unwrap();
+}
+
+async fn ledger(env: &TestEnv, ws: Uuid) -> i64 {
+    let su = env.db.connect_superuser().await;
+    su.query_opt(
+        "SELECT calls FROM hdls.usage_ledger WHERE workspace_id = $1",
+        &[&ws],
+    )
+    .await
+    .unwrap()
+    .map_or(0, |r| r.get(0))
+}
+
+#[tokio::test]
+async fn exactly_n_calls_per_minute_then_a_new_window() {
+    let env = TestEnv::start().await;
+    let (ws, key) = env.workspace("minute").await;
+    set_plan(&env, ws, 5, None).await;
+    env.align_to_minute_start();
+    let client = env.client("/api/mcp", &key).await;
+    for _ in 0..5 {
+        client.ok("whoami", no_args()).await;
+    }
+    let refused = client.err("whoami", no_args()).await;
+    assert_eq!(refused["code"], "rate_limited");
+    assert_eq!(refused["limit"], 5);
+    assert_eq!(refused["window"], "minute");
+    assert_eq!(
+        refused["retry_after_s"], 60,
+        "retry_after_s at the start of a window"
+    );
+    // Refused calls cost nothing: the ledger holds exactly the admitted ones.
+    assert_eq!(ledger(&env, ws).await, 5);
+
+    env.clock.advance(time::Duration::seconds(45));
+    let refused = client.err("whoami", no_args()).await;
+    assert_eq!(refused["retry_after_s"], 15);
+
+    env.clock.advance(time::Duration::seconds(15));
+    for _ in 0..5 {
+        client.ok("whoami", no_args()).await;
+    }
+    assert_eq!(client.err_code("whoami", no_args()).await, "rate_limited");
+    assert_eq!(ledger(&env, ws).await, 10);
+}
+
+#[tokio::test]
+async fn the_default_is_120_per_minute() {
+    let env = TestEnv::start().await;
+    let (_, key) = env.workspace("default").await;
+    env.align_to_minute_start();
+    let client = env.client("/api/mcp", &key).await;
+    for _ in 0..120 {
+        client.ok("whoami", no_args()).await;
+    }
+    let refused = client.err("whoami", no_args()).await;
+    assert_eq!(refused["code"], "rate_limited");
+    assert_eq!(refused["limit"], 120);
+}
+
+#[tokio::test]
+async fn a_monthly_budget_refuses_call_m_plus_one_and_does_not_bill_it() {
+    let env = TestEnv::start().await;
+    let (ws, key) = env.workspace("month").await;
+    set_plan(&env, ws, 100, Some(3)).await;
+    env.align_to_minute_start();
+    let client = env.client("/api/mcp/crm", &key).await;
+    for i in 0..3 {
+        client
+            .ok("create_account", json!({ "name": format!("Billed {i}") }))
+            .await;
+    }
+    for _ in 0..2 {
+        let refused = client
+            .err("create_account", json!({ "name": "Not billed" }))
+            .await;
+        assert_eq!(refused["code"], "rate_limited");
+        assert_eq!(refused["window"], "month");
+        assert_eq!(refused["limit"], 3);
+        assert!(refused["retry_after_s"].as_i64().unwrap() >= 1);
+    }
+    assert_eq!(ledger(&env, ws).await, 3, "refused calls were billed");
+    // The refused calls did not run either.
+    let su = env.db.connect_superuser().await;
+    let created: i64 = su
+        .query_one(
+            "SELECT count(*) FROM crm.accounts WHERE workspace_id = $1",
+            &[&ws],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(created, 3);
+    // And they did not take minute slots.
+    let minute: i32 = su
+        .query_one(
+            "SELECT calls FROM hdls.rate_windows WHERE workspace_id = $1",
+            &[&ws],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(minute, 3);
+
+    // A new month admits calls again.
+    env.clock.advance(time::Duration::days(32));
+    client.ok("search_accounts", json!({})).await;
+}
+
+#[tokio::test]
+async fn one_workspace_exhausting_its_limit_does_not_affect_another() {
+    let env = TestEnv::start().await;
+    let (a, a_key) = env.workspace("A").await;
+    let (_, b_key) = env.workspace("B").await;
+    set_plan(&env, a, 2, None).await;
+    env.align_to_minute_start();
+    let a_client = env.client("/api/mcp", &a_key).await;
+    let b_client = env.client("/api/mcp", &b_key).await;
+    a_client.ok("whoami", no_args()).await;
+    a_client.ok("whoami", no_args()).await;
+    assert_eq!(a_client.err_code("whoami", no_args()).await, "rate_limited");
+    for _ in 0..10 {
+        b_client.ok("whoami", no_args()).await;
+    }
+}
+
+#[tokio::test]
+async fn get_usage_reports_the_windows() {
+    let env = TestEnv::start().await;
+    let (ws, key) = env.workspace("usage").await;
+    set_plan(&env, ws, 50, Some(1000)).await;
+    env.align_to_minute_start();
+    let client = env.client("/api/mcp", &key).await;
+    client.ok("whoami", no_args()).await;
+    client.ok("whoami", no_args()).await;
+    let usage = client.ok("get_usage", no_args()).await;
+    assert_eq!(usage["minute"]["calls"], 3, "{usage}");
+    assert_eq!(usage["minute"]["limit"], 50);
+    assert_eq!(usage["month"]["calls"], 3);
+    assert_eq!(usage["month"]["budget"], 1000);
+    assert_eq!(usage["plan"], format!("ws-{ws}"));
+    assert!(usage["minute"]["resets_at"].is_string());
+    assert!(usage["month"]["resets_at"].is_string());
+}
+
+/// A `hdls serve` process against the test's database.
+struct ServeProcess {
+    child: Child,
+    url: String,
+}
+
+impl ServeProcess {
+    fn start(database_url: &str, data_dir: &std::path::Path) -> ServeProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hdls"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("HDLS_DATABASE_URL", database_url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn hdls serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines.next().expect("serve printed its endpoints").unwrap();
+            if let Some(rest) = line.trim().strip_prefix("concierge") {
+                break rest.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        ServeProcess { child, url }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn whoami_code(http: &reqwest::Client, url: &str, key: &str) -> Option<String> {
+    let response: Value = http
+        .post(url)
+        .header("authorization", format!("Bearer {key}"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": { "name": "whoami", "arguments": {} } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response["result"]["structuredContent"]["error"]["code"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn the_limit_holds_exactly_across_three_processes() {
+    let env = TestEnv::start().await;
+    let (ws, key) = env.workspace("spread").await;
+    set_plan(&env, ws, 7, None).await;
+    let dir = std::env::temp_dir().join(format!("hdls-spread-{}", Uuid::new_v4().simple()));
+    let url = env.db.superuser_url();
+    let servers: Vec<ServeProcess> = (0..3).map(|_| ServeProcess::start(&url, &dir)).collect();
+    let http = reqwest::Client::new();
+    let su = env.db.connect_superuser().await;
+    // These processes use the real clock: if a minute boundary falls inside an attempt,
+    // the attempt straddles two windows and is repeated (counters are reset first).
+    let mut verified = false;
+    for _attempt in 0..3 {
+        su.execute(
+            "DELETE FROM hdls.rate_windows WHERE workspace_id = $1",
+            &[&ws],
+        )
+        .await
+        .unwrap();
+        let minute_before = current_minute();
+        let mut admitted = 0;
+        let mut refused = 0;
+        for i in 0..12 {
+            match whoami_code(&http, &servers[i % 3].url, &key)
+                .await
+                .as_deref()
+            {
+                None => admitted += 1,
+                Some("rate_limited") => refused += 1,
+                Some(other) => panic!("unexpected error {other}"),
+            }
+        }
+        if current_minute() != minute_before {
+            continue;
+        }
+        assert_eq!(
+            (admitted, refused),
+            (7, 5),
+            "calls admitted across three processes"
+        );
+        verified = true;
+        break;
+    }
+    assert!(verified, "every attempt straddled a minute boundary");
+    drop(servers);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn current_minute() -> i64 {
+    #[allow(clippy::disallowed_methods)] // compares with the serve processes' real clock
+    let now = time::OffsetDateTime::now_utc();
+    now.unix_timestamp() / 60
+}
