@@ -11,7 +11,6 @@ use hdls::app::{App, PublicUrl};
 use hdls::clock::SystemClock;
 use hdls::db::embedded::Cluster;
 use hdls::db::{DbTarget, Pools, RUNTIME_ROLE, connect, migrate, setup};
-use hdls::tools::Registry;
 use hdls::tools::crm::SEARCH_SQL;
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ClientConfig};
@@ -148,13 +147,11 @@ async fn main() -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let app = Arc::new(App {
-        pools: Pools::open(&target)?,
-        registry: Registry::standard(),
-        clock: Arc::new(SystemClock),
-        public: PublicUrl::parse(&base, &[])?,
-        enforce_limits: true,
-    });
+    let app = Arc::new(App::new(
+        Pools::open(&target)?,
+        Arc::new(SystemClock),
+        PublicUrl::parse(&base, &[])?,
+    ));
     let server = hdls::server::spawn(app.clone(), listener)?;
 
     // Two workspaces with 2,000 accounts each; the benchmark reads one of them.
@@ -243,11 +240,12 @@ async fn main() -> anyhow::Result<()> {
     let off_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let off_base = format!("http://{}", off_listener.local_addr()?);
     let off_app = Arc::new(App {
-        pools: app.pools.clone(),
-        registry: Registry::standard(),
-        clock: Arc::new(SystemClock),
-        public: PublicUrl::parse(&off_base, &[])?,
         enforce_limits: false,
+        ..App::new(
+            app.pools.clone(),
+            Arc::new(SystemClock),
+            PublicUrl::parse(&off_base, &[])?,
+        )
     });
     let off_server = hdls::server::spawn(off_app, off_listener)?;
     let raw_off = json_rpc_side(

@@ -6,18 +6,35 @@ use url::Url;
 
 use crate::clock::Clock;
 use crate::db::Pools;
+use crate::engine::catalog::CatalogCache;
 use crate::identity::Endpoint;
 use crate::tools::Registry;
 
 /// Services shared by every request.
 pub struct App {
     pub pools: Pools,
+    /// Catalog snapshots for the power tools, refreshed on `NOTIFY hdls_catalog`.
+    pub catalog: Arc<CatalogCache>,
     pub registry: Registry,
     pub clock: Arc<dyn Clock>,
     pub public: PublicUrl,
     /// Rate limits and the usage ledger on every tool call. Always on in `serve`; the
     /// benchmark turns it off to measure its cost.
     pub enforce_limits: bool,
+}
+
+impl App {
+    /// The standard app: every shipped tool, limits enforced, an empty catalog cache.
+    pub fn new(pools: Pools, clock: Arc<dyn Clock>, public: PublicUrl) -> App {
+        App {
+            pools,
+            catalog: Arc::new(CatalogCache::default()),
+            registry: Registry::standard(),
+            clock,
+            public,
+            enforce_limits: true,
+        }
+    }
 }
 
 /// The URL clients use to reach this server; the source of resource URLs, allowed Hosts and Origins.

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod db;
+pub mod engine;
 pub mod http;
 pub mod identity;
 pub mod limits;

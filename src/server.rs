@@ -29,6 +29,11 @@ impl RunningServer {
 pub fn spawn(app: Arc<App>, listener: TcpListener) -> std::io::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    tokio::spawn(crate::engine::listener::run(
+        app.catalog.clone(),
+        app.pools.target.for_role(crate::db::RUNTIME_ROLE),
+        shutdown.clone(),
+    ));
     let router = http::router(app, shutdown.clone());
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {

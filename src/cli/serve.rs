@@ -13,7 +13,6 @@ use crate::db::location::Location;
 use crate::db::{Pools, RUNTIME_ROLE, connect, migrate};
 use crate::identity::Endpoint;
 use crate::master_key::MasterKey;
-use crate::tools::Registry;
 use crate::{server, workspaces};
 
 #[derive(Debug, Args)]
@@ -72,13 +71,7 @@ async fn serve(
     });
     let public = PublicUrl::parse(&public_url, &args.allowed_origins)?;
     let pools = Pools::open(&opened.target)?;
-    let app = Arc::new(App {
-        pools,
-        registry: Registry::standard(),
-        clock: Arc::new(SystemClock),
-        public,
-        enforce_limits: true,
-    });
+    let app = Arc::new(App::new(pools, Arc::new(SystemClock), public));
 
     let running = server::spawn(app.clone(), listener)?;
 

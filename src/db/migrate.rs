@@ -27,7 +27,8 @@ pub async fn run(target: &DbTarget) -> anyhow::Result<usize> {
     client
         .batch_execute(
             "GRANT USAGE ON SCHEMA hdls_meta TO hdls_runtime;
-             GRANT SELECT ON hdls_meta.schema_history TO hdls_runtime;",
+             GRANT SELECT ON hdls_meta.schema_history TO hdls_runtime;
+             NOTIFY hdls_catalog;",
         )
         .await?;
     client

@@ -114,6 +114,8 @@ pub fn role_password(role: &str) -> Option<String> {
 pub struct Pools {
     pub runtime: Pool,
     pub auth: Pool,
+    /// Where they connect, for the few tasks that need a connection of their own.
+    pub target: DbTarget,
 }
 
 impl Pools {
@@ -122,6 +124,7 @@ impl Pools {
         Ok(Pools {
             runtime: target.pool(RUNTIME_ROLE, 32)?,
             auth: target.pool(AUTH_ROLE, 16)?,
+            target: target.clone(),
         })
     }
 }

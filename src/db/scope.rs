@@ -8,9 +8,10 @@
 use deadpool_postgres::{Object, Pool};
 use futures_util::future::join_all;
 use time::OffsetDateTime;
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, ToStatement};
 
+use crate::engine::sql::Sql;
 use crate::identity::Principal;
 use crate::limits;
 use crate::tools::ToolError;
@@ -157,13 +158,13 @@ impl Scope {
         Ok(c.execute(&statement, params).await?)
     }
 
-    /// Runs an already prepared statement (for callers that build SQL from the catalog).
-    pub async fn query_prepared<T: ?Sized + ToStatement>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, ToolError> {
-        Ok(self.client()?.query(statement, params).await?)
+    /// Runs SQL the engine built from the catalog, with typed parameters, in one round trip
+    /// and without caching a statement per distinct SQL text.
+    pub async fn query_sql(&self, sql: &Sql) -> Result<Vec<Row>, ToolError> {
+        Ok(self
+            .client()?
+            .query_typed(&sql.text, &sql.typed_params())
+            .await?)
     }
 
     /// Commits and returns the connection to the pool.

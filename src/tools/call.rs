@@ -32,6 +32,7 @@ pub async fn call(
             scope: &scope,
             app,
             action: tool.audit_action,
+            endpoint: tool.endpoint,
         };
         tool.invoke(&cx, args.clone()).await
     };

@@ -135,6 +135,29 @@ impl From<tokio_postgres::Error> for ToolError {
             Some(c) if *c == SqlState::STRING_DATA_RIGHT_TRUNCATION => {
                 ToolError::new(ErrorCode::InvalidInput, "a value is too long")
             }
+            // Values the engine passed as text that PostgreSQL's input functions refused, or
+            // patterns it could not use: the caller's input, never a server fault.
+            Some(c)
+                if *c == SqlState::INVALID_TEXT_REPRESENTATION
+                    || *c == SqlState::INVALID_DATETIME_FORMAT
+                    || *c == SqlState::DATETIME_FIELD_OVERFLOW
+                    || *c == SqlState::NUMERIC_VALUE_OUT_OF_RANGE
+                    || *c == SqlState::INVALID_PARAMETER_VALUE
+                    || *c == SqlState::INVALID_ESCAPE_SEQUENCE
+                    || *c == SqlState::INVALID_REGULAR_EXPRESSION
+                    || *c == SqlState::ARRAY_SUBSCRIPT_ERROR
+                    || *c == SqlState::INVALID_BINARY_REPRESENTATION
+                    || *c == SqlState::UNTRANSLATABLE_CHARACTER
+                    || *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                    || *c == SqlState::DIVISION_BY_ZERO
+                    || *c == SqlState::STATEMENT_TOO_COMPLEX
+                    || *c == SqlState::PROGRAM_LIMIT_EXCEEDED =>
+            {
+                ToolError::new(
+                    ErrorCode::InvalidInput,
+                    "a value does not fit its column's type or the operation",
+                )
+            }
             Some(c) if *c == SqlState::QUERY_CANCELED => {
                 ToolError::unavailable("the operation took too long and was cancelled")
             }

@@ -6,6 +6,7 @@ pub mod concierge;
 pub mod crm;
 pub mod cursor;
 mod error;
+pub mod power;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct Cx<'a> {
     pub app: &'a App,
     /// The tool's audit action, if it is a privileged one.
     pub action: Option<&'static str>,
+    /// The endpoint the call arrived on (product tools read their schema from it).
+    pub endpoint: Endpoint,
 }
 
 impl Cx<'_> {
@@ -207,6 +210,9 @@ impl Registry {
     pub fn standard() -> Registry {
         let mut tools = concierge::tools();
         tools.extend(crm::tools());
+        for product in crate::identity::Product::ALL {
+            tools.extend(power::tools(product));
+        }
         Registry { tools }
     }
 

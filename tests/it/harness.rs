@@ -11,7 +11,6 @@ use hdls::db::embedded::Cluster;
 use hdls::db::{DbTarget, Pools, connect, migrate, setup};
 use hdls::identity::Role;
 use hdls::server::{self, RunningServer};
-use hdls::tools::Registry;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -261,13 +260,11 @@ impl TestEnv {
         let addr = listener.local_addr().unwrap();
         let base_url = format!("http://{addr}");
         let clock = ManualClock::starting_now();
-        let app = Arc::new(App {
-            pools: Pools::open(&db.target).unwrap(),
-            registry: Registry::standard(),
-            clock: Arc::new(clock.clone()),
-            public: PublicUrl::parse(&base_url, &[]).unwrap(),
-            enforce_limits: true,
-        });
+        let app = Arc::new(App::new(
+            Pools::open(&db.target).unwrap(),
+            Arc::new(clock.clone()),
+            PublicUrl::parse(&base_url, &[]).unwrap(),
+        ));
         let server = server::spawn(app.clone(), listener).unwrap();
         TestEnv {
             app,

@@ -1,0 +1,418 @@
+//! The live catalog of one schema: tables, columns with their real types, keys, indexes.
+//! Every identifier the engine writes into SQL comes from here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use serde_json::{Value, json};
+
+use crate::db::Scope;
+use crate::tools::ToolError;
+
+/// Columns the engine never shows or writes: the tenant stamp belongs to the database.
+pub const SYSTEM_COLUMNS: [&str; 1] = ["workspace_id"];
+
+/// How a column's values are validated and which operators apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Bool,
+    Int {
+        max: i64,
+        min: i64,
+    },
+    Float,
+    Numeric,
+    Text,
+    Uuid,
+    Jsonb,
+    Json,
+    Timestamptz,
+    Timestamp,
+    Date,
+    Enum(Vec<String>),
+    TsVector,
+    Array(Box<Kind>),
+    /// Anything else (interval, inet, bytea, …): text in, equality and nullness only.
+    Other,
+}
+
+impl Kind {
+    /// Whether `<`, `>`, sorting, min and max make sense.
+    pub fn orderable(&self) -> bool {
+        !matches!(
+            self,
+            Kind::Json | Kind::Jsonb | Kind::TsVector | Kind::Array(_) | Kind::Other | Kind::Bool
+        )
+    }
+
+    /// Whether `=` and grouping work.
+    pub fn equatable(&self) -> bool {
+        !matches!(self, Kind::Json | Kind::TsVector)
+    }
+
+    /// Whether sum and avg apply.
+    pub fn summable(&self) -> bool {
+        matches!(self, Kind::Int { .. } | Kind::Float | Kind::Numeric)
+    }
+}
+
+/// One visible column.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    /// The declared type, as people read it (`numeric(12,2)`).
+    pub type_display: String,
+    /// The type to cast a text parameter to, as valid, quoted SQL from `format_type`.
+    pub cast: String,
+    pub kind: Kind,
+    pub nullable: bool,
+    pub default: Option<String>,
+    pub description: Option<String>,
+    pub generated: bool,
+}
+
+impl Column {
+    /// Whether a client may write this column.
+    pub fn writable(&self) -> bool {
+        !self.generated && self.kind != Kind::TsVector
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub ref_schema: String,
+    pub ref_table: String,
+    pub ref_columns: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Index {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub unique: bool,
+}
+
+/// One table (or view) of the schema that the runtime role may read.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub name: String,
+    pub description: Option<String>,
+    pub row_estimate: Option<i64>,
+    pub is_view: bool,
+    pub columns: Vec<Column>,
+    pub primary_key: Vec<String>,
+    pub foreign_keys: Vec<ForeignKey>,
+    pub indexes: Vec<Index>,
+}
+
+impl Table {
+    /// A visible column by name.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The table's full-text column, if it has exactly one `tsvector`.
+    pub fn search_column(&self) -> Option<&Column> {
+        let mut it = self.columns.iter().filter(|c| c.kind == Kind::TsVector);
+        let first = it.next()?;
+        it.next().is_none().then_some(first)
+    }
+
+    /// Columns returned when the caller names none: everything visible except search vectors.
+    pub fn default_select(&self) -> Vec<&Column> {
+        self.columns
+            .iter()
+            .filter(|c| c.kind != Kind::TsVector)
+            .collect()
+    }
+
+    /// The description for `describe_table`.
+    pub fn describe(&self, custom_fields: Value) -> Value {
+        json!({
+            "table": self.name,
+            "description": self.description,
+            "kind": if self.is_view { "view" } else { "table" },
+            "row_estimate": self.row_estimate,
+            "columns": self.columns.iter().map(|c| json!({
+                "name": c.name,
+                "type": c.type_display,
+                "nullable": c.nullable,
+                "default": c.default,
+                "description": c.description,
+                "writable": c.writable() && !self.is_view,
+            })).collect::<Vec<_>>(),
+            "primary_key": self.primary_key,
+            "foreign_keys": self.foreign_keys.iter().map(|f| json!({
+                "name": f.name,
+                "columns": f.columns,
+                "references": { "schema": f.ref_schema, "table": f.ref_table, "columns": f.ref_columns },
+            })).collect::<Vec<_>>(),
+            "indexes": self.indexes.iter().map(|i| json!({
+                "name": i.name, "columns": i.columns, "unique": i.unique,
+            })).collect::<Vec<_>>(),
+            "search_column": self.search_column().map(|c| c.name.clone()),
+            "custom_fields": custom_fields,
+        })
+    }
+}
+
+/// A snapshot of one schema.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub schema: String,
+    pub tables: BTreeMap<String, Table>,
+}
+
+impl Catalog {
+    /// A table by name, or `invalid_input` at `path` naming the tables that exist.
+    pub fn table(&self, path: &str, name: &str) -> Result<&Table, ToolError> {
+        self.tables.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.tables.keys().map(String::as_str).collect();
+            ToolError::invalid_input(
+                path,
+                format!(
+                    "no table {name:?} in schema {}; tables: {}",
+                    self.schema,
+                    known.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// Reads the schema from pg_catalog, through the caller's Scope.
+    pub async fn load(scope: &Scope, schema: &str) -> Result<Catalog, ToolError> {
+        let schema_param = schema.to_owned();
+        let tables = scope
+            .query(
+                "SELECT c.oid, c.relname::text, obj_description(c.oid, 'pg_class') AS description,
+                        CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::int8 END AS estimate,
+                        c.relkind = 'v' AS is_view
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v')
+                   AND has_table_privilege(c.oid, 'SELECT')",
+                &[&schema_param],
+            )
+            .await?;
+        let columns = scope
+            .query(
+                "SELECT a.attrelid, a.attname::text, format_type(a.atttypid, a.atttypmod) AS display,
+                        format_type(a.atttypid, NULL) AS cast_type,
+                        t.typname::text AS typname, t.typtype::text AS typtype, t.typcategory::text AS category,
+                        et.typname::text AS elem_typname, et.typtype::text AS elem_typtype,
+                        ARRAY(SELECT e.enumlabel::text FROM pg_enum e
+                              WHERE e.enumtypid = coalesce(et.oid, t.oid) ORDER BY e.enumsortorder) AS labels,
+                        NOT a.attnotnull AS nullable, pg_get_expr(d.adbin, d.adrelid) AS default_expr,
+                        col_description(a.attrelid, a.attnum) AS description,
+                        a.attgenerated <> '' OR a.attidentity = 'a' AS generated
+                 FROM pg_attribute a
+                 JOIN pg_class c ON c.oid = a.attrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_type t ON t.oid = a.atttypid
+                 LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
+                 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v') AND a.attnum > 0 AND NOT a.attisdropped
+                 ORDER BY a.attrelid, a.attnum",
+                &[&schema_param],
+            )
+            .await?;
+        let indexes = scope
+            .query(
+                "SELECT i.indrelid, ic.relname::text, i.indisprimary, i.indisunique,
+                        ARRAY(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
+                              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                              ORDER BY k.ord) AS columns
+                 FROM pg_index i
+                 JOIN pg_class ic ON ic.oid = i.indexrelid
+                 JOIN pg_class c ON c.oid = i.indrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1
+                 ORDER BY ic.relname",
+                &[&schema_param],
+            )
+            .await?;
+        let foreign_keys = scope
+            .query(
+                "SELECT con.conrelid, con.conname::text, fn.nspname::text AS ref_schema, fc.relname::text AS ref_table,
+                        ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
+                              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.o) AS columns,
+                        ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, o)
+                              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.o) AS ref_columns
+                 FROM pg_constraint con
+                 JOIN pg_class c ON c.oid = con.conrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_class fc ON fc.oid = con.confrelid
+                 JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+                 WHERE con.contype = 'f' AND n.nspname = $1
+                 ORDER BY con.conname",
+                &[&schema_param],
+            )
+            .await?;
+
+        let visible = |name: &str| !SYSTEM_COLUMNS.contains(&name);
+        let strip = |cols: Vec<String>| cols.into_iter().filter(|c| visible(c)).collect::<Vec<_>>();
+        let mut by_oid: HashMap<u32, Table> = HashMap::new();
+        for row in &tables {
+            let oid: u32 = row.get(0);
+            by_oid.insert(
+                oid,
+                Table {
+                    name: row.get(1),
+                    description: row.get(2),
+                    row_estimate: row.get(3),
+                    is_view: row.get(4),
+                    columns: Vec::new(),
+                    primary_key: Vec::new(),
+                    foreign_keys: Vec::new(),
+                    indexes: Vec::new(),
+                },
+            );
+        }
+        for row in &columns {
+            let oid: u32 = row.get(0);
+            let Some(table) = by_oid.get_mut(&oid) else {
+                continue;
+            };
+            let name: String = row.get(1);
+            if !visible(&name) {
+                continue;
+            }
+            let typname: String = row.get("typname");
+            let typtype: String = row.get("typtype");
+            let category: String = row.get("category");
+            let labels: Vec<String> = row.get("labels");
+            let kind = if category == "A" {
+                let elem: Option<String> = row.get("elem_typname");
+                let elem_type: Option<String> = row.get("elem_typtype");
+                Kind::Array(Box::new(kind_of(
+                    elem.as_deref().unwrap_or(""),
+                    elem_type.as_deref().unwrap_or(""),
+                    labels,
+                )))
+            } else {
+                kind_of(&typname, &typtype, labels)
+            };
+            table.columns.push(Column {
+                name,
+                type_display: row.get("display"),
+                cast: row.get("cast_type"),
+                kind,
+                nullable: row.get("nullable"),
+                default: row.get("default_expr"),
+                description: row.get("description"),
+                generated: row.get("generated"),
+            });
+        }
+        for row in &indexes {
+            let oid: u32 = row.get(0);
+            let Some(table) = by_oid.get_mut(&oid) else {
+                continue;
+            };
+            let columns = strip(row.get("columns"));
+            let primary: bool = row.get(2);
+            if primary {
+                table.primary_key = columns.clone();
+            }
+            if !columns.is_empty() {
+                table.indexes.push(Index {
+                    name: row.get(1),
+                    columns,
+                    unique: row.get(3),
+                });
+            }
+        }
+        for row in &foreign_keys {
+            let oid: u32 = row.get(0);
+            let Some(table) = by_oid.get_mut(&oid) else {
+                continue;
+            };
+            let pairs: Vec<(String, String)> = row
+                .get::<_, Vec<String>>("columns")
+                .into_iter()
+                .zip(row.get::<_, Vec<String>>("ref_columns"))
+                .filter(|(c, _)| visible(c))
+                .collect();
+            // A key that only ties the row to its workspace is the tenant stamp, not a relation.
+            if pairs.is_empty() {
+                continue;
+            }
+            table.foreign_keys.push(ForeignKey {
+                name: row.get(1),
+                columns: pairs.iter().map(|(c, _)| c.clone()).collect(),
+                ref_schema: row.get("ref_schema"),
+                ref_table: row.get("ref_table"),
+                ref_columns: pairs.into_iter().map(|(_, r)| r).collect(),
+            });
+        }
+        Ok(Catalog {
+            schema: schema.to_owned(),
+            tables: by_oid.into_values().map(|t| (t.name.clone(), t)).collect(),
+        })
+    }
+}
+
+fn kind_of(typname: &str, typtype: &str, labels: Vec<String>) -> Kind {
+    match typname {
+        "bool" => Kind::Bool,
+        "int2" => Kind::Int {
+            min: i16::MIN as i64,
+            max: i16::MAX as i64,
+        },
+        "int4" => Kind::Int {
+            min: i32::MIN as i64,
+            max: i32::MAX as i64,
+        },
+        "int8" => Kind::Int {
+            min: i64::MIN,
+            max: i64::MAX,
+        },
+        "float4" | "float8" => Kind::Float,
+        "numeric" => Kind::Numeric,
+        "text" | "varchar" | "bpchar" | "name" | "citext" => Kind::Text,
+        "uuid" => Kind::Uuid,
+        "jsonb" => Kind::Jsonb,
+        "json" => Kind::Json,
+        "timestamptz" => Kind::Timestamptz,
+        "timestamp" => Kind::Timestamp,
+        "date" => Kind::Date,
+        "tsvector" => Kind::TsVector,
+        _ if typtype == "e" => Kind::Enum(labels),
+        _ => Kind::Other,
+    }
+}
+
+/// Catalog snapshots per schema, shared by every request; emptied when the schema changes
+/// (migrations and custom-field changes send `NOTIFY hdls_catalog`).
+#[derive(Default)]
+pub struct CatalogCache {
+    schemas: RwLock<HashMap<String, Arc<Catalog>>>,
+}
+
+impl CatalogCache {
+    /// The cached snapshot of `schema`, loading it through `scope` on a miss.
+    pub async fn get(&self, scope: &Scope, schema: &str) -> Result<Arc<Catalog>, ToolError> {
+        if let Some(hit) = self.read().get(schema) {
+            return Ok(hit.clone());
+        }
+        let loaded = Arc::new(Catalog::load(scope, schema).await?);
+        self.write().insert(schema.to_owned(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Forgets every snapshot; the next call reloads.
+    pub fn invalidate(&self) {
+        self.write().clear();
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Catalog>>> {
+        self.schemas.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Catalog>>> {
+        self.schemas.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The channel migrations and custom-field changes notify.
+pub const CHANGE_CHANNEL: &str = "hdls_catalog";

@@ -1,0 +1,431 @@
+//! `insert_record`, `update_record`, `delete_record`: by primary key, or by filter behind a
+//! required `max_rows` guard. Every statement returns the rows it touched.
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::catalog::{Catalog, Kind, SYSTEM_COLUMNS, Table};
+use super::filter::{self, lookup};
+use super::sql::Sql;
+use super::values;
+use crate::db::Scope;
+use crate::tools::ToolError;
+
+/// Most rows one insert_record call may write.
+pub const MAX_INSERT: usize = 100;
+/// Largest `max_rows` guard accepted for filtered updates and deletes.
+pub const MAX_GUARD: i64 = 1000;
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InsertArgs {
+    /// The table to insert into.
+    pub table: String,
+    /// One row: {"column": value, …}.
+    #[serde(default)]
+    pub values: Option<Map<String, Value>>,
+    /// Or up to 100 rows, inserted in one transaction.
+    #[serde(default)]
+    pub rows: Option<Vec<Map<String, Value>>>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateArgs {
+    /// The table to update.
+    pub table: String,
+    /// The row's primary key, e.g. {"id": "…"}. Give this or `filter`.
+    #[serde(default)]
+    pub key: Option<Map<String, Value>>,
+    /// A filter (as in query_records) selecting the rows; needs `max_rows`.
+    #[serde(default)]
+    #[schemars(with = "Option<Map<String, Value>>")]
+    pub filter: Option<Value>,
+    /// With `filter`: refuse (changing nothing) if more rows than this would change (1 to 1000).
+    #[serde(default)]
+    pub max_rows: Option<i64>,
+    /// The new values: {"column": value, …}.
+    pub values: Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteArgs {
+    /// The table to delete from.
+    pub table: String,
+    /// The row's primary key. Give this or `filter`.
+    #[serde(default)]
+    pub key: Option<Map<String, Value>>,
+    /// A filter selecting the rows; needs `max_rows`.
+    #[serde(default)]
+    #[schemars(with = "Option<Map<String, Value>>")]
+    pub filter: Option<Value>,
+    /// With `filter`: refuse (deleting nothing) if more rows than this would go (1 to 1000).
+    #[serde(default)]
+    pub max_rows: Option<i64>,
+}
+
+fn writable_table<'c>(catalog: &'c Catalog, name: &str) -> Result<&'c Table, ToolError> {
+    let table = catalog.table("table", name)?;
+    if table.is_view {
+        return Err(ToolError::invalid_input(
+            "table",
+            format!("{} is a view; it cannot be written", table.name),
+        ));
+    }
+    Ok(table)
+}
+
+/// Checks one column name for writing.
+fn writable_column<'t>(
+    table: &'t Table,
+    name: &str,
+    path: &str,
+) -> Result<&'t super::catalog::Column, ToolError> {
+    if SYSTEM_COLUMNS.contains(&name) {
+        return Err(ToolError::invalid_input(
+            path,
+            format!("{name} is set by the server and cannot be written"),
+        ));
+    }
+    let column = lookup(table, name, path)?;
+    if !column.writable() {
+        return Err(ToolError::invalid_input(
+            path,
+            format!(
+                "{} is computed by the database and cannot be written",
+                column.name
+            ),
+        ));
+    }
+    Ok(column)
+}
+
+fn bind_value(
+    sql: &mut Sql,
+    column: &super::catalog::Column,
+    value: &Value,
+    path: &str,
+) -> Result<(), ToolError> {
+    match &column.kind {
+        Kind::Array(elem) if !value.is_null() => {
+            let items = values::to_text_array(elem, &column.name, value, path)?;
+            sql.array(items, &column.cast);
+        }
+        _ => {
+            sql.value(values::to_text(column, value, path)?, &column.cast);
+        }
+    }
+    Ok(())
+}
+
+/// `RETURNING` the touched rows as JSON, without system columns or search vectors.
+fn returning(sql: &mut Sql, table: &Table) {
+    sql.push(" RETURNING (SELECT to_jsonb(x) FROM (SELECT ");
+    for (i, c) in table.default_select().iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("t.").ident(&c.name);
+    }
+    sql.push(") x) AS row");
+}
+
+fn rows_json(rows: &[tokio_postgres::Row]) -> Value {
+    let out: Vec<Value> = rows.iter().map(|r| r.get::<_, Value>("row")).collect();
+    json!({ "count": out.len(), "rows": out })
+}
+
+/// Inserts one row or a batch.
+pub async fn insert(
+    scope: &Scope,
+    catalog: &Catalog,
+    args: InsertArgs,
+) -> Result<Value, ToolError> {
+    let table = writable_table(catalog, &args.table)?;
+    let (rows, base) = match (args.values, args.rows) {
+        (Some(one), None) => (vec![one], "values".to_owned()),
+        (None, Some(many)) => (many, "rows".to_owned()),
+        _ => {
+            return Err(ToolError::invalid_input(
+                "values",
+                "give either values (one row) or rows (a batch)",
+            ));
+        }
+    };
+    if rows.is_empty() || rows.len() > MAX_INSERT {
+        return Err(ToolError::invalid_input(
+            &base,
+            format!("insert 1 to {MAX_INSERT} rows per call"),
+        ));
+    }
+    // The union of columns across rows; a row without one gets the column's DEFAULT.
+    let mut columns: Vec<&super::catalog::Column> = Vec::new();
+    for (r, row) in rows.iter().enumerate() {
+        for name in row.keys() {
+            let path = if base == "values" {
+                format!("values.{name}")
+            } else {
+                format!("rows[{r}].{name}")
+            };
+            let column = writable_column(table, name, &path)?;
+            if !columns.iter().any(|c| c.name == column.name) {
+                columns.push(column);
+            }
+        }
+    }
+    let mut sql = Sql::new();
+    sql.push("INSERT INTO ")
+        .table(&catalog.schema, &table.name)
+        .push(" AS t ");
+    if columns.is_empty() {
+        sql.push("DEFAULT VALUES");
+        if rows.len() > 1 {
+            return Err(ToolError::invalid_input(
+                &base,
+                "rows with no values can only be inserted one at a time",
+            ));
+        }
+    } else {
+        sql.push("(");
+        for (i, c) in columns.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.ident(&c.name);
+        }
+        sql.push(") VALUES ");
+        for (r, row) in rows.iter().enumerate() {
+            if r > 0 {
+                sql.push(", ");
+            }
+            sql.push("(");
+            for (i, c) in columns.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                match row.get(&c.name) {
+                    None => {
+                        sql.push("DEFAULT");
+                    }
+                    Some(value) => {
+                        let path = if base == "values" {
+                            format!("values.{}", c.name)
+                        } else {
+                            format!("rows[{r}].{}", c.name)
+                        };
+                        bind_value(&mut sql, c, value, &path)?;
+                    }
+                }
+            }
+            sql.push(")");
+        }
+    }
+    returning(&mut sql, table);
+    let inserted = scope.query_sql(&sql).await?;
+    Ok(rows_json(&inserted))
+}
+
+/// The WHERE clause for a key or a guarded filter; returns the guard if there is one.
+fn target(
+    sql: &mut Sql,
+    table: &Table,
+    key: Option<&Map<String, Value>>,
+    filter: Option<&Value>,
+    max_rows: Option<i64>,
+) -> Result<Option<i64>, ToolError> {
+    match (key, filter) {
+        (Some(key), None) => {
+            if max_rows.is_some() {
+                return Err(ToolError::invalid_input(
+                    "max_rows",
+                    "max_rows goes with filter, not key",
+                ));
+            }
+            if table.primary_key.is_empty() {
+                return Err(ToolError::invalid_input(
+                    "key",
+                    format!("{} has no primary key; use filter", table.name),
+                ));
+            }
+            if let Some(extra) = key.keys().find(|k| !table.primary_key.contains(k)) {
+                return Err(ToolError::invalid_input(
+                    &format!("key.{extra}"),
+                    format!(
+                        "the primary key of {} is ({})",
+                        table.name,
+                        table.primary_key.join(", ")
+                    ),
+                ));
+            }
+            for (i, name) in table.primary_key.iter().enumerate() {
+                let path = format!("key.{name}");
+                let value = key.get(name).filter(|v| !v.is_null()).ok_or_else(|| {
+                    ToolError::invalid_input(&path, format!("{name} is part of the primary key"))
+                })?;
+                let column = lookup(table, name, &path)?;
+                if i > 0 {
+                    sql.push(" AND ");
+                }
+                sql.push("t.").ident(&column.name).push(" = ");
+                bind_value(sql, column, value, &path)?;
+            }
+            Ok(None)
+        }
+        (None, Some(filter)) => {
+            let guard = max_rows.ok_or_else(|| {
+                ToolError::invalid_input(
+                    "max_rows",
+                    "a filter needs max_rows: the most rows you expect to touch",
+                )
+            })?;
+            if !(1..=MAX_GUARD).contains(&guard) {
+                return Err(ToolError::invalid_input(
+                    "max_rows",
+                    format!("max_rows must be between 1 and {MAX_GUARD}"),
+                ));
+            }
+            filter::compile(sql, table, "t", filter, "filter")?;
+            Ok(Some(guard))
+        }
+        _ => Err(ToolError::invalid_input(
+            "key",
+            "give either key (one row by primary key) or filter with max_rows",
+        )),
+    }
+}
+
+/// Refuses, before touching anything, a filtered change wider than its guard; the count
+/// afterwards re-checks it, because READ COMMITTED can see rows committed in between.
+async fn check_guard(
+    scope: &Scope,
+    catalog: &Catalog,
+    table: &Table,
+    key: &Option<Map<String, Value>>,
+    filter: &Option<Value>,
+    max_rows: Option<i64>,
+) -> Result<(), ToolError> {
+    // Only a well-formed filtered call gets the cheap pre-check; `target` reports the rest.
+    let (None, Some(filter), Some(guard)) = (key, filter, max_rows) else {
+        return Ok(());
+    };
+    if !(1..=MAX_GUARD).contains(&guard) {
+        return Ok(());
+    }
+    let mut sql = Sql::new();
+    sql.push("SELECT count(*) AS n FROM (SELECT 1 FROM ")
+        .table(&catalog.schema, &table.name)
+        .push(" t WHERE ");
+    filter::compile(&mut sql, table, "t", filter, "filter")?;
+    sql.push(&format!(" LIMIT {}) s", guard + 1));
+    let rows = scope.query_sql(&sql).await?;
+    let n: i64 = rows.first().map_or(0, |r| r.get("n"));
+    over_guard(n, guard)
+}
+
+fn over_guard(n: i64, guard: i64) -> Result<(), ToolError> {
+    if n > guard {
+        return Err(ToolError::invalid_input(
+            "max_rows",
+            format!("the filter matches more than max_rows ({guard}) rows; nothing was changed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Updates by key or by guarded filter.
+pub async fn update(
+    scope: &Scope,
+    catalog: &Catalog,
+    args: UpdateArgs,
+) -> Result<Value, ToolError> {
+    let table = writable_table(catalog, &args.table)?;
+    if args.values.is_empty() {
+        return Err(ToolError::invalid_input(
+            "values",
+            "give at least one column to change",
+        ));
+    }
+    check_guard(
+        scope,
+        catalog,
+        table,
+        &args.key,
+        &args.filter,
+        args.max_rows,
+    )
+    .await?;
+    let mut sql = Sql::new();
+    sql.push("UPDATE ")
+        .table(&catalog.schema, &table.name)
+        .push(" AS t SET ");
+    for (i, (name, value)) in args.values.iter().enumerate() {
+        let path = format!("values.{name}");
+        let column = writable_column(table, name, &path)?;
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.ident(&column.name).push(" = ");
+        bind_value(&mut sql, column, value, &path)?;
+    }
+    sql.push(" WHERE ");
+    let guard = target(
+        &mut sql,
+        table,
+        args.key.as_ref(),
+        args.filter.as_ref(),
+        args.max_rows,
+    )?;
+    returning(&mut sql, table);
+    let rows = scope.query_sql(&sql).await?;
+    finish(rows, guard, &args.key)
+}
+
+/// Deletes by key or by guarded filter.
+pub async fn delete(
+    scope: &Scope,
+    catalog: &Catalog,
+    args: DeleteArgs,
+) -> Result<Value, ToolError> {
+    let table = writable_table(catalog, &args.table)?;
+    check_guard(
+        scope,
+        catalog,
+        table,
+        &args.key,
+        &args.filter,
+        args.max_rows,
+    )
+    .await?;
+    let mut sql = Sql::new();
+    sql.push("DELETE FROM ")
+        .table(&catalog.schema, &table.name)
+        .push(" AS t WHERE ");
+    let guard = target(
+        &mut sql,
+        table,
+        args.key.as_ref(),
+        args.filter.as_ref(),
+        args.max_rows,
+    )?;
+    returning(&mut sql, table);
+    let rows = scope.query_sql(&sql).await?;
+    finish(rows, guard, &args.key)
+}
+
+fn finish(
+    rows: Vec<tokio_postgres::Row>,
+    guard: Option<i64>,
+    key: &Option<Map<String, Value>>,
+) -> Result<Value, ToolError> {
+    if let Some(guard) = guard {
+        // The caller's Scope rolls back on this error, so nothing is changed.
+        over_guard(rows.len() as i64, guard)?;
+    }
+    if key.is_some() && rows.is_empty() {
+        return Err(ToolError::not_found(
+            "no row with that primary key in this workspace",
+        ));
+    }
+    Ok(rows_json(&rows))
+}
