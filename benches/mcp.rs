@@ -79,15 +79,39 @@ where
 
 /// Drives `search_accounts` with plain JSON-RPC POSTs (2025-11-25 style, no session).
 async fn json_rpc_side(url: &str, key: &str, concurrency: usize, seconds: u64) -> Measurement {
+    let args = json!({ "query": QUERY, "limit": PAGE });
+    json_rpc_tool(
+        url,
+        key,
+        "search_accounts",
+        args,
+        "accounts",
+        concurrency,
+        seconds,
+    )
+    .await
+}
+
+/// Drives one tool with plain JSON-RPC POSTs, checking each reply holds `PAGE` items under `list`.
+async fn json_rpc_tool(
+    url: &str,
+    key: &str,
+    tool: &'static str,
+    args: serde_json::Value,
+    list: &'static str,
+    concurrency: usize,
+    seconds: u64,
+) -> Measurement {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     drive(concurrency, seconds, |_| {
         let url = url.to_owned();
         let key = key.to_owned();
+        let args = args.clone();
         async move {
             let http = reqwest::Client::new();
             let body = json!({
                 "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                "params": { "name": "search_accounts", "arguments": { "query": QUERY, "limit": PAGE } }
+                "params": { "name": tool, "arguments": args }
             })
             .to_string();
             let mut latencies = Vec::new();
@@ -107,7 +131,9 @@ async fn json_rpc_side(url: &str, key: &str, concurrency: usize, seconds: u64) -
                     .await
                     .expect("json");
                 assert_eq!(
-                    response["result"]["structuredContent"]["accounts"].as_array().map(Vec::len),
+                    response["result"]["structuredContent"][list]
+                        .as_array()
+                        .map(Vec::len),
                     Some(PAGE as usize),
                     "{response}"
                 );
@@ -294,6 +320,57 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
 
+    // query_records: a two-condition filter and a sort, 20 rows, vs the same hand-written SQL.
+    let query_args = json!({
+        "table": "accounts",
+        "filter": { "and": [
+            { "column": "name", "op": "ilike", "value": "acme%" },
+            { "column": "domain", "op": "like", "value": "d1%" }
+        ] },
+        "sort": [{ "column": "name", "direction": "desc" }],
+        "limit": PAGE
+    });
+    let power = json_rpc_tool(
+        &url,
+        &key,
+        "query_records",
+        query_args,
+        "rows",
+        concurrency,
+        seconds,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let hand_written = drive(concurrency, seconds, |_| {
+        let config = config.clone();
+        async move {
+            let mut client = connect(&config).await.expect("connect");
+            let statement = client
+                .prepare(
+                    "SELECT id, name, domain, custom, created_at, updated_at FROM crm.accounts
+                     WHERE name ILIKE $1 AND domain LIKE $2 ORDER BY name DESC, id LIMIT $3",
+                )
+                .await
+                .expect("prepare");
+            let set = format!("SET LOCAL hdls.workspace_id = '{workspace_id}'");
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let tx = client.transaction().await.expect("begin");
+                tx.batch_execute(&set).await.expect("set");
+                let rows = tx
+                    .query(&statement, &[&"acme%", &"d1%", &(PAGE + 1)])
+                    .await
+                    .expect("select");
+                assert_eq!(rows.len() as i64, PAGE + 1);
+                tx.commit().await.expect("commit");
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }
+    })
+    .await;
+
     mcp.report("hdls, rmcp client");
     raw.report("hdls, JSON-RPC client");
     raw_off.report("hdls, limits+ledger off");
@@ -309,6 +386,14 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "ratio limits on/off (JSON-RPC client):  {:.2}",
         raw.rate() / raw_off.rate()
+    );
+    println!();
+    println!("query_records {{2-condition filter, sort, {PAGE} rows}}");
+    power.report("hdls query_records");
+    hand_written.report("direct hand-written SQL");
+    println!(
+        "ratio query_records/direct:             {:.2}",
+        power.rate() / hand_written.rate()
     );
 
     server.stop().await;

@@ -20,13 +20,14 @@ pub const RUNTIME_ROLE: &str = "hdls_runtime";
 /// The narrow role that resolves credentials before a tenant is known.
 pub const AUTH_ROLE: &str = "hdls_auth";
 
-/// Upper bound on any one statement a tool runs; a runaway query gets `unavailable`.
+/// Default upper bound on any one statement a tool runs; a runaway query gets `unavailable`.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A PostgreSQL server and database, plus how each hdls role logs in to it.
 #[derive(Clone, Debug)]
 pub struct DbTarget {
     base: tokio_postgres::Config,
+    statement_timeout: Duration,
 }
 
 impl DbTarget {
@@ -35,12 +36,26 @@ impl DbTarget {
         let base: tokio_postgres::Config = url
             .parse()
             .map_err(|e| anyhow::anyhow!("invalid database URL: {e}"))?;
-        Ok(DbTarget { base })
+        Ok(DbTarget {
+            base,
+            statement_timeout: STATEMENT_TIMEOUT,
+        })
     }
 
     /// Wraps an already-built configuration (the embedded cluster's socket settings).
     pub fn from_config(base: tokio_postgres::Config) -> DbTarget {
-        DbTarget { base }
+        DbTarget {
+            base,
+            statement_timeout: STATEMENT_TIMEOUT,
+        }
+    }
+
+    /// The same target with another per-statement time limit for the roles' connections.
+    pub fn with_statement_timeout(&self, timeout: Duration) -> DbTarget {
+        DbTarget {
+            base: self.base.clone(),
+            statement_timeout: timeout,
+        }
     }
 
     /// The database name, or `postgres` when the URL names none.
@@ -57,7 +72,10 @@ impl DbTarget {
     pub fn with_dbname(&self, dbname: &str) -> DbTarget {
         let mut base = self.base.clone();
         base.dbname(dbname);
-        DbTarget { base }
+        DbTarget {
+            base,
+            statement_timeout: self.statement_timeout,
+        }
     }
 
     /// Settings for one of hdls's roles. Its password, if the server needs one, comes from
@@ -73,7 +91,7 @@ impl DbTarget {
         config.application_name("hdls");
         config.options(format!(
             "-c statement_timeout={}",
-            STATEMENT_TIMEOUT.as_millis()
+            self.statement_timeout.as_millis()
         ));
         config
     }

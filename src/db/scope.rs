@@ -16,6 +16,9 @@ use crate::identity::Principal;
 use crate::limits;
 use crate::tools::ToolError;
 
+/// Prepared statements kept per pooled connection before the cache is emptied.
+const MAX_CACHED_STATEMENTS: usize = 256;
+
 /// An open, identity-stamped transaction.
 pub struct Scope {
     client: Option<Object>,
@@ -158,13 +161,17 @@ impl Scope {
         Ok(c.execute(&statement, params).await?)
     }
 
-    /// Runs SQL the engine built from the catalog, with typed parameters, in one round trip
-    /// and without caching a statement per distinct SQL text.
+    /// Runs SQL the engine built from the catalog. Statements are prepared and cached per
+    /// connection, since one query shape repeats with different values; the cache is
+    /// bounded, so arbitrary shapes from clients cannot grow it without limit.
     pub async fn query_sql(&self, sql: &Sql) -> Result<Vec<Row>, ToolError> {
-        Ok(self
-            .client()?
-            .query_typed(&sql.text, &sql.typed_params())
-            .await?)
+        let c = self.client()?;
+        if c.statement_cache.size() >= MAX_CACHED_STATEMENTS {
+            c.statement_cache.clear();
+        }
+        let (params, types): (Vec<_>, Vec<_>) = sql.typed_params().into_iter().unzip();
+        let statement = c.prepare_typed_cached(&sql.text, &types).await?;
+        Ok(c.query(&statement, &params).await?)
     }
 
     /// Commits and returns the connection to the pool.

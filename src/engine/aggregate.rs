@@ -229,7 +229,7 @@ pub async fn run(
             let fits = match function {
                 Function::Count | Function::CountDistinct => c.kind.equatable(),
                 Function::Sum | Function::Avg => c.kind.summable(),
-                Function::Min | Function::Max => c.kind.orderable(),
+                Function::Min | Function::Max => c.kind.has_min_max(),
             };
             if !fits {
                 return Err(ToolError::invalid_input(

@@ -50,6 +50,21 @@ impl Kind {
         !matches!(self, Kind::Json | Kind::TsVector)
     }
 
+    /// Whether min and max exist for the type (PostgreSQL has none for uuid or bool).
+    pub fn has_min_max(&self) -> bool {
+        matches!(
+            self,
+            Kind::Int { .. }
+                | Kind::Float
+                | Kind::Numeric
+                | Kind::Text
+                | Kind::Timestamptz
+                | Kind::Timestamp
+                | Kind::Date
+                | Kind::Enum(_)
+        )
+    }
+
     /// Whether sum and avg apply.
     pub fn summable(&self) -> bool {
         matches!(self, Kind::Int { .. } | Kind::Float | Kind::Numeric)

@@ -121,14 +121,13 @@ fn bind_value(
 
 /// `RETURNING` the touched rows as JSON, without system columns or search vectors.
 fn returning(sql: &mut Sql, table: &Table) {
-    sql.push(" RETURNING (SELECT to_jsonb(x) FROM (SELECT ");
-    for (i, c) in table.default_select().iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("t.").ident(&c.name);
-    }
-    sql.push(") x) AS row");
+    let columns = table.default_select();
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    sql.push(" RETURNING ");
+    sql.json_object(&names, |sql, i| {
+        sql.push("t.").ident(&columns[i].name);
+    });
+    sql.push(" AS row");
 }
 
 fn rows_json(rows: &[tokio_postgres::Row]) -> Value {

@@ -107,22 +107,28 @@ pub async fn run(scope: &Scope, catalog: &Catalog, args: QueryArgs) -> Result<Va
     let keys = sort_keys(table, args.sort.as_deref().unwrap_or(&[]))?;
     let signature = sort_signature(catalog, table, &keys);
 
+    // The page is chosen first (inner query: plain columns, ORDER BY, LIMIT) and only its
+    // rows are turned into JSON (outer query), so JSON is built for `limit` rows rather
+    // than for every row that passes the filter. Inner names are positional (c0…, pos), so
+    // no table column can collide with them; output keys travel as parameters.
     let mut sql = Sql::new();
-    sql.push("SELECT (SELECT to_jsonb(x) FROM (SELECT ");
+    sql.push("SELECT ");
+    let names: Vec<&str> = selected.iter().map(|c| c.name.as_str()).collect();
+    sql.json_object(&names, |sql, i| {
+        sql.push(&format!("p.c{i}"));
+    });
+    sql.push(" AS row, p.pos AS position FROM (SELECT ");
     for (i, c) in selected.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("t.").ident(&c.name);
+        sql.push("t.").ident(&c.name).push(&format!(" AS c{i}, "));
     }
-    sql.push(") x) AS row, ARRAY[");
+    sql.push("ARRAY[");
     for (i, k) in keys.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
         }
         sql.push("t.").ident(&k.column.name).push("::text");
     }
-    sql.push("]::text[] AS position FROM ")
+    sql.push("]::text[] AS pos FROM ")
         .table(&catalog.schema, &table.name)
         .push(" t WHERE true");
     if let Some(filter) = &args.filter {
@@ -140,11 +146,9 @@ pub async fn run(scope: &Scope, catalog: &Catalog, args: QueryArgs) -> Result<Va
         sql.push(" AND ");
         after(&mut sql, &keys, &position.v);
     }
-    sql.push(" ORDER BY ");
     for (i, k) in keys.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
+        // A view without a key and without a requested sort has no order at all.
+        sql.push(if i == 0 { " ORDER BY " } else { ", " });
         sql.push("t.").ident(&k.column.name);
         sql.push(if k.descending { " DESC" } else { " ASC" });
         sql.push(if k.nulls_first {
@@ -153,7 +157,7 @@ pub async fn run(scope: &Scope, catalog: &Catalog, args: QueryArgs) -> Result<Va
             " NULLS LAST"
         });
     }
-    sql.push(&format!(" LIMIT {}", limit + 1));
+    sql.push(&format!(" LIMIT {}) p", limit + 1));
 
     let rows = scope.query_sql(&sql).await?;
     let has_more = rows.len() as i64 > limit;

@@ -73,6 +73,38 @@ impl Sql {
     }
 }
 
+/// jsonb_build_object takes at most 100 arguments; wider rows are built in pieces and joined.
+const JSON_PAIRS_PER_CALL: usize = 50;
+
+impl Sql {
+    /// Appends a jsonb object with one key per name. Keys travel as parameters; `value`
+    /// writes the SQL expression for the i-th entry.
+    pub fn json_object(
+        &mut self,
+        names: &[&str],
+        mut value: impl FnMut(&mut Sql, usize),
+    ) -> &mut Sql {
+        if names.is_empty() {
+            return self.push("'{}'::jsonb");
+        }
+        for (chunk_index, chunk) in names.chunks(JSON_PAIRS_PER_CALL).enumerate() {
+            if chunk_index > 0 {
+                self.push(" || ");
+            }
+            self.push("jsonb_build_object(");
+            for (i, name) in chunk.iter().enumerate() {
+                if i > 0 {
+                    self.push(", ");
+                }
+                self.value(Some((*name).to_owned()), "text").push(", ");
+                value(self, chunk_index * JSON_PAIRS_PER_CALL + i);
+            }
+            self.push(")");
+        }
+        self
+    }
+}
+
 /// Quotes an identifier the way PostgreSQL does: double quotes, inner quotes doubled.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

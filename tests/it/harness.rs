@@ -250,6 +250,11 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn start() -> TestEnv {
+        Self::start_with(|target| target.clone()).await
+    }
+
+    /// Starts with an adjusted database target (e.g. a short statement timeout).
+    pub async fn start_with(adjust: impl FnOnce(&DbTarget) -> DbTarget) -> TestEnv {
         // Server logs go to the test's captured output: shown only when a test fails.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("hdls=debug,warn"))
@@ -261,7 +266,7 @@ impl TestEnv {
         let base_url = format!("http://{addr}");
         let clock = ManualClock::starting_now();
         let app = Arc::new(App::new(
-            Pools::open(&db.target).unwrap(),
+            Pools::open(&adjust(&db.target)).unwrap(),
             Arc::new(clock.clone()),
             PublicUrl::parse(&base_url, &[]).unwrap(),
         ));
