@@ -137,14 +137,29 @@ pub struct Pools {
 }
 
 impl Pools {
-    /// Opens both pools against a migrated database.
+    /// Opens both pools against a migrated database, sized for this machine.
     pub fn open(target: &DbTarget) -> anyhow::Result<Pools> {
+        let (runtime, auth) = pool_sizes();
         Ok(Pools {
-            runtime: target.pool(RUNTIME_ROLE, 32)?,
-            auth: target.pool(AUTH_ROLE, 16)?,
+            runtime: target.pool(RUNTIME_ROLE, runtime)?,
+            auth: target.pool(AUTH_ROLE, auth)?,
             target: target.clone(),
         })
     }
+}
+
+/// Connections per pool. A few per core keeps PostgreSQL busy without making it switch
+/// between more backends than it has cores for; callers beyond that wait in the pool,
+/// which is cheaper than waiting in the database. `HDLS_DB_POOL_SIZE` overrides the
+/// runtime pool (the auth pool gets half).
+fn pool_sizes() -> (usize, usize) {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let runtime = std::env::var("HDLS_DB_POOL_SIZE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or((cores * 4).max(8));
+    (runtime, (runtime / 2).max(2))
 }
 
 /// Connects once, outside any pool, and drives the connection on a task.

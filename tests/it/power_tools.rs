@@ -2407,3 +2407,45 @@ async fn any_column_name_round_trips_as_an_object_key() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Rows wider than one json_build_object call (50 pairs) come back whole, in column order.
+#[tokio::test]
+async fn wide_tables_round_trip_every_column() {
+    let env = TestEnv::start().await;
+    let (_, key) = env.workspace("wide").await;
+    let columns: Vec<String> = (0..60).map(|i| format!("c{i:02} int4")).collect();
+    let su = env.db.connect_superuser().await;
+    su.batch_execute(&format!(
+        "CREATE TABLE crm.wide (
+           workspace_id uuid NOT NULL DEFAULT hdls.current_workspace() REFERENCES hdls.workspaces (workspace_id),
+           id uuid NOT NULL DEFAULT gen_random_uuid(), {}, PRIMARY KEY (workspace_id, id));
+         ALTER TABLE crm.wide ENABLE ROW LEVEL SECURITY; ALTER TABLE crm.wide FORCE ROW LEVEL SECURITY;
+         CREATE POLICY tenant ON crm.wide USING (workspace_id = hdls.current_workspace())
+           WITH CHECK (workspace_id = hdls.current_workspace());
+         GRANT SELECT, INSERT, UPDATE, DELETE ON crm.wide TO hdls_runtime;
+         NOTIFY hdls_catalog;",
+        columns.join(", ")
+    ))
+    .await
+    .unwrap();
+    let crm = env.client("/api/mcp/crm", &key).await;
+    await_table(&crm, "wide").await;
+    let values: serde_json::Map<String, Value> =
+        (0..60).map(|i| (format!("c{i:02}"), json!(i))).collect();
+    let inserted = crm
+        .ok(
+            "insert_record",
+            json!({ "table": "wide", "values": values }),
+        )
+        .await;
+    assert_eq!(
+        inserted["rows"][0].as_object().unwrap().len(),
+        61,
+        "{inserted}"
+    );
+    let page = crm.ok("query_records", json!({ "table": "wide" })).await;
+    let row = page["rows"][0].as_object().unwrap();
+    assert_eq!(row.len(), 61);
+    assert_eq!(row["c59"], 59);
+    assert_eq!(row["c00"], 0);
+}
