@@ -27,36 +27,7 @@ pub struct Scope {
 impl Scope {
     /// Takes a connection and opens the transaction stamped with `principal`'s identity.
     pub async fn begin(pool: &Pool, principal: &Principal) -> Result<Scope, ToolError> {
-        let client = pool.get().await.map_err(ToolError::from_pool)?;
-        // Values are server-made uuids and enum names, written as literals because SET
-        // takes no bind parameters; nothing here comes from a client string.
-        let workspace = format!("SET LOCAL hdls.workspace_id = '{}'", principal.workspace_id);
-        let persona = format!("SET LOCAL hdls.persona = '{}'", principal.persona.as_str());
-        let set_principal = principal
-            .principal_id
-            .map(|id| format!("SET LOCAL hdls.principal_id = '{id}'"));
-        let scope = Scope {
-            client: Some(client),
-        };
-        {
-            let c = scope.client()?;
-            // join_all polls in order, so the messages leave in this order on the one
-            // connection and travel as a single pipelined round trip.
-            let mut statements = vec![
-                c.batch_execute("BEGIN"),
-                c.batch_execute(&workspace),
-                c.batch_execute(&persona),
-            ];
-            // An agent has no principal: leaving hdls.principal_id unset reads as NULL, which
-            // matches no customer row (fail closed), and saves a statement per call.
-            if let Some(set_principal) = &set_principal {
-                statements.push(c.batch_execute(set_principal));
-            }
-            for result in join_all(statements).await {
-                result?;
-            }
-        }
-        Ok(scope)
+        Self::open(pool, principal, None).await
     }
 
     /// Like [`Scope::begin`], but first admits the call against the workspace's rate limit
@@ -66,49 +37,61 @@ impl Scope {
         principal: &Principal,
         now: OffsetDateTime,
     ) -> Result<Scope, ToolError> {
+        Self::open(pool, principal, Some(now)).await
+    }
+
+    async fn open(
+        pool: &Pool,
+        principal: &Principal,
+        admit_at: Option<OffsetDateTime>,
+    ) -> Result<Scope, ToolError> {
         let client = pool.get().await.map_err(ToolError::from_pool)?;
-        let admit = client.prepare_cached(limits::ADMIT_SQL).await?;
-        let workspace = format!("SET LOCAL hdls.workspace_id = '{}'", principal.workspace_id);
-        let persona = format!("SET LOCAL hdls.persona = '{}'", principal.persona.as_str());
-        let set_principal = principal
-            .principal_id
-            .map(|id| format!("SET LOCAL hdls.principal_id = '{id}'"));
+        let admit = match admit_at {
+            Some(_) => Some(client.prepare_cached(limits::ADMIT_SQL).await?),
+            None => None,
+        };
+        // Values are server-made uuids and enum names, written as literals because SET
+        // takes no bind parameters; nothing here comes from a client string.
+        let mut statements = vec![
+            "BEGIN".to_owned(),
+            format!("SET LOCAL hdls.workspace_id = '{}'", principal.workspace_id),
+            format!("SET LOCAL hdls.persona = '{}'", principal.persona.as_str()),
+        ];
+        // An agent has no principal: leaving hdls.principal_id unset reads as NULL, which
+        // matches no customer row (fail closed), and saves a statement per call.
+        if let Some(id) = principal.principal_id {
+            statements.push(format!("SET LOCAL hdls.principal_id = '{id}'"));
+        }
         let scope = Scope {
             client: Some(client),
         };
-        let admitted = {
+        let admission = {
             let c = scope.client()?;
             // One round trip: the admission statement (committed on its own, see
-            // crate::limits), then the tool's transaction. futures' join! polls in
-            // argument order, which fixes the order on the wire.
-            let set_principal = async {
-                match &set_principal {
-                    Some(statement) => c.batch_execute(statement).await,
-                    None => Ok(()),
+            // crate::limits), then the statements opening the tool's transaction. join!
+            // and join_all poll in argument order, which fixes the order on the wire.
+            let at = admit_at.unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            let admit_params: [&(dyn ToSql + Sync); 2] = [&principal.workspace_id, &at];
+            let admit = async {
+                match &admit {
+                    Some(statement) => c.query_one(statement, &admit_params).await.map(Some),
+                    None => Ok(None),
                 }
             };
-            let admit_params: [&(dyn ToSql + Sync); 2] = [&principal.workspace_id, &now];
-            let (row, b, s1, s2, s3) = futures_util::join!(
-                c.query_one(&admit, &admit_params),
-                c.batch_execute("BEGIN"),
-                c.batch_execute(&workspace),
-                c.batch_execute(&persona),
-                set_principal,
-            );
-            let row = row?;
-            b?;
-            s1?;
-            s2?;
-            s3?;
-            limits::decide(&row)
-        };
-        match admitted {
-            Ok(()) => Ok(scope),
-            Err(refusal) => {
-                scope.rollback().await;
-                Err(refusal)
+            let stamp = join_all(statements.iter().map(|s| c.batch_execute(s)));
+            let (admission, stamped) = futures_util::join!(admit, stamp);
+            for result in stamped {
+                result?;
             }
+            admission?
+        };
+        if let Some(row) = admission
+            && let Err(refusal) = limits::decide(&row)
+        {
+            scope.rollback().await;
+            return Err(refusal);
         }
+        Ok(scope)
     }
 
     fn client(&self) -> Result<&Object, ToolError> {

@@ -229,11 +229,10 @@ pub async fn insert(
 fn target(
     sql: &mut Sql,
     table: &Table,
-    key: Option<&Map<String, Value>>,
-    filter: Option<&Value>,
-    max_rows: Option<i64>,
+    selection: &Selection<'_>,
 ) -> Result<Option<i64>, ToolError> {
-    match (key, filter) {
+    let max_rows = selection.max_rows;
+    match (selection.key, selection.filter) {
         (Some(key), None) => {
             if max_rows.is_some() {
                 return Err(ToolError::invalid_input(
@@ -300,12 +299,11 @@ async fn check_guard(
     scope: &Scope,
     catalog: &Catalog,
     table: &Table,
-    key: &Option<Map<String, Value>>,
-    filter: &Option<Value>,
-    max_rows: Option<i64>,
+    selection: &Selection<'_>,
 ) -> Result<(), ToolError> {
     // Only a well-formed filtered call gets the cheap pre-check; `target` reports the rest.
-    let (None, Some(filter), Some(guard)) = (key, filter, max_rows) else {
+    let (None, Some(filter), Some(guard)) = (selection.key, selection.filter, selection.max_rows)
+    else {
         return Ok(());
     };
     if !(1..=MAX_GUARD).contains(&guard) {
@@ -345,15 +343,6 @@ pub async fn update(
             "give at least one column to change",
         ));
     }
-    check_guard(
-        scope,
-        catalog,
-        table,
-        &args.key,
-        &args.filter,
-        args.max_rows,
-    )
-    .await?;
     let mut sql = Sql::new();
     sql.push("UPDATE ")
         .table(&catalog.schema, &table.name)
@@ -368,16 +357,12 @@ pub async fn update(
         bind_value(&mut sql, column, value, &path)?;
     }
     sql.push(" WHERE ");
-    let guard = target(
-        &mut sql,
-        table,
-        args.key.as_ref(),
-        args.filter.as_ref(),
-        args.max_rows,
-    )?;
-    returning(&mut sql, table);
-    let rows = scope.query_sql(&sql).await?;
-    finish(rows, guard, &args.key)
+    let selection = Selection {
+        key: args.key.as_ref(),
+        filter: args.filter.as_ref(),
+        max_rows: args.max_rows,
+    };
+    run_targeted(scope, catalog, table, sql, selection).await
 }
 
 /// Deletes by key or by guarded filter.
@@ -387,41 +372,51 @@ pub async fn delete(
     args: DeleteArgs,
 ) -> Result<Value, ToolError> {
     let table = writable_table(catalog, &args.table)?;
-    check_guard(
-        scope,
-        catalog,
-        table,
-        &args.key,
-        &args.filter,
-        args.max_rows,
-    )
-    .await?;
     let mut sql = Sql::new();
     sql.push("DELETE FROM ")
         .table(&catalog.schema, &table.name)
         .push(" AS t WHERE ");
-    let guard = target(
-        &mut sql,
-        table,
-        args.key.as_ref(),
-        args.filter.as_ref(),
-        args.max_rows,
-    )?;
+    let selection = Selection {
+        key: args.key.as_ref(),
+        filter: args.filter.as_ref(),
+        max_rows: args.max_rows,
+    };
+    run_targeted(scope, catalog, table, sql, selection).await
+}
+
+/// Which rows an update or delete touches: one by primary key, or a guarded filter.
+struct Selection<'a> {
+    key: Option<&'a Map<String, Value>>,
+    filter: Option<&'a Value>,
+    max_rows: Option<i64>,
+}
+
+/// Completes an UPDATE/DELETE whose text ends in WHERE: pre-checks the guard, adds the
+/// condition and RETURNING, runs it, and re-checks the guard against what it touched.
+async fn run_targeted(
+    scope: &Scope,
+    catalog: &Catalog,
+    table: &Table,
+    mut sql: Sql,
+    selection: Selection<'_>,
+) -> Result<Value, ToolError> {
+    check_guard(scope, catalog, table, &selection).await?;
+    let guard = target(&mut sql, table, &selection)?;
     returning(&mut sql, table);
     let rows = scope.query_sql(&sql).await?;
-    finish(rows, guard, &args.key)
+    finish(rows, guard, selection.key.is_some())
 }
 
 fn finish(
     rows: Vec<tokio_postgres::Row>,
     guard: Option<i64>,
-    key: &Option<Map<String, Value>>,
+    by_key: bool,
 ) -> Result<Value, ToolError> {
     if let Some(guard) = guard {
         // The caller's Scope rolls back on this error, so nothing is changed.
         over_guard(rows.len() as i64, guard)?;
     }
-    if key.is_some() && rows.is_empty() {
+    if by_key && rows.is_empty() {
         return Err(ToolError::not_found(
             "no row with that primary key in this workspace",
         ));
