@@ -162,7 +162,8 @@ impl From<tokio_postgres::Error> for ToolError {
                 ToolError::unavailable("the operation took too long and was cancelled")
             }
             Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
-                tracing::error!(%location, %error, "runtime role lacks a privilege");
+                let (code, message) = loggable(&error);
+                tracing::error!(%location, %code, %message, "runtime role lacks a privilege");
                 ToolError::forbidden("the operation is not permitted")
             }
             Some(c)
@@ -175,7 +176,8 @@ impl From<tokio_postgres::Error> for ToolError {
                 ToolError::unavailable("the database connection was lost; retry")
             }
             _ => {
-                tracing::error!(%location, error = ?error, "database error");
+                let (code, message) = loggable(&error);
+                tracing::error!(%location, %code, %message, "database error");
                 ToolError::new(ErrorCode::Internal, "internal error; it has been logged")
             }
         };
@@ -184,4 +186,13 @@ impl From<tokio_postgres::Error> for ToolError {
             ..mapped
         }
     }
+}
+
+/// What may be logged of a driver error: the SQLSTATE and the server's message. Its DETAIL
+/// can quote row values (another tenant's included), so it never is.
+fn loggable(error: &tokio_postgres::Error) -> (String, String) {
+    error
+        .as_db_error()
+        .map(|db| (db.code().code().to_owned(), db.message().to_owned()))
+        .unwrap_or_else(|| (String::new(), error.to_string()))
 }
