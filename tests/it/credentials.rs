@@ -174,6 +174,23 @@ async fn revocation_and_expiry_apply_on_the_next_request() {
         .clone();
     assert_eq!(entry["label"], "job");
     assert_eq!(entry["status"], "active");
+    // Use is recorded (off the request path, so wait for it boundedly).
+    let mut last_used = serde_json::Value::Null;
+    for _ in 0..100 {
+        let keys = owner.ok("list_api_keys", no_args()).await;
+        last_used = keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["key_id"] == key_id.as_str())
+            .unwrap()["last_used_at"]
+            .clone();
+        if last_used.is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(last_used.is_string(), "last_used_at was never recorded");
 
     owner
         .ok("revoke_api_key", json!({ "key_id": key_id }))
