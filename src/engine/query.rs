@@ -108,27 +108,34 @@ pub async fn run(scope: &Scope, catalog: &Catalog, args: QueryArgs) -> Result<Va
     let signature = sort_signature(catalog, table, &keys);
 
     // The page is chosen first (inner query: plain columns, ORDER BY, LIMIT) and only its
-    // rows are turned into JSON (outer query), so JSON is built for `limit` rows rather
-    // than for every row that passes the filter. Inner names are positional (c0…, pos), so
-    // no table column can collide with them; output keys travel as parameters.
+    // rows are turned into JSON and cursor positions (outer query), so that work is done
+    // for `limit` rows rather than for every row that passes the filter. Inner names are
+    // positional (c0…, k0…), so no table column can collide with them; output keys travel
+    // as parameters.
     let mut sql = Sql::new();
     sql.push("SELECT ");
     let names: Vec<&str> = selected.iter().map(|c| c.name.as_str()).collect();
     sql.json_object(&names, |sql, i| {
         sql.push(&format!("p.c{i}"));
     });
-    sql.push(" AS row, p.pos AS position FROM (SELECT ");
-    for (i, c) in selected.iter().enumerate() {
-        sql.push("t.").ident(&c.name).push(&format!(" AS c{i}, "));
-    }
-    sql.push("ARRAY[");
-    for (i, k) in keys.iter().enumerate() {
+    sql.push(" AS row, ARRAY[");
+    for i in 0..keys.len() {
         if i > 0 {
             sql.push(", ");
         }
-        sql.push("t.").ident(&k.column.name).push("::text");
+        sql.push(&format!("p.k{i}::text"));
     }
-    sql.push("]::text[] AS pos FROM ")
+    sql.push("]::text[] AS position FROM (SELECT ");
+    for (i, c) in selected.iter().enumerate() {
+        sql.push("t.").ident(&c.name).push(&format!(" AS c{i}, "));
+    }
+    for (i, k) in keys.iter().enumerate() {
+        sql.push("t.")
+            .ident(&k.column.name)
+            .push(&format!(" AS k{i}, "));
+    }
+    // A trailing constant keeps the list well-formed whatever the counts above.
+    sql.push("1 AS one FROM ")
         .table(&catalog.schema, &table.name)
         .push(" t WHERE true");
     if let Some(filter) = &args.filter {
