@@ -145,3 +145,54 @@ async fn an_admin_cannot_revoke_an_owner_key() {
         .ok("revoke_api_key", json!({ "key_id": owner_key["key_id"] }))
         .await;
 }
+
+/// A customer credential (persona frozen at issue time) sees none of the agents' tools and
+/// cannot call them, whatever its role: the persona allowlist is part of the one permit rule.
+#[test]
+fn the_customer_persona_sees_none_of_the_agent_tools() {
+    use hdls::identity::{CredentialKind, CredentialRef, Persona, Principal, Product};
+    let customer = Principal {
+        workspace_id: uuid::Uuid::new_v4(),
+        workspace_name: "w".into(),
+        role: Role::Owner,
+        persona: Persona::Customer,
+        principal_id: Some(uuid::Uuid::new_v4()),
+        products: Product::ALL.to_vec(),
+        credential: CredentialRef {
+            kind: CredentialKind::ApiKey,
+            id: "key_0000000000000000".into(),
+        },
+        expires_at: None,
+    };
+    let registry = Registry::standard();
+    for endpoint in Endpoint::ALL {
+        assert_eq!(
+            registry.visible(endpoint, &customer).count(),
+            0,
+            "{}",
+            endpoint.path()
+        );
+        for tool in registry.on(endpoint) {
+            let refusal = tool.permits(&customer).expect_err(tool.name);
+            assert_eq!(refusal.code, hdls::tools::ErrorCode::Forbidden);
+        }
+    }
+    // The power tools in particular exist on every product endpoint, for agents only.
+    for product in Product::ALL {
+        let endpoint = Endpoint::Product(product);
+        for name in [
+            "list_tables",
+            "describe_table",
+            "query_records",
+            "aggregate_records",
+            "insert_record",
+            "update_record",
+            "delete_record",
+        ] {
+            let tool = registry
+                .find(endpoint, name)
+                .unwrap_or_else(|| panic!("{name} on {}", endpoint.path()));
+            assert_eq!(tool.personas, &[Persona::Agent]);
+        }
+    }
+}
