@@ -162,3 +162,99 @@ async fn admin_workspace_and_key_commands() {
     let (ok, _, stderr) = hdls(&["admin", "workspace", "create", "--name", ""], &url);
     assert!(!ok && stderr.contains("name"), "{stderr}");
 }
+
+#[tokio::test]
+async fn admin_plan_set_limits_the_workspace() {
+    let env = TestEnv::start().await;
+    let url = env.db.superuser_url();
+    let (ws, key) = env.workspace("planned").await;
+    let plan = hdls_json(
+        &[
+            "admin",
+            "plan",
+            "set",
+            "--workspace",
+            &ws.to_string(),
+            "--per-minute",
+            "2",
+            "--monthly",
+            "50",
+            "--json",
+        ],
+        &url,
+    );
+    assert_eq!(plan["per_minute"], 2);
+    assert_eq!(plan["monthly_budget"], 50);
+    let client = env.client("/api/mcp", &key).await;
+    let usage = client.ok("get_usage", no_args()).await;
+    assert_eq!(usage["minute"]["limit"], 2);
+    assert_eq!(usage["month"]["budget"], 50);
+    client.ok("whoami", no_args()).await;
+    assert_eq!(client.err_code("whoami", no_args()).await, "rate_limited");
+
+    let unlimited = hdls_json(
+        &[
+            "admin",
+            "plan",
+            "set",
+            "--workspace",
+            &ws.to_string(),
+            "--per-minute",
+            "100",
+            "--unlimited",
+            "--json",
+        ],
+        &url,
+    );
+    assert_eq!(unlimited["monthly_budget"], Value::Null);
+    // Refusals: a zero limit, both budget flags, an unknown workspace.
+    assert!(
+        !hdls(
+            &[
+                "admin",
+                "plan",
+                "set",
+                "--workspace",
+                &ws.to_string(),
+                "--per-minute",
+                "0"
+            ],
+            &url
+        )
+        .0
+    );
+    assert!(
+        !hdls(
+            &[
+                "admin",
+                "plan",
+                "set",
+                "--workspace",
+                &ws.to_string(),
+                "--per-minute",
+                "5",
+                "--monthly",
+                "5",
+                "--unlimited"
+            ],
+            &url
+        )
+        .0
+    );
+    let missing = uuid::Uuid::new_v4().to_string();
+    assert!(
+        !hdls(
+            &[
+                "admin",
+                "plan",
+                "set",
+                "--workspace",
+                &missing,
+                "--per-minute",
+                "5"
+            ],
+            &url
+        )
+        .0
+    );
+}
