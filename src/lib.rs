@@ -12,6 +12,7 @@ pub mod identity;
 pub mod limits;
 pub mod master_key;
 pub mod mcp;
+pub mod net;
 pub mod server;
 pub mod tools;
 pub mod workspaces;

@@ -1,0 +1,4 @@
+//! Outbound network safety: the one guard every server-initiated connection goes through
+//! (OAuth client metadata fetches, webhook deliveries, linked databases).
+
+pub mod guard;
