@@ -26,7 +26,7 @@ pub async fn call(
     } else {
         Scope::begin(&app.pools.runtime, principal).await?
     };
-    let outcome = {
+    let (outcome, kept_args) = {
         let cx = Cx {
             principal,
             scope: &scope,
@@ -34,7 +34,10 @@ pub async fn call(
             action: tool.audit_action,
             endpoint: tool.endpoint,
         };
-        tool.invoke(&cx, args.clone()).await
+        // Arguments are kept only where a refusal would be audited; elsewhere they move.
+        let kept = tool.audit_action.map(|_| args.clone());
+        let outcome = tool.invoke(&cx, args).await;
+        (outcome, kept)
     };
     match outcome {
         Ok(value) => {
@@ -43,8 +46,8 @@ pub async fn call(
         }
         Err(error) => {
             scope.rollback().await;
-            if error.code == ErrorCode::Forbidden {
-                audit_refusal(app, tool, principal, &args, &error).await;
+            if let (ErrorCode::Forbidden, Some(args)) = (error.code, &kept_args) {
+                audit_refusal(app, tool, principal, args, &error).await;
             }
             Err(error)
         }

@@ -8,7 +8,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::args::parse_duration;
 use super::cursor;
-use super::{Cx, Effect, ToolDef, ToolError, ToolResult};
+use super::{Cx, Effect, ToolDef, ToolError, ToolResult, timestamp};
 use crate::audit::actions;
 use crate::auth::api_key;
 use crate::identity::{Endpoint, Product, Role};
@@ -108,11 +108,6 @@ pub fn tools() -> Vec<ToolDef> {
     ]
 }
 
-fn rfc3339(t: Option<OffsetDateTime>) -> serde_json::Value {
-    t.and_then(|t| t.format(&Rfc3339).ok())
-        .map_or(serde_json::Value::Null, serde_json::Value::String)
-}
-
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NoArgs {}
@@ -125,7 +120,7 @@ async fn whoami(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
         "persona": p.persona,
         "credential": { "kind": p.credential.kind, "id": p.credential.id },
         "products": p.products,
-        "expires_at": rfc3339(p.expires_at),
+        "expires_at": timestamp(p.expires_at),
     }))
 }
 
@@ -149,7 +144,7 @@ async fn list_products(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
                 "product": product,
                 "description": product.description(),
                 "installed": installed_at.is_some() && uninstalled_at.is_none(),
-                "installed_at": rfc3339(installed_at.filter(|_| uninstalled_at.is_none())),
+                "installed_at": timestamp(installed_at.filter(|_| uninstalled_at.is_none())),
                 "endpoint": cx.app.public.endpoint_url(Endpoint::Product(product)),
             })
         })
@@ -269,10 +264,10 @@ async fn list_api_keys(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
                 "role": r.get::<_, &str>("role"),
                 "label": r.get::<_, Option<&str>>("label"),
                 "created_by": r.get::<_, &str>("created_by"),
-                "created_at": rfc3339(Some(r.get("created_at"))),
-                "expires_at": rfc3339(expires_at),
-                "revoked_at": rfc3339(revoked_at),
-                "last_used_at": rfc3339(r.get("last_used_at")),
+                "created_at": timestamp(Some(r.get("created_at"))),
+                "expires_at": timestamp(expires_at),
+                "revoked_at": timestamp(revoked_at),
+                "last_used_at": timestamp(r.get("last_used_at")),
                 "status": status,
             })
         })
@@ -314,14 +309,14 @@ async fn get_usage(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
         "minute": {
             "calls": row.get::<_, i32>("minute_calls"),
             "limit": row.get::<_, i32>("per_minute"),
-            "window_start": rfc3339(Some(minute_start)),
-            "resets_at": rfc3339(Some(minute_start + time::Duration::minutes(1))),
+            "window_start": timestamp(Some(minute_start)),
+            "resets_at": timestamp(Some(minute_start + time::Duration::minutes(1))),
         },
         "month": {
             "calls": row.get::<_, i64>("month_calls"),
             "budget": row.get::<_, Option<i64>>("monthly_budget"),
             "period_start": month_start.to_string(),
-            "resets_at": rfc3339(Some(limits::next_month_start(now))),
+            "resets_at": timestamp(Some(limits::next_month_start(now))),
         },
     }))
 }
@@ -379,7 +374,7 @@ async fn list_audit_events(cx: &Cx<'_>, args: ListAuditArgs) -> ToolResult {
     let page = &rows[..rows.len().min(limit as usize)];
     let next_cursor = match (has_more, page.last()) {
         (true, Some(last)) => Some(cursor::encode(&(
-            rfc3339(Some(last.get("at"))),
+            timestamp(Some(last.get("at"))),
             last.get::<_, uuid::Uuid>("id"),
         ))),
         _ => None,
@@ -389,7 +384,7 @@ async fn list_audit_events(cx: &Cx<'_>, args: ListAuditArgs) -> ToolResult {
         .map(|r| {
             json!({
                 "id": r.get::<_, uuid::Uuid>("id"),
-                "at": rfc3339(Some(r.get("at"))),
+                "at": timestamp(Some(r.get("at"))),
                 "actor": { "kind": r.get::<_, &str>("actor_kind"), "id": r.get::<_, &str>("actor_id") },
                 "action": r.get::<_, &str>("action"),
                 "target": r.get::<_, Option<&str>>("target"),

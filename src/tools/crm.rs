@@ -4,11 +4,10 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{Cx, Effect, ToolDef, ToolError, ToolResult, cursor};
+use super::{Cx, Effect, ToolDef, ToolError, ToolResult, cursor, timestamp};
 use crate::identity::{Endpoint, Product, Role};
 
 const HERE: Endpoint = Endpoint::Product(Product::Crm);
@@ -74,11 +73,7 @@ pub const SEARCH_SQL: &str =
      LIMIT $4";
 
 fn account_json(row: &Row) -> Value {
-    let ts = |name: &str| {
-        row.get::<_, OffsetDateTime>(name)
-            .format(&Rfc3339)
-            .map_or(Value::Null, Value::String)
-    };
+    let ts = |name: &str| timestamp(Some(row.get::<_, OffsetDateTime>(name)));
     json!({
         "id": row.get::<_, Uuid>("id"),
         "name": row.get::<_, &str>("name"),

@@ -53,6 +53,15 @@ impl Cx<'_> {
     }
 }
 
+/// A timestamp as tools show it: RFC 3339, or null.
+pub fn timestamp(t: Option<time::OffsetDateTime>) -> Value {
+    t.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .map_or(Value::Null, Value::String)
+}
+
 /// A tool's successful output: a JSON object, returned as structuredContent.
 pub type ToolResult = Result<Value, ToolError>;
 
