@@ -1,7 +1,10 @@
 //! hdls: headless, MCP-native backends on PostgreSQL with row-level security.
 
 // A server answers errors; it does not abort. Tests may unwrap.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod app;
 pub mod audit;

@@ -92,6 +92,19 @@ impl Serve {
     }
 }
 
+impl Drop for Serve {
+    /// A failing test must not leave a server and its private cluster running: Ctrl-C it.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: sending SIGINT (Ctrl-C) to our own child.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGINT);
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn admin(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_hdls"))
         .arg("admin")
