@@ -238,3 +238,34 @@ async fn auth_role_reads_credentials_but_no_product_data() {
         .unwrap();
     assert!(!row.get::<_, bool>(0) && !row.get::<_, bool>(1));
 }
+
+#[tokio::test]
+async fn the_runtime_role_cannot_change_plans_or_unrevoke_keys() {
+    let db = TestDb::create().await;
+    let rt = db.connect_as(RUNTIME_ROLE).await;
+    let ws = uuid::Uuid::new_v4();
+    rt.batch_execute(&format!(
+        "BEGIN; SET LOCAL hdls.workspace_id = '{ws}';
+         INSERT INTO hdls.workspaces (name) VALUES ('w');
+         INSERT INTO hdls.api_keys (key_id, secret_hash, role, created_by)
+           VALUES ('0123456789abcdef', decode(repeat('00', 32), 'hex'), 'owner', 'test');
+         UPDATE hdls.api_keys SET revoked_at = now();
+         COMMIT;"
+    ))
+    .await
+    .unwrap();
+    for statement in [
+        "UPDATE hdls.workspaces SET plan = NULL",
+        "UPDATE hdls.workspaces SET name = 'renamed'",
+        "UPDATE hdls.api_keys SET revoked_at = NULL",
+        "UPDATE hdls.api_keys SET revoked_at = now() + interval '1 year'",
+        "INSERT INTO hdls_catalog.plans (name, per_minute) VALUES ('free-for-all', 1000000)",
+    ] {
+        rt.batch_execute(&format!("BEGIN; SET LOCAL hdls.workspace_id = '{ws}';"))
+            .await
+            .unwrap();
+        let result = rt.batch_execute(statement).await;
+        rt.batch_execute("ROLLBACK").await.unwrap();
+        assert!(result.is_err(), "runtime role ran: {statement}");
+    }
+}
