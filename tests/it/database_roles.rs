@@ -240,7 +240,7 @@ async fn auth_role_reads_credentials_but_no_product_data() {
 }
 
 #[tokio::test]
-async fn the_runtime_role_cannot_change_plans_or_unrevoke_keys() {
+async fn the_runtime_role_cannot_change_plans_unrevoke_keys_or_shrink_the_ledger() {
     let db = TestDb::create().await;
     let rt = db.connect_as(RUNTIME_ROLE).await;
     let ws = uuid::Uuid::new_v4();
@@ -250,6 +250,7 @@ async fn the_runtime_role_cannot_change_plans_or_unrevoke_keys() {
          INSERT INTO hdls.api_keys (key_id, secret_hash, role, created_by)
            VALUES ('0123456789abcdef', decode(repeat('00', 32), 'hex'), 'owner', 'test');
          UPDATE hdls.api_keys SET revoked_at = now();
+         INSERT INTO hdls.usage_ledger (period, calls) VALUES (date_trunc('month', now())::date, 10);
          COMMIT;"
     ))
     .await
@@ -260,6 +261,8 @@ async fn the_runtime_role_cannot_change_plans_or_unrevoke_keys() {
         "UPDATE hdls.api_keys SET revoked_at = NULL",
         "UPDATE hdls.api_keys SET revoked_at = now() + interval '1 year'",
         "INSERT INTO hdls_catalog.plans (name, per_minute) VALUES ('free-for-all', 1000000)",
+        "UPDATE hdls.usage_ledger SET calls = 0",
+        "DELETE FROM hdls.usage_ledger",
     ] {
         rt.batch_execute(&format!("BEGIN; SET LOCAL hdls.workspace_id = '{ws}';"))
             .await
