@@ -89,7 +89,7 @@ pub async fn record_refusal(
 
 fn truncate(text: &str) -> &str {
     match text.char_indices().nth(1000) {
-        Some((i, _)) => &text[..i],
+        Some((i, _)) => text.get(..i).unwrap_or(text),
         None => text,
     }
 }

@@ -132,15 +132,17 @@ fn scalar(kind: &Kind, name: &str, value: &Value, path: &str) -> Result<String, 
         }
         Kind::Timestamp => {
             let s = text()?;
-            let ok = s.len() >= 19
-                && s.len() <= 32
-                && time::PrimitiveDateTime::parse(
-                    &s[..19].replace('T', " "),
-                    &time::macros::format_description!(
-                        "[year]-[month]-[day] [hour]:[minute]:[second]"
-                    ),
-                )
-                .is_ok();
+            // `get`, not slicing: byte 19 may fall inside a multi-byte character.
+            let ok = s.len() <= 32
+                && s.get(..19).is_some_and(|head| {
+                    time::PrimitiveDateTime::parse(
+                        &head.replace('T', " "),
+                        &time::macros::format_description!(
+                            "[year]-[month]-[day] [hour]:[minute]:[second]"
+                        ),
+                    )
+                    .is_ok()
+                });
             if ok {
                 Ok(s.to_owned())
             } else {
@@ -195,6 +197,30 @@ fn is_decimal(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_without_zone_never_panic_on_multibyte_text() {
+        let kind = Kind::Timestamp;
+        for bad in [
+            "2026-01-01T00:00:0é",
+            "é".repeat(10).as_str(),
+            "2026-01-01 00:00",
+        ] {
+            assert!(
+                scalar(&kind, "at", &Value::String(bad.to_owned()), "p").is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            scalar(
+                &kind,
+                "at",
+                &Value::String("2026-01-31T09:30:00.5".into()),
+                "p"
+            )
+            .is_ok()
+        );
+    }
 
     #[test]
     fn decimals() {
