@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod data_dir;
 pub mod db;
 pub mod engine;
 pub mod http;

@@ -33,7 +33,7 @@ impl MasterKey {
             Ok(text) => parse(text.trim())
                 .with_context(|| format!("{} is not a valid master key", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir)?;
+                crate::data_dir::ensure(data_dir)?;
                 let mut key = [0u8; 32];
                 rand::fill(&mut key);
                 // create_new + mode 0600: never clobber an existing key, never readable by others.

@@ -54,7 +54,7 @@ impl Location {
                 cluster: None,
             }),
             Location::Embedded(dir) => {
-                std::fs::create_dir_all(dir)
+                crate::data_dir::ensure(dir)
                     .with_context(|| format!("creating the data directory {}", dir.display()))?;
                 let cluster = Cluster::start(dir).await?;
                 let target = DbTarget::from_config(cluster.superuser_config(EMBEDDED_DBNAME));

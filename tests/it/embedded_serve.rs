@@ -124,8 +124,8 @@ fn admin(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
 
 #[tokio::test]
 async fn serve_on_an_empty_data_dir_then_restart() {
+    // An empty data dir that does not exist yet: serve creates it.
     let dir = std::env::temp_dir().join(format!("hdls-serve-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
 
     let first = Serve::start(&dir);
     let (url, key) = first.read_banner();
