@@ -45,10 +45,25 @@ pub async fn is_current(client: &tokio_postgres::Client) -> anyhow::Result<bool>
         .map(|m| i64::from(m.version()))
         .max()
         .unwrap_or(0);
+    // A database that `hdls setup` and `hdls migrate` never touched has no hdls_meta schema,
+    // or one the runtime role may not use: not current, rather than an error.
+    let readable: Option<bool> = client
+        .query_opt(
+            "SELECT has_schema_privilege(n.oid, 'USAGE')
+                    AND has_table_privilege(format('%I.%I', n.nspname, 'schema_history'), 'SELECT')
+             FROM pg_namespace n
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = 'schema_history'
+             WHERE n.nspname = 'hdls_meta'",
+            &[],
+        )
+        .await?
+        .map(|row| row.get(0));
+    if readable != Some(true) {
+        return Ok(false);
+    }
     let applied: Option<i64> = client
         .query_one(
-            "SELECT CASE WHEN has_schema_privilege('hdls_meta', 'USAGE')
-                    THEN (SELECT max(version)::int8 FROM hdls_meta.schema_history) END",
+            "SELECT max(version)::int8 FROM hdls_meta.schema_history",
             &[],
         )
         .await?

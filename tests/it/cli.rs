@@ -258,3 +258,38 @@ async fn admin_plan_set_limits_the_workspace() {
         .0
     );
 }
+
+#[tokio::test]
+async fn serve_refuses_a_database_that_was_never_set_up() {
+    let env = TestEnv::start().await;
+    let su = env.db.connect_superuser().await;
+    let name = format!(
+        "hdls_t_{}_{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
+    su.batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let url = env.db.superuser_url().replace(
+        &format!("dbname={}", env.db.name),
+        &format!("dbname={name}"),
+    );
+    let dir = std::env::temp_dir().join(format!("hdls-unset-{}", uuid::Uuid::new_v4().simple()));
+    let output = Command::new(env!("CARGO_BIN_EXE_hdls"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env("HDLS_DATABASE_URL", &url)
+        .output()
+        .expect("run hdls serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "serve started on an empty database"
+    );
+    assert!(stderr.contains("hdls migrate"), "{stderr}");
+    su.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
