@@ -7,6 +7,7 @@ mod cli;
 mod credentials;
 mod database_roles;
 mod embedded_serve;
+mod interop;
 mod isolation;
 mod limits;
 mod power_fuzz;

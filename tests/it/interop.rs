@@ -1,0 +1,54 @@
+//! Interoperability: the official TypeScript MCP SDK, a client we did not write, against a
+//! real server. Its dependencies are installed by this test (npm ci) when missing.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::TestEnv;
+
+fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test]
+async fn the_typescript_sdk_connects_lists_calls_and_is_refused() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/ts");
+    if !have("node") || !have("npm") {
+        // A machine without Node.js cannot run this client; CI has it.
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have Node.js for the interop test"
+        );
+        eprintln!("skipping: Node.js is not installed");
+        return;
+    }
+    if !dir.join("node_modules/@modelcontextprotocol/sdk").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&dir)
+            .status()
+            .expect("run npm ci");
+        assert!(status.success(), "npm ci failed in {}", dir.display());
+    }
+    let env = TestEnv::start().await;
+    let (_, key) = env.workspace("interop").await;
+    let base = env.base_url.clone();
+    let output = tokio::process::Command::new("node")
+        .arg("client.mjs")
+        .arg(&base)
+        .arg(&key)
+        .current_dir(&dir)
+        .output()
+        .await
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "TypeScript SDK client failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("ok:"), "{stdout}");
+}
