@@ -1,5 +1,5 @@
-//! Interoperability: the official TypeScript MCP SDK, a client we did not write, against a
-//! real server. Its dependencies are installed by this test (npm ci) when missing.
+//! Interoperability: the official TypeScript and Python MCP SDKs, clients we did not write, against a
+//! real server. Their pinned dependencies are installed by the tests when missing.
 
 use std::path::Path;
 use std::process::Command;
@@ -49,6 +49,63 @@ async fn the_typescript_sdk_connects_lists_calls_and_is_refused() {
     assert!(
         output.status.success(),
         "TypeScript SDK client failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("ok:"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_python_sdk_connects_lists_calls_and_is_refused() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/py");
+    if !have("python3") {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have Python for the interop test"
+        );
+        eprintln!("skipping: python3 is not installed");
+        return;
+    }
+    let python = dir.join(".venv/bin/python");
+    if !python.exists() {
+        let venv = Command::new("python3")
+            .args(["-m", "venv", ".venv"])
+            .current_dir(&dir)
+            .status()
+            .expect("python3 -m venv");
+        assert!(
+            venv.success(),
+            "could not create a virtualenv in {}",
+            dir.display()
+        );
+        let install = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                "requirements.txt",
+            ])
+            .current_dir(&dir)
+            .status()
+            .expect("pip install");
+        assert!(install.success(), "pip install -r requirements.txt failed");
+    }
+    let env = TestEnv::start().await;
+    let (_, key) = env.workspace("interop-py").await;
+    let output = tokio::process::Command::new(&python)
+        .arg("client.py")
+        .arg(&env.base_url)
+        .arg(&key)
+        .current_dir(&dir)
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "Python SDK client failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("ok:"), "{stdout}");
 }
