@@ -11,6 +11,7 @@ mod interop;
 mod isolation;
 mod limits;
 mod power_fuzz;
+mod power_refusals;
 mod power_tools;
 mod products;
 mod role_matrix;
