@@ -142,14 +142,16 @@ CREATE POLICY tenant ON hdls.audit_events
     WITH CHECK (workspace_id = hdls.current_workspace());
 GRANT SELECT, INSERT ON hdls.audit_events TO hdls_runtime;
 
-CREATE FUNCTION hdls.audit_events_are_append_only() RETURNS trigger
+-- One trigger function for every "this change is never allowed" rule: it refuses with the
+-- reason given as the trigger's argument.
+CREATE FUNCTION hdls.refuse_change() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog
 AS $$
 BEGIN
-    RAISE EXCEPTION 'the audit log is append-only' USING ERRCODE = 'insufficient_privilege';
+    RAISE EXCEPTION '%', TG_ARGV[0] USING ERRCODE = 'insufficient_privilege';
 END
 $$;
 CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON hdls.audit_events
-    FOR EACH ROW EXECUTE FUNCTION hdls.audit_events_are_append_only();
+    FOR EACH ROW EXECUTE FUNCTION hdls.refuse_change('the audit log is append-only');
 CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON hdls.audit_events
-    FOR EACH STATEMENT EXECUTE FUNCTION hdls.audit_events_are_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION hdls.refuse_change('the audit log is append-only');
