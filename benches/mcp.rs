@@ -149,6 +149,48 @@ async fn json_rpc_tool(
     .await
 }
 
+/// A bound parameter shared by every worker of a direct side.
+type Param = Box<dyn tokio_postgres::types::ToSql + Send + Sync>;
+
+/// Drives `sql` directly as the runtime role, the way hdls must run it: BEGIN, stamp the
+/// workspace, the query (prepared once per connection), COMMIT. Each reply must hold PAGE+1 rows.
+async fn direct_side(
+    config: &tokio_postgres::Config,
+    workspace_id: uuid::Uuid,
+    sql: &'static str,
+    params: Vec<Param>,
+    concurrency: usize,
+    seconds: u64,
+) -> Measurement {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let params = Arc::new(params);
+    drive(concurrency, seconds, |_| {
+        let config = config.clone();
+        let params = params.clone();
+        async move {
+            let mut client = connect(&config).await.expect("connect");
+            let statement = client.prepare(sql).await.expect("prepare");
+            let set = format!("SET LOCAL hdls.workspace_id = '{workspace_id}'");
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                .iter()
+                .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let tx = client.transaction().await.expect("begin");
+                tx.batch_execute(&set).await.expect("set");
+                let rows = tx.query(&statement, &refs).await.expect("select");
+                assert_eq!(rows.len() as i64, PAGE + 1);
+                tx.commit().await.expect("commit");
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }
+    })
+    .await
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let seconds = env_number("HDLS_BENCH_SECONDS", 10);
@@ -288,40 +330,21 @@ async fn main() -> anyhow::Result<()> {
     off_server.stop().await;
 
     // Side 2: the same transaction straight to PostgreSQL as the runtime role.
-    let deadline = Instant::now() + Duration::from_secs(seconds);
     let config = target.for_role(RUNTIME_ROLE);
-    let pattern = format!("%{QUERY}%");
-    let direct = drive(concurrency, seconds, |_| {
-        let config = config.clone();
-        let pattern = pattern.clone();
-        async move {
-            let mut client = connect(&config).await.expect("connect");
-            let statement = client.prepare(SEARCH_SQL).await.expect("prepare");
-            let set = format!("SET LOCAL hdls.workspace_id = '{workspace_id}'");
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let tx = client.transaction().await.expect("begin");
-                tx.batch_execute(&set).await.expect("set");
-                let rows = tx
-                    .query(
-                        &statement,
-                        &[
-                            &Some(pattern.as_str()),
-                            &None::<&str>,
-                            &None::<uuid::Uuid>,
-                            &(PAGE + 1),
-                        ],
-                    )
-                    .await
-                    .expect("select");
-                assert_eq!(rows.len() as i64, PAGE + 1);
-                tx.commit().await.expect("commit");
-                latencies.push(t.elapsed());
-            }
-            latencies
-        }
-    })
+    let search_params: Vec<Param> = vec![
+        Box::new(Some(format!("%{QUERY}%"))),
+        Box::new(None::<String>),
+        Box::new(None::<uuid::Uuid>),
+        Box::new(PAGE + 1),
+    ];
+    let direct = direct_side(
+        &config,
+        workspace_id,
+        SEARCH_SQL,
+        search_params,
+        concurrency,
+        seconds,
+    )
     .await;
 
     // query_records: a two-condition filter and a sort, 20 rows, vs the same hand-written SQL.
@@ -344,35 +367,20 @@ async fn main() -> anyhow::Result<()> {
         seconds,
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let hand_written = drive(concurrency, seconds, |_| {
-        let config = config.clone();
-        async move {
-            let mut client = connect(&config).await.expect("connect");
-            let statement = client
-                .prepare(
-                    "SELECT id, name, domain, custom, created_at, updated_at FROM crm.accounts
-                     WHERE name ILIKE $1 AND domain LIKE $2 ORDER BY name DESC, id LIMIT $3",
-                )
-                .await
-                .expect("prepare");
-            let set = format!("SET LOCAL hdls.workspace_id = '{workspace_id}'");
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let tx = client.transaction().await.expect("begin");
-                tx.batch_execute(&set).await.expect("set");
-                let rows = tx
-                    .query(&statement, &[&"acme%", &"d1%", &(PAGE + 1)])
-                    .await
-                    .expect("select");
-                assert_eq!(rows.len() as i64, PAGE + 1);
-                tx.commit().await.expect("commit");
-                latencies.push(t.elapsed());
-            }
-            latencies
-        }
-    })
+    let hand_written_params: Vec<Param> = vec![
+        Box::new("acme%".to_owned()),
+        Box::new("d1%".to_owned()),
+        Box::new(PAGE + 1),
+    ];
+    let hand_written = direct_side(
+        &config,
+        workspace_id,
+        "SELECT id, name, domain, custom, created_at, updated_at FROM crm.accounts
+         WHERE name ILIKE $1 AND domain LIKE $2 ORDER BY name DESC, id LIMIT $3",
+        hand_written_params,
+        concurrency,
+        seconds,
+    )
     .await;
 
     mcp.report("hdls, rmcp client");
