@@ -8,6 +8,9 @@ use crate::clock::Clock;
 use crate::db::Pools;
 use crate::engine::catalog::CatalogCache;
 use crate::identity::Endpoint;
+use crate::master_key::MasterKey;
+use crate::net::guard::Guard;
+use crate::oauth::keys::Keyring;
 use crate::tools::Registry;
 
 /// Services shared by every request.
@@ -21,11 +24,16 @@ pub struct App {
     /// Rate limits and the usage ledger on every tool call. Always on in `serve`; the
     /// benchmark turns it off to measure its cost.
     pub enforce_limits: bool,
+    /// OAuth token signing keys (sealed under the master key).
+    pub keys: Keyring,
+    /// The outbound SSRF guard for every server-initiated connection.
+    pub outbound: Guard,
 }
 
 impl App {
     /// The standard app: every shipped tool, limits enforced, an empty catalog cache.
     pub fn new(pools: Pools, clock: Arc<dyn Clock>, public: PublicUrl) -> App {
+        crate::net::fetch::install_tls_provider();
         App {
             pools,
             catalog: Arc::new(CatalogCache::default()),
@@ -33,7 +41,22 @@ impl App {
             clock,
             public,
             enforce_limits: true,
+            // Replaced by `serve` with the real master key; a process-local one suits tests.
+            keys: Keyring::new(MasterKey::ephemeral()),
+            outbound: Guard::system(),
         }
+    }
+
+    /// Uses `key` to seal and open token signing keys.
+    pub fn with_master_key(mut self, key: MasterKey) -> App {
+        self.keys = Keyring::new(key);
+        self
+    }
+
+    /// Uses `guard` for outbound connections (an operator may allow extra networks).
+    pub fn with_outbound(mut self, guard: Guard) -> App {
+        self.outbound = guard;
+        self
     }
 }
 
@@ -95,6 +118,11 @@ impl PublicUrl {
     /// `https://host[:port]` with no trailing slash.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// Whether clients reach us over TLS (cookies are then marked Secure).
+    pub fn is_https(&self) -> bool {
+        self.base.starts_with("https://")
     }
 
     /// The serialised origin of the public URL.

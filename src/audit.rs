@@ -16,6 +16,18 @@ pub mod actions {
     pub const API_KEY_MINT: &str = "api_key.mint";
     pub const API_KEY_REVOKE: &str = "api_key.revoke";
     pub const PLAN_SET: &str = "plan.set";
+    pub const MEMBER_INVITE: &str = "member.invite";
+    pub const MEMBER_JOIN: &str = "member.join";
+    pub const MEMBER_ROLE_CHANGE: &str = "member.role_change";
+    pub const MEMBER_REMOVE: &str = "member.remove";
+    /// A person approved a connection on the consent page.
+    pub const OAUTH_GRANT: &str = "oauth.grant";
+    /// A used refresh token came back: the whole connection was revoked.
+    pub const OAUTH_REFRESH_REUSE: &str = "oauth.refresh_reuse";
+    /// A used authorization code came back: its connection was revoked.
+    pub const OAUTH_CODE_REUSE: &str = "oauth.code_reuse";
+    /// A connection was revoked (revocation endpoint, `revoke_connection`, member removal).
+    pub const OAUTH_REVOKE: &str = "oauth.revoke";
 }
 
 /// Whether the action happened.
@@ -31,6 +43,7 @@ pub fn actor_kind(kind: CredentialKind) -> &'static str {
         CredentialKind::ApiKey => "api_key",
         CredentialKind::OauthToken => "oauth_token",
         CredentialKind::Cli => "cli",
+        CredentialKind::User => "user",
     }
 }
 
@@ -60,6 +73,41 @@ pub async fn record(
                 &target.map(truncate),
                 &outcome,
                 &reason,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Who acted, for events recorded on the credential path (no Principal exists there yet).
+pub struct Actor<'a> {
+    /// `user` for a person on the web pages, `oauth_token` for a client at the token endpoint.
+    pub kind: &'a str,
+    pub id: &'a str,
+}
+
+/// Appends an event from the credential path (sign-in, consent, token endpoint), which runs as
+/// the auth role with the workspace named explicitly, in the caller's transaction.
+pub async fn record_on_credential_path(
+    client: &impl deadpool_postgres::GenericClient,
+    workspace_id: Uuid,
+    actor: Actor<'_>,
+    action: &str,
+    target: Option<&str>,
+    at: OffsetDateTime,
+) -> Result<(), ToolError> {
+    client
+        .execute(
+            "INSERT INTO hdls.audit_events (workspace_id, id, at, actor_kind, actor_id, action, target, outcome)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'allowed')",
+            &[
+                &workspace_id,
+                &Uuid::now_v7(),
+                &at,
+                &actor.kind,
+                &truncate(actor.id),
+                &action,
+                &target.map(truncate),
             ],
         )
         .await?;

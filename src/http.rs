@@ -27,7 +27,8 @@ pub fn router(app: Arc<App>, shutdown: CancellationToken) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(app.clone());
+        .with_state(app.clone())
+        .merge(crate::oauth::routes(app.clone()));
     for endpoint in Endpoint::ALL {
         let metadata_path = format!("/.well-known/oauth-protected-resource{}", endpoint.path());
         let doc = metadata::protected_resource(&app.public, endpoint);

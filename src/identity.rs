@@ -93,6 +93,8 @@ pub enum CredentialKind {
     OauthToken,
     /// The operator's command line (`hdls admin …`), which has no bearer credential.
     Cli,
+    /// A person signed in on the web pages (consent, invitations).
+    User,
 }
 
 /// A product that can be installed into a workspace; each has its own MCP endpoint and schema.
@@ -196,6 +198,8 @@ pub struct Principal {
     pub persona: Persona,
     /// The customer's requester id; `None` for agents.
     pub principal_id: Option<Uuid>,
+    /// The person behind an OAuth token; `None` for API keys and the operator.
+    pub user_id: Option<Uuid>,
     /// Products this credential may reach right now (installed, and granted for OAuth).
     pub products: Vec<Product>,
     pub credential: CredentialRef,
@@ -216,6 +220,7 @@ impl Principal {
             role: Role::Owner,
             persona: Persona::Agent,
             principal_id: None,
+            user_id: None,
             products: Vec::new(),
             credential: CredentialRef {
                 kind: CredentialKind::Cli,

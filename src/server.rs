@@ -37,9 +37,12 @@ pub fn spawn(app: Arc<App>, listener: TcpListener) -> std::io::Result<RunningSer
     let router = http::router(app, shutdown.clone());
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled_owned().await })
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled_owned().await })
+        .await
     });
     Ok(RunningServer {
         addr,

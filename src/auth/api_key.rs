@@ -133,6 +133,7 @@ pub async fn resolve(
         role,
         persona: Persona::Agent,
         principal_id: None,
+        user_id: None,
         products: products
             .iter()
             .filter_map(|s| Product::from_slug(s))

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::app::App;
-use crate::identity::Endpoint;
+use crate::identity::{CredentialKind, Endpoint, Product};
+use crate::oauth;
 
 /// Query parameters that would carry a credential; refused outright (RFC 9700 §4.3.2 / MCP auth spec).
 const CREDENTIAL_PARAMS: [&str; 5] = ["access_token", "token", "api_key", "apikey", "key"];
@@ -46,19 +47,33 @@ pub async fn authenticate(
     };
     let now = app.clock.now();
     let resolved = if token.starts_with(api_key::PREFIX) {
-        api_key::resolve(&app.pools.auth, token, now).await
+        api_key::resolve(&app.pools.auth, token, now)
+            .await
+            .map(|r| r.map_err(|rejection| format!("{rejection:?}")))
+            .map(|r| {
+                r.map(|(principal, last_used)| {
+                    api_key::touch_last_used(&app.pools.auth, &principal, last_used, now);
+                    principal
+                })
+            })
     } else {
-        // OAuth access tokens arrive with the authorization server (a later capability).
-        Ok(Err(api_key::Rejection::Malformed))
+        oauth::access::resolve(&app, token, endpoint, now)
+            .await
+            .map(|r| r.map_err(|rejection| format!("{rejection:?}")))
     };
     match resolved {
-        Ok(Ok((principal, last_used))) => {
-            api_key::touch_last_used(&app.pools.auth, &principal, last_used, now);
+        Ok(Ok(principal)) => {
+            if let Endpoint::Product(product) = endpoint
+                && principal.credential.kind == CredentialKind::OauthToken
+                && !principal.has_product(product)
+            {
+                return insufficient_scope(&app, endpoint, product);
+            }
             request.extensions_mut().insert(Arc::new(principal));
             next.run(request).await
         }
         Ok(Err(rejection)) => {
-            tracing::info!(endpoint = endpoint.name(), ?rejection, "credential refused");
+            tracing::info!(endpoint = endpoint.name(), rejection, "credential refused");
             challenge(&app, endpoint, Failure::Invalid)
         }
         Err(error) => (
@@ -110,6 +125,26 @@ fn challenge(app: &App, endpoint: Endpoint, failure: Failure) -> Response {
         ),
     };
     let mut response = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&header_value) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
+/// 403 for an OAuth connection that was not granted this product (RFC 6750 §3.1). Re-consenting
+/// with the product ticked is the remedy, which `scope` names.
+fn insufficient_scope(app: &App, endpoint: Endpoint, product: Product) -> Response {
+    let metadata = app.public.resource_metadata_url(endpoint);
+    let header_value = format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{}\", error_description=\"this connection was not granted the {} product\", resource_metadata=\"{metadata}\"",
+        product.slug(),
+        product.slug()
+    );
+    let mut response = (
+        StatusCode::FORBIDDEN,
+        axum::Json(json!({ "error": "insufficient_scope", "error_description": format!("this connection was not granted the {} product; connect again and tick it on the consent page", product.slug()) })),
+    )
+        .into_response();
     if let Ok(v) = HeaderValue::from_str(&header_value) {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }

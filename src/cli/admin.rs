@@ -22,6 +22,41 @@ pub enum AdminCommand {
     /// Manage rate-limit plans.
     #[command(subcommand)]
     Plan(PlanCommand),
+    /// Manage people's memberships.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Manage the OAuth authorization server.
+    #[command(subcommand)]
+    Oauth(OauthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Add a person (by email) to a workspace with a role. A person with no password yet gets a
+    /// one-time link to set one, printed once.
+    Add {
+        #[arg(long)]
+        workspace: Uuid,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: Role,
+        /// The server's public URL, to print the link with.
+        #[arg(long, env = "HDLS_PUBLIC_URL", default_value = "http://127.0.0.1:8787")]
+        public_url: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OauthCommand {
+    /// Start signing access tokens with a new key. Tokens signed by older keys keep verifying
+    /// until they expire (the old keys stay published for 15 minutes).
+    RotateSigningKey {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,20 +127,68 @@ impl clap::ValueEnum for Role {
 }
 
 /// Runs an admin command against the database, stopping the embedded cluster afterwards if it started it.
-pub async fn run(location: Location, command: AdminCommand) -> anyhow::Result<()> {
+pub async fn run(
+    location: Location,
+    data_dir: &std::path::Path,
+    command: AdminCommand,
+) -> anyhow::Result<()> {
     let opened = location.open().await?;
     let result = async {
         let pools = Pools::open(&opened.target)?;
-        execute(&pools, &opened.target, command).await
+        execute(&pools, &opened.target, data_dir, command).await
     }
     .await;
     opened.close().await;
     result
 }
 
-async fn execute(pools: &Pools, target: &DbTarget, command: AdminCommand) -> anyhow::Result<()> {
+async fn execute(
+    pools: &Pools,
+    target: &DbTarget,
+    data_dir: &std::path::Path,
+    command: AdminCommand,
+) -> anyhow::Result<()> {
     let now = SystemClock.now();
     match command {
+        AdminCommand::Member(MemberCommand::Add {
+            workspace,
+            email,
+            role,
+            public_url,
+            json,
+        }) => {
+            let added =
+                crate::people::provision(&pools.auth, workspace, &email, None, role, now).await?;
+            let link = added.set_password_token.map(|t| {
+                format!(
+                    "{}/account/set-password?token={t}",
+                    public_url.trim_end_matches('/')
+                )
+            });
+            if json {
+                println!(
+                    "{}",
+                    json!({ "user_id": added.user_id, "workspace_id": workspace, "role": role, "set_password_link": link })
+                );
+            } else {
+                println!(
+                    "{email} is a {role} of {workspace} (user {})",
+                    added.user_id
+                );
+                if let Some(link) = link {
+                    println!("one-time link to set a password (valid 7 days): {link}");
+                }
+            }
+        }
+        AdminCommand::Oauth(OauthCommand::RotateSigningKey { json }) => {
+            let master = crate::master_key::MasterKey::load_or_create(data_dir)?;
+            let kid = crate::oauth::keys::rotate(&pools.auth, &master, now).await?;
+            if json {
+                println!("{}", json!({ "kid": kid }));
+            } else {
+                println!("new signing key {kid}; older keys verify for 15 more minutes");
+            }
+        }
         AdminCommand::Workspace(WorkspaceCommand::Create { name, json }) => {
             let created = workspaces::create(&pools.runtime, &name, now).await?;
             if json {

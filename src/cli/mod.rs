@@ -68,6 +68,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        Command::Admin(command) => admin::run(location, command).await,
+        Command::Admin(command) => admin::run(location, &cli.data_dir, command).await,
     }
 }

@@ -13,6 +13,7 @@ use crate::db::location::Location;
 use crate::db::{Pools, RUNTIME_ROLE, connect, migrate};
 use crate::identity::Endpoint;
 use crate::master_key::MasterKey;
+use crate::net::guard::{Cidr, Guard, SystemResolver};
 use crate::{server, workspaces};
 
 #[derive(Debug, Args)]
@@ -30,15 +31,26 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+    /// Networks (CIDR) the outbound guard allows besides public addresses, for development
+    /// and tests only, e.g. 127.0.0.0/8 to fetch a client metadata document from loopback.
+    #[arg(
+        long = "outbound-allow",
+        env = "HDLS_OUTBOUND_ALLOW",
+        value_delimiter = ','
+    )]
+    pub outbound_allow: Vec<String>,
+    /// Email of the demo workspace's owner, created on the embedded first start.
+    #[arg(long, env = "HDLS_OWNER_EMAIL", default_value = "owner@localhost")]
+    pub owner_email: String,
 }
 
 /// File recording that the demo workspace was created (its key is printed only then).
 const DEMO_MARKER: &str = "demo-workspace";
 
 pub async fn run(location: Location, data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
-    let _master_key = MasterKey::load_or_create(data_dir)?;
+    let master_key = MasterKey::load_or_create(data_dir)?;
     let opened = location.open().await?;
-    let result = serve(&location, &opened, data_dir, args).await;
+    let result = serve(&location, &opened, data_dir, master_key, args).await;
     opened.close().await;
     result
 }
@@ -47,8 +59,15 @@ async fn serve(
     location: &Location,
     opened: &crate::db::location::Opened,
     data_dir: &Path,
+    master_key: MasterKey,
     args: ServeArgs,
 ) -> anyhow::Result<()> {
+    let mut allowed = Vec::new();
+    for text in &args.outbound_allow {
+        allowed.push(Cidr::parse(text).ok_or_else(|| {
+            anyhow::anyhow!("--outbound-allow: {text:?} is not a CIDR like 127.0.0.0/8")
+        })?);
+    }
     let probe = connect(&opened.target.for_role(RUNTIME_ROLE))
         .await
         .context("connecting as hdls_runtime (run `hdls setup` with a superuser URL, then `hdls migrate`)")?;
@@ -71,7 +90,11 @@ async fn serve(
     });
     let public = PublicUrl::parse(&public_url, &args.allowed_origins)?;
     let pools = Pools::open(&opened.target)?;
-    let app = Arc::new(App::new(pools, Arc::new(SystemClock), public));
+    let app = Arc::new(
+        App::new(pools, Arc::new(SystemClock), public)
+            .with_master_key(master_key)
+            .with_outbound(Guard::new(Arc::new(SystemResolver), allowed)),
+    );
 
     let running = server::spawn(app.clone(), listener)?;
 
@@ -97,6 +120,24 @@ async fn serve(
             println!();
             println!("Connect an MCP client to the URLs above with the header");
             println!("  Authorization: Bearer <that key>");
+            let owner = crate::people::provision(
+                &app.pools.auth,
+                demo.workspace_id,
+                &args.owner_email,
+                None,
+                crate::identity::Role::Owner,
+                app.clock.now(),
+            )
+            .await?;
+            if let Some(token) = owner.set_password_token {
+                println!();
+                println!(
+                    "Or connect with OAuth: first set a password for {} (one-time link, valid 7 days):",
+                    args.owner_email
+                );
+                println!();
+                println!("  {}/account/set-password?token={token}", app.public.base());
+            }
         }
     }
 

@@ -5,14 +5,17 @@ use anyhow::Context;
 
 use super::{AUTH_ROLE, DbTarget, OWNER_ROLE, RUNTIME_ROLE, connect, role_password};
 
-/// The schemas hdls owns: the control plane, one per product, and migration bookkeeping.
-pub const SCHEMAS: [&str; 6] = [
+/// The schemas hdls owns: the control plane, one per product, migration bookkeeping, and
+/// `hdls_identity` (people and OAuth state that belong to no single workspace; only the auth
+/// role can reach it).
+pub const SCHEMAS: [&str; 7] = [
     "hdls",
     "crm",
     "support",
     "contacts",
     "hdls_meta",
     "hdls_catalog",
+    "hdls_identity",
 ];
 
 /// Creates or corrects the roles (cluster-wide) and prepares the target database.

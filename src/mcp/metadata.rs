@@ -7,12 +7,12 @@ use crate::identity::Endpoint;
 
 /// The metadata document for one endpoint.
 pub fn protected_resource(public: &PublicUrl, endpoint: Endpoint) -> Value {
-    // `authorization_servers` is added when the authorization server ships; until then
-    // clients authenticate with API keys, and advertising a server that does not exist
-    // would send them into a failing discovery.
+    // hdls is its own authorization server; its issuer is the public URL.
     json!({
         "resource": public.endpoint_url(endpoint),
         "resource_name": format!("hdls {}", endpoint.name()),
+        "authorization_servers": [public.base()],
         "bearer_methods_supported": ["header"],
+        "resource_signing_alg_values_supported": ["EdDSA"],
     })
 }

@@ -258,6 +258,14 @@ impl Guard {
         Guard::new(Arc::new(SystemResolver), Vec::new())
     }
 
+    /// Whether every address is inside an operator-allowed network (not merely public).
+    pub fn all_explicitly_allowed(&self, addrs: &[SocketAddr]) -> bool {
+        !addrs.is_empty()
+            && addrs
+                .iter()
+                .all(|a| self.allowed.iter().any(|c| c.contains(a.ip())))
+    }
+
     fn permitted(&self, ip: IpAddr) -> bool {
         self.allowed.iter().any(|c| c.contains(ip)) || !is_blocked(ip)
     }

@@ -6,6 +6,7 @@ pub mod concierge;
 pub mod crm;
 pub mod cursor;
 mod error;
+pub mod people;
 pub mod power;
 
 use std::future::Future;
@@ -218,6 +219,7 @@ impl Registry {
     /// The registry of all shipped tools.
     pub fn standard() -> Registry {
         let mut tools = concierge::tools();
+        tools.extend(people::tools());
         tools.extend(crm::tools());
         for product in crate::identity::Product::ALL {
             tools.extend(power::tools(product));

@@ -255,6 +255,8 @@ impl TestEnv {
 
     /// Starts with an adjusted database target (e.g. a short statement timeout).
     pub async fn start_with(adjust: impl FnOnce(&DbTarget) -> DbTarget) -> TestEnv {
+        // Before any reqwest client exists in this process (reqwest has no built-in provider).
+        hdls::net::fetch::install_tls_provider();
         // Server logs go to the test's captured output: shown only when a test fails.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("hdls=debug,warn"))
@@ -301,6 +303,22 @@ impl TestEnv {
         .await
         .unwrap()
         .key
+    }
+
+    /// A person who can sign in (email + password) with a membership of `role` in `workspace`.
+    /// Signing in again with the same email adds another membership to the same person.
+    pub async fn person(&self, workspace: Uuid, email: &str, password: &str, role: Role) -> Uuid {
+        hdls::people::provision(
+            &self.app.pools.auth,
+            workspace,
+            email,
+            Some(password),
+            role,
+            self.clock.now(),
+        )
+        .await
+        .unwrap()
+        .user_id
     }
 
     /// An MCP client on an endpoint path (e.g. "/api/mcp/crm") with a bearer key.

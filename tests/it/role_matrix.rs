@@ -157,6 +157,7 @@ fn the_customer_persona_sees_none_of_the_agent_tools() {
         role: Role::Owner,
         persona: Persona::Customer,
         principal_id: Some(uuid::Uuid::new_v4()),
+        user_id: None,
         products: Product::ALL.to_vec(),
         credential: CredentialRef {
             kind: CredentialKind::ApiKey,

@@ -1,0 +1,247 @@
+//! Invitations: an admin invites an email with a role; the one-time link, valid 7 days,
+//! creates the person (or signs an existing one in) and adds the membership.
+
+use std::net::IpAddr;
+
+use deadpool_postgres::Pool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{normalize_email, password, throttle};
+use crate::audit;
+use crate::db::Scope;
+use crate::identity::{Principal, Role};
+use crate::secret;
+use crate::tools::ToolError;
+
+/// How long an invitation link stays valid.
+pub const VALID: time::Duration = time::Duration::days(7);
+const PREFIX: &str = "inv_";
+
+/// A new invitation; `token` is shown once (inside the link).
+pub struct Created {
+    pub invitation_id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub expires_at: OffsetDateTime,
+    pub token: String,
+}
+
+/// Invites `email` with `role` into the Scope's workspace, never above the inviter's role.
+pub async fn create(
+    scope: &Scope,
+    actor: &Principal,
+    email: &str,
+    role: Role,
+    now: OffsetDateTime,
+) -> Result<Created, ToolError> {
+    let email = normalize_email(email)?;
+    if role > actor.role {
+        return Err(ToolError::forbidden(format!(
+            "a {} cannot invite a teammate as {role}",
+            actor.role
+        )));
+    }
+    let already = scope
+        .query_opt("SELECT 1 FROM hdls.members WHERE email = $1", &[&email])
+        .await?;
+    if already.is_some() {
+        return Err(ToolError::conflict(format!(
+            "{email} is already a member of this workspace"
+        )));
+    }
+    let link = secret::generate(PREFIX);
+    let invitation_id = Uuid::now_v7();
+    let expires_at = now + VALID;
+    scope
+        .execute(
+            "INSERT INTO hdls.invitations
+                 (invitation_id, token_hash, email, role, invited_by, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &invitation_id,
+                &link.hash.as_slice(),
+                &email,
+                &role.as_str(),
+                &actor.credential.id,
+                &now,
+                &expires_at,
+            ],
+        )
+        .await?;
+    audit::record(
+        scope,
+        actor,
+        audit::actions::MEMBER_INVITE,
+        Some(&format!("{email} as {role}")),
+        audit::Outcome::Allowed,
+        now,
+    )
+    .await?;
+    Ok(Created {
+        invitation_id,
+        email,
+        role,
+        expires_at,
+        token: link.token,
+    })
+}
+
+/// A valid, unaccepted invitation, as the accept page shows it.
+pub struct Pending {
+    pub workspace_name: String,
+    pub email: String,
+    pub role: Role,
+    /// Whether the invited email already has a password (then the page asks for it).
+    pub has_password: bool,
+}
+
+/// Looks an invitation link up without using it.
+pub async fn peek(
+    auth: &Pool,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<Option<Pending>, ToolError> {
+    let client = auth.get().await.map_err(ToolError::from_pool)?;
+    let row = client
+        .query_opt(
+            "SELECT w.name, i.email, i.role,
+                    EXISTS (SELECT 1 FROM hdls_identity.users u
+                            WHERE u.email = i.email AND u.password_hash IS NOT NULL) AS has_password
+             FROM hdls.invitations i JOIN hdls.workspaces w USING (workspace_id)
+             WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.expires_at > $2",
+            &[&secret::hash(token).as_slice(), &now],
+        )
+        .await?;
+    row.map(|r| {
+        Ok(Pending {
+            workspace_name: r.get("name"),
+            email: r.get("email"),
+            role: r
+                .get::<_, &str>("role")
+                .parse()
+                .map_err(ToolError::internal)?,
+            has_password: r.get("has_password"),
+        })
+    })
+    .transpose()
+}
+
+/// Why accepting did not work.
+#[derive(Debug)]
+pub enum Refused {
+    /// Unknown, expired or already used link.
+    Link,
+    /// The invited email has a password and this was not it.
+    Password,
+    /// A new password that breaks the rules.
+    Rules(String),
+    Throttled(i64),
+}
+
+/// What accepting did: the person (now signed in) and the workspace they joined.
+pub struct Accepted {
+    pub user_id: Uuid,
+    pub workspace_name: String,
+}
+
+/// Uses an invitation once. A person who already has a password proves it (under the sign-in
+/// throttle); a new person chooses one.
+pub async fn accept(
+    auth: &Pool,
+    token: &str,
+    password_text: &str,
+    address: Option<IpAddr>,
+    now: OffsetDateTime,
+) -> Result<Result<Accepted, Refused>, ToolError> {
+    let mut client = auth.get().await.map_err(ToolError::from_pool)?;
+    let tx = client.transaction().await?;
+    let Some(invite) = tx
+        .query_opt(
+            "SELECT i.workspace_id, i.invitation_id, i.email, i.role, w.name
+             FROM hdls.invitations i JOIN hdls.workspaces w USING (workspace_id)
+             WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.expires_at > $2
+             FOR UPDATE OF i",
+            &[&secret::hash(token).as_slice(), &now],
+        )
+        .await?
+    else {
+        return Ok(Err(Refused::Link));
+    };
+    let workspace_id: Uuid = invite.get("workspace_id");
+    let email: String = invite.get("email");
+    let role: String = invite.get("role");
+    let subjects = throttle::Subjects::new(&email, address);
+    if let Err(minutes) = throttle::check(&tx, &subjects, now).await? {
+        return Ok(Err(Refused::Throttled(minutes)));
+    }
+    let existing = tx
+        .query_opt(
+            "SELECT user_id, password_hash FROM hdls_identity.users WHERE email = $1",
+            &[&email],
+        )
+        .await?;
+    let user_id = match existing {
+        Some(row) if row.get::<_, Option<String>>(1).is_some() => {
+            if !password::verify(password_text, row.get(1)).await {
+                throttle::record_failure(&tx, &subjects, now).await?;
+                tx.commit().await?;
+                return Ok(Err(Refused::Password));
+            }
+            row.get::<_, Uuid>(0)
+        }
+        _ => {
+            let hash = match password::hash(password_text).await {
+                Ok(h) => h,
+                Err(e) if e.code == crate::tools::ErrorCode::InvalidInput => {
+                    return Ok(Err(Refused::Rules(e.message)));
+                }
+                Err(e) => return Err(e),
+            };
+            tx.query_one(
+                "INSERT INTO hdls_identity.users (user_id, email, password_hash, created_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash
+                 RETURNING user_id",
+                &[&Uuid::now_v7(), &email, &hash, &now],
+            )
+            .await?
+            .get(0)
+        }
+    };
+    tx.execute(
+        "INSERT INTO hdls.members (workspace_id, user_id, email, role, joined_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, user_id) DO NOTHING",
+        &[&workspace_id, &user_id, &email, &role, &now],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE hdls.invitations SET accepted_at = $3, accepted_by = $4
+         WHERE workspace_id = $1 AND invitation_id = $2",
+        &[
+            &workspace_id,
+            &invite.get::<_, Uuid>("invitation_id"),
+            &now,
+            &user_id,
+        ],
+    )
+    .await?;
+    let actor_id = format!("user:{user_id}");
+    audit::record_on_credential_path(
+        &tx,
+        workspace_id,
+        audit::Actor {
+            kind: "user",
+            id: &actor_id,
+        },
+        audit::actions::MEMBER_JOIN,
+        Some(&format!("{email} as {role}")),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Ok(Accepted {
+        user_id,
+        workspace_name: invite.get("name"),
+    }))
+}

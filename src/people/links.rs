@@ -1,0 +1,75 @@
+//! One-time links for a person's account: set a password (first start, or an owner with none).
+
+use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::secret;
+use crate::tools::ToolError;
+
+/// How long a set-password link stays valid.
+pub const SET_PASSWORD_VALID: time::Duration = time::Duration::days(7);
+const PREFIX: &str = "pwl_";
+
+/// Creates a set-password link for `user_id`; returns the token (shown once).
+pub async fn create_set_password(
+    client: &impl GenericClient,
+    user_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<String, ToolError> {
+    let link = secret::generate(PREFIX);
+    client
+        .execute(
+            "INSERT INTO hdls_identity.user_links (token_hash, user_id, purpose, expires_at)
+             VALUES ($1, $2, 'set_password', $3)",
+            &[&link.hash.as_slice(), &user_id, &(now + SET_PASSWORD_VALID)],
+        )
+        .await?;
+    Ok(link.token)
+}
+
+/// The person a still-valid, unused set-password link belongs to.
+pub async fn peek_set_password(
+    client: &impl GenericClient,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<Option<Uuid>, ToolError> {
+    let row = client
+        .query_opt(
+            "SELECT user_id FROM hdls_identity.user_links
+             WHERE token_hash = $1 AND purpose = 'set_password' AND used_at IS NULL AND expires_at > $2",
+            &[&secret::hash(token).as_slice(), &now],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Uses the link once: sets the password and marks the link used, atomically. Returns the
+/// person, or `None` when the link is unknown, used or expired.
+pub async fn use_set_password(
+    auth: &deadpool_postgres::Pool,
+    token: &str,
+    password: &str,
+    now: OffsetDateTime,
+) -> Result<Option<Uuid>, ToolError> {
+    let hash = super::password::hash(password).await?;
+    let mut client = auth.get().await.map_err(ToolError::from_pool)?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            "UPDATE hdls_identity.user_links SET used_at = $2
+             WHERE token_hash = $1 AND purpose = 'set_password' AND used_at IS NULL AND expires_at > $2
+             RETURNING user_id",
+            &[&secret::hash(token).as_slice(), &now],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let user_id: Uuid = row.get(0);
+    tx.execute(
+        "UPDATE hdls_identity.users SET password_hash = $2 WHERE user_id = $1",
+        &[&user_id, &hash],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(user_id))
+}

@@ -1,0 +1,161 @@
+//! People: who can sign in (email + password), and their memberships of workspaces.
+//!
+//! A person is global (one email, one password); a membership ties a person to one workspace
+//! with a role. Everything a person can reach goes through a membership, and OAuth grants are
+//! issued against one.
+
+pub mod invitations;
+pub mod links;
+pub mod members;
+pub mod password;
+pub mod sign_in;
+pub mod throttle;
+
+use deadpool_postgres::Pool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::identity::Role;
+use crate::tools::ToolError;
+
+/// Normalises an email address for storage and lookup: trimmed, lowercase, shaped like
+/// `local@domain`. (Deliverability is the mail server's business, not ours.)
+pub fn normalize_email(text: &str) -> Result<String, ToolError> {
+    let email = text.trim().to_lowercase();
+    let valid = (3..=254).contains(&email.len())
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(email)
+    } else {
+        Err(ToolError::invalid_input(
+            "email",
+            "expected an email address like ann@example.com",
+        ))
+    }
+}
+
+/// What provisioning did.
+pub struct Provisioned {
+    pub user_id: Uuid,
+    /// A one-time link token to set a password, when the person has none yet.
+    pub set_password_token: Option<String>,
+}
+
+/// Operator path (first start, `hdls admin`, tests): makes sure a person with this email exists
+/// and is a member of `workspace` with `role`. With no password and none set yet, returns a
+/// one-time set-password token.
+pub async fn provision(
+    auth: &Pool,
+    workspace: Uuid,
+    email: &str,
+    password: Option<&str>,
+    role: Role,
+    now: OffsetDateTime,
+) -> Result<Provisioned, ToolError> {
+    let email = normalize_email(email)?;
+    let hash = match password {
+        Some(p) => Some(password::hash(p).await?),
+        None => None,
+    };
+    let mut client = auth.get().await.map_err(ToolError::from_pool)?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_one(
+            "INSERT INTO hdls_identity.users (user_id, email, password_hash, created_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (email) DO UPDATE
+                 SET password_hash = coalesce(EXCLUDED.password_hash, users.password_hash)
+             RETURNING user_id, password_hash IS NULL AS needs_password",
+            &[&Uuid::now_v7(), &email, &hash, &now],
+        )
+        .await?;
+    let user_id: Uuid = row.get("user_id");
+    tx.execute(
+        "INSERT INTO hdls.members (workspace_id, user_id, email, role, joined_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, user_id) DO NOTHING",
+        &[&workspace, &user_id, &email, &role.as_str(), &now],
+    )
+    .await?;
+    let set_password_token = if row.get::<_, bool>("needs_password") {
+        Some(links::create_set_password(&tx, user_id, now).await?)
+    } else {
+        None
+    };
+    tx.commit().await?;
+    Ok(Provisioned {
+        user_id,
+        set_password_token,
+    })
+}
+
+/// One of a person's memberships, as the consent page lists them.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub workspace_id: Uuid,
+    pub workspace_name: String,
+    pub role: Role,
+    /// Installed products of that workspace.
+    pub products: Vec<crate::identity::Product>,
+}
+
+/// Every workspace a person belongs to (credential path: before any tenant is chosen).
+pub async fn memberships(auth: &Pool, user_id: Uuid) -> Result<Vec<Membership>, ToolError> {
+    let client = auth.get().await.map_err(ToolError::from_pool)?;
+    let rows = client
+        .query(
+            "SELECT m.workspace_id, w.name, m.role,
+                    ARRAY(SELECT p.product FROM hdls.installed_products p
+                          WHERE p.workspace_id = m.workspace_id AND p.uninstalled_at IS NULL
+                          ORDER BY p.product) AS products
+             FROM hdls.members m JOIN hdls.workspaces w USING (workspace_id)
+             WHERE m.user_id = $1 ORDER BY w.name, m.workspace_id",
+            &[&user_id],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let role: &str = row.get("role");
+            let products: Vec<String> = row.get("products");
+            Ok(Membership {
+                workspace_id: row.get("workspace_id"),
+                workspace_name: row.get("name"),
+                role: role.parse().map_err(ToolError::internal)?,
+                products: products
+                    .iter()
+                    .filter_map(|s| crate::identity::Product::from_slug(s))
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// A person's email, for pages that greet them.
+pub async fn email_of(auth: &Pool, user_id: Uuid) -> Result<Option<String>, ToolError> {
+    let client = auth.get().await.map_err(ToolError::from_pool)?;
+    let row = client
+        .query_opt(
+            "SELECT email FROM hdls_identity.users WHERE user_id = $1",
+            &[&user_id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_or_refused() {
+        assert_eq!(
+            normalize_email(" Ann@Example.COM ").unwrap(),
+            "ann@example.com"
+        );
+        for bad in ["", "ann", "@x", "ann@", "a b@x.y", "a@b@c"] {
+            assert!(normalize_email(bad).is_err(), "{bad}");
+        }
+    }
+}

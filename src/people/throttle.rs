@@ -1,0 +1,109 @@
+//! Sign-in throttling: failed attempts are counted per account and per client address in a
+//! fixed window; past the limit, attempts are refused (before any password is checked) until
+//! the window ends. Counting per address too stops one client spraying many accounts.
+
+use std::net::IpAddr;
+
+use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
+
+use crate::tools::ToolError;
+
+/// Failed attempts allowed per account in one window.
+pub const PER_ACCOUNT: i32 = 5;
+/// Failed attempts allowed per client address in one window.
+pub const PER_ADDRESS: i32 = 20;
+/// The window.
+pub const WINDOW: time::Duration = time::Duration::minutes(15);
+
+/// The counters one attempt touches.
+pub struct Subjects {
+    account: String,
+    address: Option<String>,
+}
+
+impl Subjects {
+    pub fn new(email: &str, address: Option<IpAddr>) -> Subjects {
+        Subjects {
+            account: format!("account:{email}"),
+            address: address.map(|a| format!("address:{a}")),
+        }
+    }
+
+    fn all(&self) -> Vec<&str> {
+        let mut v = vec![self.account.as_str()];
+        if let Some(a) = &self.address {
+            v.push(a.as_str());
+        }
+        v
+    }
+}
+
+/// Whether the attempt may proceed; if not, the whole minutes until it may.
+pub async fn check(
+    client: &impl GenericClient,
+    subjects: &Subjects,
+    now: OffsetDateTime,
+) -> Result<Result<(), i64>, ToolError> {
+    let rows = client
+        .query(
+            "SELECT subject, window_start, failures FROM hdls_identity.sign_in_failures
+             WHERE subject = ANY($1)",
+            &[&subjects.all()],
+        )
+        .await?;
+    let mut wait = None;
+    for row in rows {
+        let subject: &str = row.get("subject");
+        let start: OffsetDateTime = row.get("window_start");
+        let failures: i32 = row.get("failures");
+        let limit = if subject.starts_with("account:") {
+            PER_ACCOUNT
+        } else {
+            PER_ADDRESS
+        };
+        let ends = start + WINDOW;
+        if failures >= limit && ends > now {
+            let minutes = ((ends - now).whole_seconds() + 59) / 60;
+            wait = Some(wait.map_or(minutes, |w: i64| w.max(minutes)));
+        }
+    }
+    Ok(wait.map_or(Ok(()), Err))
+}
+
+/// Counts one failed attempt against every subject.
+pub async fn record_failure(
+    client: &impl GenericClient,
+    subjects: &Subjects,
+    now: OffsetDateTime,
+) -> Result<(), ToolError> {
+    for subject in subjects.all() {
+        client
+            .execute(
+                "INSERT INTO hdls_identity.sign_in_failures (subject, window_start, failures)
+                 VALUES ($1, $2, 1)
+                 ON CONFLICT (subject) DO UPDATE SET
+                     failures = CASE WHEN sign_in_failures.window_start <= $3
+                                     THEN 1 ELSE sign_in_failures.failures + 1 END,
+                     window_start = CASE WHEN sign_in_failures.window_start <= $3
+                                         THEN $2 ELSE sign_in_failures.window_start END",
+                &[&subject, &now, &(now - WINDOW)],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// A successful sign-in clears the account's counter (not the address's).
+pub async fn clear_account(
+    client: &impl GenericClient,
+    subjects: &Subjects,
+) -> Result<(), ToolError> {
+    client
+        .execute(
+            "DELETE FROM hdls_identity.sign_in_failures WHERE subject = $1",
+            &[&subjects.account],
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! The authorization server's documents and lifecycle: metadata, JWKS, token claims, key
+//! rotation, the revocation endpoint, and the connection tools.
+
+use hdls::identity::Role;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::TestEnv;
+use crate::oauth_support::*;
+
+async fn get_json(env: &TestEnv, path: &str) -> Value {
+    let response = reqwest::get(env.url(path)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response.json().await.unwrap()
+}
+
+fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn kid(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn metadata_documents_describe_the_server() {
+    let env = TestEnv::start().await;
+    let base = env.base_url.as_str();
+    let meta = get_json(&env, "/.well-known/oauth-authorization-server").await;
+    assert_eq!(meta["issuer"], base);
+    assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(meta["client_id_metadata_document_supported"], true);
+    for field in [
+        "authorization_endpoint",
+        "token_endpoint",
+        "registration_endpoint",
+        "revocation_endpoint",
+        "jwks_uri",
+    ] {
+        assert!(meta[field].as_str().unwrap().starts_with(base), "{field}");
+    }
+    for path in [
+        "/api/mcp",
+        "/api/mcp/crm",
+        "/api/mcp/support",
+        "/api/mcp/contacts",
+    ] {
+        let prm = get_json(
+            &env,
+            &format!("/.well-known/oauth-protected-resource{path}"),
+        )
+        .await;
+        assert_eq!(prm["resource"], format!("{base}{path}"));
+        assert_eq!(prm["authorization_servers"], json!([base]));
+    }
+}
+
+#[tokio::test]
+async fn tokens_carry_the_frozen_decision_and_verify_against_the_jwks() {
+    let env = TestEnv::start().await;
+    let a = authorize(&env, Role::Admin, &["crm"], "/api/mcp").await;
+    let tokens = a.tokens(&env).await;
+    let c = claims(&tokens.access);
+    assert_eq!(c["iss"], env.base_url.as_str());
+    assert_eq!(c["aud"], env.url("/api/mcp"));
+    assert_eq!(c["role"], "admin");
+    assert_eq!(c["products"], json!(["crm"]));
+    assert_eq!(c["workspace_id"], a.workspace.to_string());
+    assert_eq!(c["client_id"], a.client_id.as_str());
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 600);
+    assert!(c["grant_id"].is_string() && c["sub"].is_string());
+    // The JWKS publishes the key that signed it, and that key verifies it.
+    let jwks = get_json(&env, "/oauth/jwks").await;
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid(&tokens.access).as_str())
+        .expect("signing key published");
+    assert_eq!(jwk["kty"], "OKP");
+    assert_eq!(jwk["crv"], "Ed25519");
+    let key = jsonwebtoken::DecodingKey::from_ed_components(jwk["x"].as_str().unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&[env.url("/api/mcp")]);
+    validation.validate_exp = false;
+    jsonwebtoken::decode::<Value>(&tokens.access, &key, &validation)
+        .expect("verifies with the published key");
+    // The same Principal as an API key: whoami says so.
+    let me = env.client("/api/mcp", &tokens.access).await;
+    let who = me.ok("whoami", json!({})).await;
+    assert_eq!(who["role"], "admin", "{who}");
+    assert_eq!(who["workspace"]["id"], a.workspace.to_string(), "{who}");
+}
+
+#[tokio::test]
+async fn rotating_the_signing_key_keeps_valid_tokens_working() {
+    let env = TestEnv::start().await;
+    let a = authorize(&env, Role::Member, &[], "/api/mcp").await;
+    let before = a.tokens(&env).await;
+    let new_kid = env
+        .app
+        .keys
+        .rotate(&env.app.pools.auth, env.clock_now())
+        .await
+        .unwrap();
+    assert_ne!(kid(&before.access), new_kid);
+    let jwks = get_json(&env, "/oauth/jwks").await;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&new_kid.as_str()) && kids.contains(&kid(&before.access).as_str()),
+        "{jwks}"
+    );
+    // The old token still works; tokens issued now are signed by the new key and work too.
+    assert_eq!(
+        probe(&env, "/api/mcp", &before.access).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = a.refresh(&env, &before.refresh).await;
+    assert_eq!(status, StatusCode::OK);
+    let after = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(kid(&after), new_kid);
+    assert_eq!(probe(&env, "/api/mcp", &after).await.0, StatusCode::OK);
+    // After the grace period the retired key stops verifying.
+    // A retired key verifies for 15 minutes (longer than any token it signed lives), then is
+    // dropped from the JWKS.
+    env.clock.advance(time::Duration::minutes(16));
+    env.app.keys.invalidate().await;
+    let jwks = get_json(&env, "/oauth/jwks").await;
+    assert!(!jwks.to_string().contains(&kid(&before.access)), "{jwks}");
+}
+
+#[tokio::test]
+async fn the_revocation_endpoint_ends_the_connection() {
+    let env = TestEnv::start().await;
+    let a = authorize(&env, Role::Member, &[], "/api/mcp").await;
+    let tokens = a.tokens(&env).await;
+    let revoke = |token: String| {
+        let env_url = env.url("/oauth/revoke");
+        let client_id = a.client_id.clone();
+        async move {
+            reqwest::Client::new()
+                .post(env_url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}&client_id={client_id}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(revoke("unknown-token".into()).await, StatusCode::OK);
+    assert_eq!(revoke(tokens.refresh.clone()).await, StatusCode::OK);
+    assert_eq!(
+        probe(&env, "/api/mcp", &tokens.access).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, _) = a.refresh(&env, &tokens.refresh).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let owner = env.client("/api/mcp", &a.owner_key).await;
+    let events = owner
+        .ok("list_audit_events", json!({ "action": "oauth.revoke" }))
+        .await;
+    assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
+    let grants = owner
+        .ok("list_audit_events", json!({ "action": "oauth.grant" }))
+        .await;
+    assert_eq!(grants["events"].as_array().unwrap().len(), 1, "{grants}");
+}
+
+#[tokio::test]
+async fn connections_are_listed_and_revoked_by_the_right_people() {
+    let env = TestEnv::start().await;
+    let mine = authorize(&env, Role::Member, &["crm"], "/api/mcp").await;
+    let my_tokens = mine.tokens(&env).await;
+    // A teammate in the same workspace with their own connection.
+    let theirs_email = "teammate@example.com";
+    env.person(mine.workspace, theirs_email, PASSWORD, Role::Member)
+        .await;
+    let me = env.client("/api/mcp", &my_tokens.access).await;
+    let listed = me.ok("list_connections", json!({})).await;
+    let connections = listed["connections"].as_array().unwrap();
+    assert_eq!(connections.len(), 1, "{listed}");
+    assert_eq!(connections[0]["user"]["email"], mine.email.as_str());
+    assert_eq!(connections[0]["client"]["name"], "Refusal Test Client");
+    assert_eq!(connections[0]["products"], json!(["crm"]));
+    let id = connections[0]["connection_id"].as_str().unwrap().to_owned();
+    // An API-key reader sees no one's connections; an owner sees all and could revoke any.
+    let reader = env
+        .client("/api/mcp", &env.key(mine.workspace, Role::Reader).await)
+        .await;
+    assert_eq!(
+        reader.ok("list_connections", json!({})).await["connections"],
+        json!([])
+    );
+    assert_eq!(
+        reader
+            .err_code("revoke_connection", json!({ "connection_id": id }))
+            .await,
+        "forbidden"
+    );
+    let owner = env.client("/api/mcp", &mine.owner_key).await;
+    assert_eq!(
+        owner.ok("list_connections", json!({})).await["connections"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // The member revokes their own connection, with the token of that very connection.
+    let revoked = me
+        .ok("revoke_connection", json!({ "connection_id": id }))
+        .await;
+    assert_eq!(revoked["revoked"], true);
+    assert_eq!(
+        probe(&env, "/api/mcp", &my_tokens.access).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        owner.ok("list_connections", json!({})).await["connections"],
+        json!([])
+    );
+    assert_eq!(
+        owner
+            .err_code(
+                "revoke_connection",
+                json!({ "connection_id": "grant_nope" })
+            )
+            .await,
+        "invalid_input"
+    );
+    assert_eq!(
+        owner
+            .err_code(
+                "revoke_connection",
+                json!({ "connection_id": format!("grant_{}", uuid::Uuid::new_v4()) })
+            )
+            .await,
+        "not_found"
+    );
+}
+
+#[tokio::test]
+async fn a_demoted_member_s_token_carries_the_lower_role_at_once() {
+    let env = TestEnv::start().await;
+    let a = authorize(&env, Role::Admin, &[], "/api/mcp").await;
+    let tokens = a.tokens(&env).await;
+    let me = env.client("/api/mcp", &tokens.access).await;
+    assert_eq!(me.ok("whoami", json!({})).await["role"], "admin");
+    let owner = env.client("/api/mcp", &a.owner_key).await;
+    let members = owner.ok("list_members", json!({})).await;
+    let user_id = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["email"] == a.email.as_str())
+        .unwrap()["user_id"]
+        .clone();
+    owner
+        .ok(
+            "change_member_role",
+            json!({ "user_id": user_id, "role": "reader" }),
+        )
+        .await;
+    assert_eq!(me.ok("whoami", json!({})).await["role"], "reader");
+    assert_eq!(
+        me.err_code(
+            "invite_teammate",
+            json!({ "email": "x@example.com", "role": "reader" })
+        )
+        .await,
+        "forbidden"
+    );
+    // And the next refresh issues a reader token.
+    let (status, body) = a.refresh(&env, &tokens.refresh).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["role"],
+        "reader"
+    );
+}
