@@ -51,10 +51,12 @@ impl Serve {
         self.log.lock().unwrap().clone()
     }
 
-    /// Reads printed lines until the concierge URL appears (and, on first start, the key).
-    fn read_banner(&self) -> (String, Option<String>) {
+    /// Reads printed lines until the concierge URL appears (and, on first start, the key and
+    /// the owner's set-password link).
+    fn read_banner(&self) -> (String, Option<String>, Option<String>) {
         let mut url = None;
         let mut key = None;
+        let mut link = None;
         loop {
             let line = self
                 .lines
@@ -73,11 +75,12 @@ impl Serve {
                     if more.trim().starts_with("hdls_") {
                         key = Some(more.trim().to_owned());
                     }
-                    if more.contains("Authorization: Bearer") {
+                    if more.contains("/account/set-password?token=") {
+                        link = Some(more.trim().to_owned());
                         break;
                     }
                 }
-                return (url, key);
+                return (url, key, link);
             }
         }
     }
@@ -128,8 +131,12 @@ async fn serve_on_an_empty_data_dir_then_restart() {
     let dir = std::env::temp_dir().join(format!("hdls-serve-{}", uuid::Uuid::new_v4().simple()));
 
     let first = Serve::start(&dir);
-    let (url, key) = first.read_banner();
+    let (url, key, link) = first.read_banner();
     let key = key.expect("first start prints a one-time owner key");
+    let link = link.expect("first start prints the owner's set-password link");
+    let page = reqwest::get(&link).await.unwrap();
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("owner@localhost"));
     let meta = std::fs::metadata(dir.join("master.key")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -165,6 +172,8 @@ async fn serve_on_an_empty_data_dir_then_restart() {
         !log.contains(secret) && !log.contains(&wrong[wrong.len() - 20..]),
         "a key appeared in the server log"
     );
+    let link_token = link.rsplit('=').next().unwrap();
+    assert!(!log.contains(link_token), "the set-password link appeared in the server log");
     // Ctrl-C stopped the private cluster too.
     assert!(
         !dir.join("pgdata/postmaster.pid").exists(),
@@ -192,10 +201,10 @@ async fn serve_on_an_empty_data_dir_then_restart() {
     );
 
     let second = Serve::start(&dir);
-    let (url, key_again) = second.read_banner();
+    let (url, key_again, link_again) = second.read_banner();
     assert!(
-        key_again.is_none(),
-        "the owner key was printed a second time"
+        key_again.is_none() && link_again.is_none(),
+        "the owner key or link was printed a second time"
     );
     let crm = Mcp::connect(&format!("{url}/crm"), &key).await;
     let found = crm.ok("search_accounts", json!({ "query": "Acme" })).await;

@@ -255,6 +255,18 @@ impl TestEnv {
 
     /// Starts with an adjusted database target (e.g. a short statement timeout).
     pub async fn start_with(adjust: impl FnOnce(&DbTarget) -> DbTarget) -> TestEnv {
+        Self::start_full(adjust, |app| app).await
+    }
+
+    /// Starts with an adjusted App (e.g. an outbound guard that allows loopback).
+    pub async fn start_with_app(adjust: impl FnOnce(App) -> App) -> TestEnv {
+        Self::start_full(|target| target.clone(), adjust).await
+    }
+
+    async fn start_full(
+        adjust: impl FnOnce(&DbTarget) -> DbTarget,
+        adjust_app: impl FnOnce(App) -> App,
+    ) -> TestEnv {
         // Before any reqwest client exists in this process (reqwest has no built-in provider).
         hdls::net::fetch::install_tls_provider();
         // Server logs go to the test's captured output: shown only when a test fails.
@@ -267,11 +279,11 @@ impl TestEnv {
         let addr = listener.local_addr().unwrap();
         let base_url = format!("http://{addr}");
         let clock = ManualClock::starting_now();
-        let app = Arc::new(App::new(
+        let app = Arc::new(adjust_app(App::new(
             Pools::open(&adjust(&db.target)).unwrap(),
             Arc::new(clock.clone()),
             PublicUrl::parse(&base_url, &[]).unwrap(),
-        ));
+        )));
         let server = server::spawn(app.clone(), listener).unwrap();
         TestEnv {
             app,

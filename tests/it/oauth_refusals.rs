@@ -647,3 +647,83 @@ async fn a_resource_that_is_not_ours_is_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_metadata_document_client_signs_in_when_the_operator_allows_its_network() {
+    use std::sync::Arc;
+    // A client metadata document served on loopback, reachable only because this server's
+    // operator allowed 127.0.0.0/8 (the development setting; the default allows nothing).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let doc_url = format!("http://{}/oauth/client.json", listener.local_addr().unwrap());
+    let doc = json!({
+        "client_id": doc_url,
+        "client_name": "Metadata Document Client",
+        "redirect_uris": [REDIRECT],
+        "token_endpoint_auth_method": "none",
+    });
+    let app = axum::Router::new().route(
+        "/oauth/client.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let env = TestEnv::start_with_app(|app| {
+        app.with_outbound(hdls::net::guard::Guard::new(
+            Arc::new(hdls::net::guard::SystemResolver),
+            vec![hdls::net::guard::Cidr::parse("127.0.0.0/8").unwrap()],
+        ))
+    })
+    .await;
+    let (workspace, _) = env.workspace("CIMD Co").await;
+    env.person(workspace, "cimd@example.com", PASSWORD, Role::Member).await;
+    let p = pkce();
+    let resource = env.url("/api/mcp");
+    let url = authorize_url(
+        &env,
+        &AuthParams { client_id: &doc_url, redirect: REDIRECT, challenge: Some(&p.challenge), method: Some("S256"), resource: Some(&resource) },
+    );
+    let mut browser = Browser::new(&env);
+    let page = browser.get(&url).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let signed_in = browser.sign_in(&page, "cimd@example.com", PASSWORD).await;
+    let consent = browser.get(signed_in.location.as_deref().unwrap()).await;
+    assert!(consent.body.contains("Metadata Document Client"), "{}", consent.body);
+    // A redirect the document does not list is still refused.
+    let other = authorize_url(
+        &env,
+        &AuthParams { client_id: &doc_url, redirect: "http://127.0.0.1:9/elsewhere", challenge: Some(&p.challenge), method: Some("S256"), resource: Some(&resource) },
+    );
+    assert_eq!(browser.get(&other).await.status, StatusCode::BAD_REQUEST);
+    // Without the operator's allowance the same document is refused (plain http, loopback).
+    let strict = TestEnv::start().await;
+    let url = authorize_url(
+        &strict,
+        &AuthParams { client_id: &doc_url, redirect: REDIRECT, challenge: Some(&p.challenge), method: Some("S256"), resource: Some(&strict.url("/api/mcp")) },
+    );
+    assert_eq!(Browser::new(&strict).get(&url).await.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn sign_in_is_throttled_per_client_address() {
+    let env = TestEnv::start().await;
+    let (workspace, _) = env.workspace("Spray Co").await;
+    env.person(workspace, "target@example.com", PASSWORD, Role::Member).await;
+    let client_id = register(&env, REDIRECT).await;
+    let p = pkce();
+    let resource = env.url("/api/mcp");
+    let url = authorize_url(
+        &env,
+        &AuthParams { client_id: &client_id, redirect: REDIRECT, challenge: Some(&p.challenge), method: Some("S256"), resource: Some(&resource) },
+    );
+    let mut browser = Browser::new(&env);
+    let page = browser.get(&url).await;
+    // One address spraying many accounts (4 tries each, under the per-account limit).
+    for i in 0..20 {
+        let wrong = browser.sign_in(&page, &format!("guess{}@example.com", i / 4), "nope nope nope").await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let throttled = browser.sign_in(&page, "target@example.com", PASSWORD).await;
+    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS, "{}", throttled.body);
+}
