@@ -10,6 +10,7 @@ mod embedded_serve;
 mod interop;
 mod isolation;
 mod limits;
+mod oauth_flow;
 mod oauth_refusals;
 mod oauth_server;
 mod oauth_support;
