@@ -82,6 +82,60 @@ where
 }
 
 /// Drives `search_accounts` with plain JSON-RPC POSTs (2025-11-25 style, no session).
+/// An access token for `resource`, through the real code exchange: a person, a grant with its
+/// code (as the consent page would create), then `POST /oauth/token` with the PKCE verifier.
+async fn oauth_access_token(
+    app: &App,
+    workspace_id: uuid::Uuid,
+    base: &str,
+    resource: &str,
+) -> anyhow::Result<String> {
+    use sha2::Digest;
+    let now = hdls::clock::Clock::now(&SystemClock);
+    let person = hdls::people::provision(
+        &app.pools.auth,
+        workspace_id,
+        "bench@example.com",
+        Some("bench password 123"),
+        hdls::identity::Role::Owner,
+        now,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let verifier = "v".repeat(64);
+    let challenge = hdls::secret::b64url(&sha2::Sha256::digest(verifier.as_bytes()));
+    let grant = hdls::oauth::grants::Grant {
+        workspace_id,
+        grant_id: uuid::Uuid::now_v7(),
+        user_id: person.user_id,
+        client_id: "bench".into(),
+        resource: resource.to_owned(),
+        products: vec![hdls::identity::Product::Crm],
+    };
+    let db = app.pools.auth.get().await?;
+    let redirect = "http://127.0.0.1:9/callback";
+    let code =
+        hdls::oauth::grants::create_with_code(&db, &grant, "bench", redirect, &challenge, now)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let body = format!(
+        "grant_type=authorization_code&code={code}&client_id=bench&redirect_uri={}&code_verifier={verifier}",
+        url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
+    );
+    let response: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    response["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no access token: {response}"))
+}
+
 async fn json_rpc_side(url: &str, key: &str, concurrency: usize, seconds: u64) -> Measurement {
     let args = json!({ "query": QUERY, "limit": PAGE });
     json_rpc_tool(
@@ -308,6 +362,10 @@ async fn main() -> anyhow::Result<()> {
     // so the figure is not dominated by one client library's own cost.
     let raw = json_rpc_side(&url, &key, concurrency, seconds).await;
 
+    // Side 1d: the same calls with an OAuth access token (EdDSA JWT) instead of the API key.
+    let access_token = oauth_access_token(&app, workspace_id, &base, &url).await?;
+    let oauth = json_rpc_side(&url, &access_token, concurrency, seconds).await;
+
     // Side 1c: the same, with rate limits and the usage ledger switched off.
     let off_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let off_base = format!("http://{}", off_listener.local_addr()?);
@@ -385,6 +443,7 @@ async fn main() -> anyhow::Result<()> {
 
     mcp.report("hdls, rmcp client");
     raw.report("hdls, JSON-RPC client");
+    oauth.report("hdls, JSON-RPC, OAuth JWT");
     raw_off.report("hdls, limits+ledger off");
     direct.report("direct (tokio-postgres)");
     println!(
@@ -394,6 +453,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "ratio hdls/direct (JSON-RPC client):    {:.2}",
         raw.rate() / direct.rate()
+    );
+    println!(
+        "ratio OAuth JWT/API key (JSON-RPC):     {:.2}",
+        oauth.rate() / raw.rate()
     );
     println!(
         "ratio limits on/off (JSON-RPC client):  {:.2}",

@@ -28,11 +28,15 @@ pub fn router(app: Arc<App>, shutdown: CancellationToken) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(app.clone())
-        .merge(crate::oauth::routes(app.clone()));
+        .merge(crate::oauth::api_routes(app.clone()))
+        .merge(crate::oauth::page_routes(app.clone()));
     for endpoint in Endpoint::ALL {
         let metadata_path = format!("/.well-known/oauth-protected-resource{}", endpoint.path());
         let doc = metadata::protected_resource(&app.public, endpoint);
-        router = router.route(&metadata_path, get(move || async move { axum::Json(doc) }));
+        router = router.route(
+            &metadata_path,
+            get(move || async move { axum::Json(doc) }).layer(crate::oauth::cors()),
+        );
         router = router.route_service(
             endpoint.path(),
             mcp_service(app.clone(), endpoint, shutdown.clone()),
@@ -87,7 +91,12 @@ async fn guard_origin_and_host(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(origin) = request.headers().get(header::ORIGIN) {
+    // Browser-based MCP clients call the OAuth JSON endpoints from their own origin (CORS,
+    // no cookies); everything else — MCP endpoints and the pages — is same-origin only.
+    let cross_origin_ok = crate::oauth::is_cross_origin_path(request.uri().path());
+    if let Some(origin) = request.headers().get(header::ORIGIN)
+        && !cross_origin_ok
+    {
         let allowed = origin.to_str().is_ok_and(|o| app.public.origin_allowed(o));
         if !allowed {
             return (StatusCode::FORBIDDEN, "Origin not allowed").into_response();

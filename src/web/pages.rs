@@ -125,7 +125,7 @@ pub fn consent(c: &Consent<'_>) -> Markup {
                 label for="workspace" { "Workspace" }
                 select id="workspace" name="workspace" {
                     @for w in &c.workspaces {
-                        option value=(w.id) { (w.name) " (" (w.role) ")" }
+                        option value=(w.id) data-role=(w.role) { (w.name) }
                     }
                 }
                 fieldset {

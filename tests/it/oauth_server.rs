@@ -299,3 +299,60 @@ async fn a_demoted_member_s_token_carries_the_lower_role_at_once() {
         "reader"
     );
 }
+
+#[tokio::test]
+async fn browser_based_clients_may_call_the_json_endpoints_but_not_the_pages() {
+    let env = TestEnv::start().await;
+    let http = reqwest::Client::new();
+    let origin = "http://localhost:6274";
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/oauth-protected-resource/api/mcp/crm",
+        "/oauth/jwks",
+    ] {
+        let response = http
+            .get(env.url(path))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            response.headers()["access-control-allow-origin"],
+            "*",
+            "{path}"
+        );
+    }
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, env.url("/oauth/token"))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    // Registration and token answers are readable cross-origin, errors included.
+    let token = http
+        .post(env.url("/oauth/token"))
+        .header("origin", origin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=authorization_code&code=nope&client_id=x&redirect_uri=http%3A%2F%2F127.0.0.1%2Fcb")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(token.headers()["access-control-allow-origin"], "*");
+    // The pages (cookies, CSRF) and the MCP endpoints stay same-origin.
+    for path in ["/oauth/sign-in", "/oauth/authorize", "/invite", "/api/mcp"] {
+        let response = http
+            .post(env.url(path))
+            .header("origin", origin)
+            .body("")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+}
