@@ -173,7 +173,10 @@ async fn serve_on_an_empty_data_dir_then_restart() {
         "a key appeared in the server log"
     );
     let link_token = link.rsplit('=').next().unwrap();
-    assert!(!log.contains(link_token), "the set-password link appeared in the server log");
+    assert!(
+        !log.contains(link_token),
+        "the set-password link appeared in the server log"
+    );
     // Ctrl-C stopped the private cluster too.
     assert!(
         !dir.join("pgdata/postmaster.pid").exists(),

@@ -654,7 +654,10 @@ async fn a_metadata_document_client_signs_in_when_the_operator_allows_its_networ
     // A client metadata document served on loopback, reachable only because this server's
     // operator allowed 127.0.0.0/8 (the development setting; the default allows nothing).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let doc_url = format!("http://{}/oauth/client.json", listener.local_addr().unwrap());
+    let doc_url = format!(
+        "http://{}/oauth/client.json",
+        listener.local_addr().unwrap()
+    );
     let doc = json!({
         "client_id": doc_url,
         "client_name": "Metadata Document Client",
@@ -677,53 +680,97 @@ async fn a_metadata_document_client_signs_in_when_the_operator_allows_its_networ
     })
     .await;
     let (workspace, _) = env.workspace("CIMD Co").await;
-    env.person(workspace, "cimd@example.com", PASSWORD, Role::Member).await;
+    env.person(workspace, "cimd@example.com", PASSWORD, Role::Member)
+        .await;
     let p = pkce();
     let resource = env.url("/api/mcp");
     let url = authorize_url(
         &env,
-        &AuthParams { client_id: &doc_url, redirect: REDIRECT, challenge: Some(&p.challenge), method: Some("S256"), resource: Some(&resource) },
+        &AuthParams {
+            client_id: &doc_url,
+            redirect: REDIRECT,
+            challenge: Some(&p.challenge),
+            method: Some("S256"),
+            resource: Some(&resource),
+        },
     );
     let mut browser = Browser::new(&env);
     let page = browser.get(&url).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let signed_in = browser.sign_in(&page, "cimd@example.com", PASSWORD).await;
     let consent = browser.get(signed_in.location.as_deref().unwrap()).await;
-    assert!(consent.body.contains("Metadata Document Client"), "{}", consent.body);
+    assert!(
+        consent.body.contains("Metadata Document Client"),
+        "{}",
+        consent.body
+    );
     // A redirect the document does not list is still refused.
     let other = authorize_url(
         &env,
-        &AuthParams { client_id: &doc_url, redirect: "http://127.0.0.1:9/elsewhere", challenge: Some(&p.challenge), method: Some("S256"), resource: Some(&resource) },
+        &AuthParams {
+            client_id: &doc_url,
+            redirect: "http://127.0.0.1:9/elsewhere",
+            challenge: Some(&p.challenge),
+            method: Some("S256"),
+            resource: Some(&resource),
+        },
     );
     assert_eq!(browser.get(&other).await.status, StatusCode::BAD_REQUEST);
     // Without the operator's allowance the same document is refused (plain http, loopback).
     let strict = TestEnv::start().await;
     let url = authorize_url(
         &strict,
-        &AuthParams { client_id: &doc_url, redirect: REDIRECT, challenge: Some(&p.challenge), method: Some("S256"), resource: Some(&strict.url("/api/mcp")) },
+        &AuthParams {
+            client_id: &doc_url,
+            redirect: REDIRECT,
+            challenge: Some(&p.challenge),
+            method: Some("S256"),
+            resource: Some(&strict.url("/api/mcp")),
+        },
     );
-    assert_eq!(Browser::new(&strict).get(&url).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        Browser::new(&strict).get(&url).await.status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]
 async fn sign_in_is_throttled_per_client_address() {
     let env = TestEnv::start().await;
     let (workspace, _) = env.workspace("Spray Co").await;
-    env.person(workspace, "target@example.com", PASSWORD, Role::Member).await;
+    env.person(workspace, "target@example.com", PASSWORD, Role::Member)
+        .await;
     let client_id = register(&env, REDIRECT).await;
     let p = pkce();
     let resource = env.url("/api/mcp");
     let url = authorize_url(
         &env,
-        &AuthParams { client_id: &client_id, redirect: REDIRECT, challenge: Some(&p.challenge), method: Some("S256"), resource: Some(&resource) },
+        &AuthParams {
+            client_id: &client_id,
+            redirect: REDIRECT,
+            challenge: Some(&p.challenge),
+            method: Some("S256"),
+            resource: Some(&resource),
+        },
     );
     let mut browser = Browser::new(&env);
     let page = browser.get(&url).await;
     // One address spraying many accounts (4 tries each, under the per-account limit).
     for i in 0..20 {
-        let wrong = browser.sign_in(&page, &format!("guess{}@example.com", i / 4), "nope nope nope").await;
+        let wrong = browser
+            .sign_in(
+                &page,
+                &format!("guess{}@example.com", i / 4),
+                "nope nope nope",
+            )
+            .await;
         assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "attempt {i}");
     }
     let throttled = browser.sign_in(&page, "target@example.com", PASSWORD).await;
-    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS, "{}", throttled.body);
+    assert_eq!(
+        throttled.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        throttled.body
+    );
 }
