@@ -28,7 +28,8 @@ pub fn layout(title: &str, body: Markup) -> Markup {
 }
 
 /// An HTML response with the headers every page carries: no caching (pages hold CSRF tokens),
-/// no framing (clickjacking the consent button), no referrer (URLs carry one-time tokens).
+/// no framing (clickjacking the consent button), no referrer to other sites (URLs carry
+/// one-time tokens).
 pub fn respond(status: StatusCode, markup: Markup, set_cookies: Vec<HeaderValue>) -> Response {
     let mut response = (status, markup.into_string()).into_response();
     let headers = response.headers_mut();
@@ -40,7 +41,9 @@ pub fn respond(status: StatusCode, markup: Markup, set_cookies: Vec<HeaderValue>
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Not no-referrer: under that policy browsers send `Origin: null` on form posts, which
+        // the Origin check (our CSRF backstop) must refuse. Other sites still get nothing.
+        HeaderValue::from_static("same-origin"),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -470,3 +470,17 @@ impl Mcp {
 pub fn no_args() -> Value {
     json!({})
 }
+
+/// Runs `npm ci` in `dir` unless `node_modules/<package>` is already there (pinned test
+/// dependencies: the TypeScript SDK, playwright-core).
+pub fn npm_ci_once(dir: &std::path::Path, package: &str) {
+    if dir.join("node_modules").join(package).exists() {
+        return;
+    }
+    let status = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--silent"])
+        .current_dir(dir)
+        .status()
+        .expect("run npm ci");
+    assert!(status.success(), "npm ci failed in {}", dir.display());
+}

@@ -25,14 +25,7 @@ async fn the_typescript_sdk_connects_lists_calls_and_is_refused() {
         eprintln!("skipping: Node.js is not installed");
         return;
     }
-    if !dir.join("node_modules/@modelcontextprotocol/sdk").exists() {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--silent"])
-            .current_dir(&dir)
-            .status()
-            .expect("run npm ci");
-        assert!(status.success(), "npm ci failed in {}", dir.display());
-    }
+    crate::harness::npm_ci_once(&dir, "@modelcontextprotocol/sdk");
     let env = TestEnv::start().await;
     let (_, key) = env.workspace("interop").await;
     let base = env.base_url.clone();

@@ -179,10 +179,15 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
 }
 
 pub async fn register(env: &TestEnv, redirect: &str) -> String {
+    register_named(env, "Refusal Test Client", redirect).await
+}
+
+/// Dynamic client registration (RFC 7591) of a public client; returns its client_id.
+pub async fn register_named(env: &TestEnv, name: &str, redirect: &str) -> String {
     let response = reqwest::Client::new()
         .post(env.url("/oauth/register"))
         .json(&json!({
-            "client_name": "Refusal Test Client",
+            "client_name": name,
             "redirect_uris": [redirect],
             "token_endpoint_auth_method": "none",
             "grant_types": ["authorization_code", "refresh_token"],
