@@ -8,6 +8,7 @@ use crate::clock::Clock;
 use crate::db::Pools;
 use crate::engine::catalog::CatalogCache;
 use crate::identity::Endpoint;
+use crate::mail::Mailer;
 use crate::master_key::MasterKey;
 use crate::net::guard::Guard;
 use crate::oauth::keys::Keyring;
@@ -28,6 +29,8 @@ pub struct App {
     pub keys: Keyring,
     /// The outbound SSRF guard for every server-initiated connection.
     pub outbound: Guard,
+    /// SMTP for invitation emails, when the operator configured it.
+    pub mailer: Option<Arc<Mailer>>,
 }
 
 impl App {
@@ -44,12 +47,19 @@ impl App {
             // Replaced by `serve` with the real master key; a process-local one suits tests.
             keys: Keyring::new(MasterKey::ephemeral()),
             outbound: Guard::system(),
+            mailer: None,
         }
     }
 
     /// Uses `key` to seal and open token signing keys.
     pub fn with_master_key(mut self, key: MasterKey) -> App {
         self.keys = Keyring::new(key);
+        self
+    }
+
+    /// Sends invitation emails through `mailer`.
+    pub fn with_mailer(mut self, mailer: Mailer) -> App {
+        self.mailer = Some(Arc::new(mailer));
         self
     }
 

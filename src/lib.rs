@@ -17,6 +17,7 @@ pub mod engine;
 pub mod http;
 pub mod identity;
 pub mod limits;
+pub mod mail;
 pub mod master_key;
 pub mod mcp;
 pub mod net;

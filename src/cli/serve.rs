@@ -39,6 +39,17 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub outbound_allow: Vec<String>,
+    /// SMTP relay for invitation emails, e.g. smtp://user:pass@mail.example.com:587?tls=required.
+    #[arg(
+        long,
+        env = "HDLS_SMTP_URL",
+        hide_env_values = true,
+        requires = "smtp_from"
+    )]
+    pub smtp_url: Option<crate::secret::Redacted>,
+    /// Sender of invitation emails, e.g. "hdls <hdls@example.com>".
+    #[arg(long, env = "HDLS_SMTP_FROM")]
+    pub smtp_from: Option<String>,
     /// Email of the demo workspace's owner, created on the embedded first start.
     #[arg(long, env = "HDLS_OWNER_EMAIL", default_value = "owner@localhost")]
     pub owner_email: String,
@@ -90,11 +101,13 @@ async fn serve(
     });
     let public = PublicUrl::parse(&public_url, &args.allowed_origins)?;
     let pools = Pools::open(&opened.target)?;
-    let app = Arc::new(
-        App::new(pools, Arc::new(SystemClock), public)
-            .with_master_key(master_key)
-            .with_outbound(Guard::new(Arc::new(SystemResolver), allowed)),
-    );
+    let mut app = App::new(pools, Arc::new(SystemClock), public)
+        .with_master_key(master_key)
+        .with_outbound(Guard::new(Arc::new(SystemResolver), allowed));
+    if let (Some(url), Some(from)) = (&args.smtp_url, &args.smtp_from) {
+        app = app.with_mailer(crate::mail::Mailer::from_url(&url.0, from)?);
+    }
+    let app = Arc::new(app);
 
     let running = server::spawn(app.clone(), listener)?;
 

@@ -19,8 +19,8 @@ pub fn tools() -> Vec<ToolDef> {
         ToolDef::new(
             "invite_teammate",
             "Invite a teammate by email with a role no higher than yours. Returns a one-time invitation link, \
-             valid 7 days, to pass on to them: opening it lets them set a password (or sign in) and join this \
-             workspace. Needs admin or owner.",
+             valid 7 days (also emailed to them when the server has SMTP configured): opening it lets them set \
+             a password (or sign in) and join this workspace. Needs admin or owner.",
             HERE,
             Role::Admin,
             Effect::Write,
@@ -96,13 +96,37 @@ async fn invite_teammate(cx: &Cx<'_>, args: InviteArgs) -> ToolResult {
         cx.app.clock.now(),
     )
     .await?;
+    let link = format!("{}/invite?token={}", cx.app.public.base(), created.token);
+    let expires_at = timestamp(Some(created.expires_at));
+    let emailed = match &cx.app.mailer {
+        Some(mailer) => {
+            let sent = mailer
+                .send_invitation(
+                    &created.email,
+                    &cx.principal.workspace_name,
+                    created.role.as_str(),
+                    &link,
+                    expires_at.as_str().unwrap_or_default(),
+                )
+                .await;
+            match sent {
+                Ok(()) => json!(true),
+                Err(reason) => {
+                    tracing::warn!(%reason, "invitation email not sent");
+                    json!({ "sent": false, "reason": reason })
+                }
+            }
+        }
+        None => json!(false),
+    };
     Ok(json!({
         "invitation_id": created.invitation_id,
         "email": created.email,
         "role": created.role,
-        "expires_at": timestamp(Some(created.expires_at)),
-        "link": format!("{}/invite?token={}", cx.app.public.base(), created.token),
-        "notice": "The link is shown once and works once. Send it to your teammate over a channel you trust.",
+        "expires_at": expires_at,
+        "link": link,
+        "emailed": emailed,
+        "notice": "The link is shown once and works once. Unless it was emailed, send it to your teammate over a channel you trust.",
     }))
 }
 

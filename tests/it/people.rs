@@ -353,3 +353,109 @@ async fn a_set_password_link_works_once_and_signs_in() {
     .unwrap();
     assert!(again.set_password_token.is_none());
 }
+
+/// A minimal SMTP peer on loopback that hands back the first message it receives.
+async fn smtp_sink() -> (u16, tokio::sync::oneshot::Receiver<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (done, received) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write.write_all(b"220 sink ESMTP\r\n").await.unwrap();
+        let (mut data, mut in_data) = (String::new(), false);
+        while let Ok(Some(line)) = lines.next_line().await {
+            if in_data {
+                if line == "." {
+                    in_data = false;
+                    write.write_all(b"250 queued\r\n").await.unwrap();
+                } else {
+                    data.push_str(&line);
+                    data.push('\n');
+                }
+                continue;
+            }
+            let command = line.to_ascii_uppercase();
+            let reply: &[u8] = if command.starts_with("EHLO") {
+                b"250-sink\r\n250 8BITMIME\r\n"
+            } else if command.starts_with("DATA") {
+                in_data = true;
+                b"354 go ahead\r\n"
+            } else if command.starts_with("QUIT") {
+                write.write_all(b"221 bye\r\n").await.unwrap();
+                break;
+            } else {
+                b"250 ok\r\n"
+            };
+            write.write_all(reply).await.unwrap();
+        }
+        let _ = done.send(data);
+    });
+    (port, received)
+}
+
+#[tokio::test]
+async fn invitations_are_emailed_when_smtp_is_configured() {
+    let (port, received) = smtp_sink().await;
+    let mailer = hdls::mail::Mailer::from_url(
+        &format!("smtp://127.0.0.1:{port}"),
+        "hdls <hdls@test.example>",
+    )
+    .unwrap();
+    let env = TestEnv::start_with_app(|app| app.with_mailer(mailer)).await;
+    let (_, owner_key) = env.workspace("Mail Co").await;
+    let owner = env.client("/api/mcp", &owner_key).await;
+    let invite = owner
+        .ok(
+            "invite_teammate",
+            json!({ "email": "mailed@example.com", "role": "member" }),
+        )
+        .await;
+    assert_eq!(invite["emailed"], true, "{invite}");
+    let message = tokio::time::timeout(std::time::Duration::from_secs(10), received)
+        .await
+        .unwrap()
+        .unwrap();
+    // Undo quoted-printable: soft line breaks and the encoded '='.
+    let decoded = message.replace("=\n", "").replace("=3D", "=");
+    assert!(decoded.contains("To: mailed@example.com"), "{message}");
+    assert!(
+        decoded.contains("Subject: Join Mail Co on hdls"),
+        "{message}"
+    );
+    let link = invite["link"].as_str().unwrap();
+    assert!(decoded.contains(link), "{link} not in {message}");
+    // The emailed link is the working one-time link.
+    assert_eq!(accept(&env, link, PASSWORD).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_unreachable_mail_server_still_returns_the_link() {
+    // A port nothing listens on: the invitation is created and its link returned to the inviter.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mailer = hdls::mail::Mailer::from_url(
+        &format!("smtp://127.0.0.1:{port}"),
+        "hdls <hdls@test.example>",
+    )
+    .unwrap();
+    let env = TestEnv::start_with_app(|app| app.with_mailer(mailer)).await;
+    let (_, owner_key) = env.workspace("No Mail Co").await;
+    let owner = env.client("/api/mcp", &owner_key).await;
+    let invite = owner
+        .ok(
+            "invite_teammate",
+            json!({ "email": "later@example.com", "role": "reader" }),
+        )
+        .await;
+    assert_eq!(invite["emailed"]["sent"], false, "{invite}");
+    assert!(
+        invite["link"]
+            .as_str()
+            .unwrap()
+            .contains("/invite?token=inv_")
+    );
+}
