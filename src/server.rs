@@ -34,6 +34,11 @@ pub fn spawn(app: Arc<App>, listener: TcpListener) -> std::io::Result<RunningSer
         app.pools.target.for_role(crate::db::RUNTIME_ROLE),
         shutdown.clone(),
     ));
+    tokio::spawn(crate::oauth::housekeeping::run(
+        app.pools.auth.clone(),
+        app.clock.clone(),
+        shutdown.clone(),
+    ));
     let router = http::router(app, shutdown.clone());
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {

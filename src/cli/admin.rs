@@ -25,6 +25,9 @@ pub enum AdminCommand {
     /// Manage people's memberships.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Manage people's sign-in.
+    #[command(subcommand)]
+    Person(PersonCommand),
     /// Manage the OAuth authorization server.
     #[command(subcommand)]
     Oauth(OauthCommand),
@@ -41,6 +44,21 @@ pub enum MemberCommand {
         email: String,
         #[arg(long)]
         role: Role,
+        /// The server's public URL, to print the link with.
+        #[arg(long, env = "HDLS_PUBLIC_URL", default_value = "http://127.0.0.1:8787")]
+        public_url: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PersonCommand {
+    /// Print a new one-time link (valid 7 days) for a person to set a new password, e.g. after
+    /// they forgot theirs. Their current password works until the link is used.
+    PasswordLink {
+        #[arg(long)]
+        email: String,
         /// The server's public URL, to print the link with.
         #[arg(long, env = "HDLS_PUBLIC_URL", default_value = "http://127.0.0.1:8787")]
         public_url: String,
@@ -178,6 +196,24 @@ async fn execute(
                 if let Some(link) = link {
                     println!("one-time link to set a password (valid 7 days): {link}");
                 }
+            }
+        }
+        AdminCommand::Person(PersonCommand::PasswordLink {
+            email,
+            public_url,
+            json,
+        }) => {
+            let token = crate::people::password_link(&pools.auth, &email, now)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("nobody signs in as {email}"))?;
+            let link = format!(
+                "{}/account/set-password?token={token}",
+                public_url.trim_end_matches('/')
+            );
+            if json {
+                println!("{}", json!({ "email": email, "set_password_link": link }));
+            } else {
+                println!("one-time link to set a new password (valid 7 days): {link}");
             }
         }
         AdminCommand::Oauth(OauthCommand::RotateSigningKey { json }) => {

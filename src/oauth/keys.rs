@@ -27,7 +27,9 @@ const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(5);
 
 struct Loaded {
     at: Instant,
-    signing: Option<(String, Arc<EncodingKey>)>,
+    /// The newest unretired key; `None` inside when this process cannot open it (a master key
+    /// that differs from the one that sealed it). Verification never needs it.
+    signing: Option<(String, Option<Arc<EncodingKey>>)>,
     verifying: Vec<(String, [u8; 32])>,
 }
 
@@ -70,11 +72,14 @@ impl Keyring {
             let retired: Option<OffsetDateTime> = row.get("retired_at");
             if signing.is_none() && retired.is_none() {
                 let sealed: Vec<u8> = row.get("private_key_sealed");
-                let der = self
-                    .master
-                    .open(&sealed, &seal_context(&kid))
-                    .map_err(ToolError::internal)?;
-                signing = Some((kid.clone(), Arc::new(EncodingKey::from_ed_der(&der))));
+                let opened = match self.master.open(&sealed, &seal_context(&kid)) {
+                    Ok(der) => Some(Arc::new(EncodingKey::from_ed_der(&der))),
+                    Err(error) => {
+                        tracing::error!(%error, kid, "cannot open the current signing key");
+                        None
+                    }
+                };
+                signing = Some((kid.clone(), opened));
             }
             verifying.push((kid, public));
         }
@@ -97,20 +102,25 @@ impl Keyring {
         auth: &Pool,
         now: OffsetDateTime,
     ) -> Result<(String, Arc<EncodingKey>), ToolError> {
+        let usable = |signing: &Option<(String, Option<Arc<EncodingKey>>)>| match signing {
+            Some((kid, Some(key))) => Ok(Some((kid.clone(), key.clone()))),
+            Some((kid, None)) => Err(ToolError::internal(format!(
+                "signing key {kid} cannot be opened with this server's master key \
+                 (every node must use the same HDLS_MASTER_KEY)"
+            ))),
+            None => Ok(None),
+        };
         if let Some(l) = self.cached().await
             && l.at.elapsed() < CACHE_FOR
-            && let Some(s) = &l.signing
+            && let Some(s) = usable(&l.signing)?
         {
-            return Ok(s.clone());
+            return Ok(s);
         }
-        if let Some(s) = self.load(auth, now).await?.signing.clone() {
+        if let Some(s) = usable(&self.load(auth, now).await?.signing)? {
             return Ok(s);
         }
         create(auth, &self.master, now).await?;
-        self.load(auth, now)
-            .await?
-            .signing
-            .clone()
+        usable(&self.load(auth, now).await?.signing)?
             .ok_or_else(|| ToolError::internal("no signing key after creating one"))
     }
 

@@ -6,6 +6,7 @@ pub mod access;
 pub mod authorize;
 pub mod clients;
 pub mod grants;
+pub mod housekeeping;
 pub mod keys;
 pub mod metadata;
 pub mod revoke;

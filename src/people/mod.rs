@@ -91,6 +91,30 @@ pub async fn provision(
     })
 }
 
+/// Operator path for a forgotten password: a new one-time set-password link for the person
+/// with this email (their current password keeps working until the link is used). `None` if
+/// there is no such person.
+pub async fn password_link(
+    auth: &Pool,
+    email: &str,
+    now: OffsetDateTime,
+) -> Result<Option<String>, ToolError> {
+    let email = normalize_email(email)?;
+    let client = auth.get().await.map_err(ToolError::from_pool)?;
+    let Some(row) = client
+        .query_opt(
+            "SELECT user_id FROM hdls_identity.users WHERE email = $1",
+            &[&email],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(
+        links::create_set_password(&client, row.get(0), now).await?,
+    ))
+}
+
 /// One of a person's memberships, as the consent page lists them.
 #[derive(Debug, Clone)]
 pub struct Membership {

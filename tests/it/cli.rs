@@ -293,3 +293,94 @@ async fn serve_refuses_a_database_that_was_never_set_up() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn operators_add_people_reset_passwords_and_rotate_signing_keys() {
+    let env = TestEnv::start().await;
+    let url = env.db.superuser_url();
+    let (ws, _) = env.workspace("Ops").await;
+    let ws = ws.to_string();
+    let added = hdls_json(
+        &[
+            "admin",
+            "member",
+            "add",
+            "--workspace",
+            &ws,
+            "--email",
+            "Ops@Example.com",
+            "--role",
+            "admin",
+            "--public-url",
+            &env.base_url,
+            "--json",
+        ],
+        &url,
+    );
+    assert_eq!(added["role"], "admin");
+    let link = added["set_password_link"]
+        .as_str()
+        .expect("a person with no password gets a link")
+        .to_owned();
+    assert!(
+        link.starts_with(&format!("{}/account/set-password?token=pwl_", env.base_url)),
+        "{link}"
+    );
+    assert_eq!(
+        reqwest::get(&link).await.unwrap().status(),
+        reqwest::StatusCode::OK
+    );
+    let reset = hdls_json(
+        &[
+            "admin",
+            "person",
+            "password-link",
+            "--email",
+            "ops@example.com",
+            "--public-url",
+            &env.base_url,
+            "--json",
+        ],
+        &url,
+    );
+    let reset_link = reset["set_password_link"].as_str().unwrap();
+    assert_ne!(reset_link, link);
+    assert_eq!(
+        reqwest::get(reset_link).await.unwrap().status(),
+        reqwest::StatusCode::OK
+    );
+    let (ok, _, stderr) = hdls(
+        &[
+            "admin",
+            "person",
+            "password-link",
+            "--email",
+            "nobody@example.com",
+        ],
+        &url,
+    );
+    assert!(!ok && stderr.contains("nobody signs in as"), "{stderr}");
+
+    // Rotation seals the new key under the data dir's master key.
+    let dir = std::env::temp_dir().join(format!("hdls-cli-{}", uuid::Uuid::new_v4().simple()));
+    let rotated = hdls_json(
+        &[
+            "admin",
+            "oauth",
+            "rotate-signing-key",
+            "--json",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        &url,
+    );
+    let kid = rotated["kid"].as_str().unwrap();
+    let jwks: Value = reqwest::get(env.url("/oauth/jwks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(jwks.to_string().contains(kid), "{jwks}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -356,3 +356,44 @@ async fn browser_based_clients_may_call_the_json_endpoints_but_not_the_pages() {
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
     }
 }
+
+#[tokio::test]
+async fn housekeeping_deletes_only_credentials_that_can_never_be_used() {
+    use hdls::oauth::housekeeping::purge;
+    let env = TestEnv::start().await;
+    let a = authorize(&env, Role::Member, &[], "/api/mcp").await;
+    let first = a.tokens(&env).await;
+    let (_, body) = a.refresh(&env, &first.refresh).await;
+    let second_refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let _never_exchanged = authorize(&env, Role::Member, &[], "/api/mcp").await;
+    let auth = &env.app.pools.auth;
+    let nothing = purge(auth, env.clock_now()).await.unwrap();
+    assert_eq!(nothing, Default::default(), "nothing is spent yet");
+
+    // Two days on: both codes and both sign-in sessions are long expired.
+    env.clock.advance(time::Duration::days(2));
+    let purged = purge(auth, env.clock_now()).await.unwrap();
+    assert_eq!(
+        (purged.codes, purged.sessions, purged.refresh_tokens),
+        (2, 2, 0),
+        "{purged:?}"
+    );
+    // The used refresh token was kept, so its reuse is still detected and ends the connection.
+    let (status, body) = a.refresh(&env, &first.refresh).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{body}"
+    );
+    let (status, _) = a.refresh(&env, &second_refresh).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A day after the revocation, that connection's refresh tokens go too.
+    env.clock
+        .advance(time::Duration::days(1) + time::Duration::seconds(1));
+    let purged = purge(auth, env.clock_now()).await.unwrap();
+    assert_eq!(purged.refresh_tokens, 2, "{purged:?}");
+}
