@@ -366,9 +366,22 @@ async fn consent_page(
         .collect();
     products.sort();
     products.dedup();
-    let ticked = |p: Product| match valid.endpoint {
-        Endpoint::Product(wanted) => p == wanted,
-        Endpoint::Concierge => true,
+    // Products named in `scope` (e.g. after a 403 insufficient_scope, which names the missing
+    // product) start ticked; otherwise the endpoint's own product, or all for the concierge.
+    // Either way the person decides.
+    let requested: Vec<Product> = request
+        .scope
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(Product::from_slug)
+        .collect();
+    let ticked = |p: Product| {
+        requested.contains(&p)
+            || match valid.endpoint {
+                Endpoint::Product(wanted) => p == wanted,
+                Endpoint::Concierge => requested.is_empty(),
+            }
     };
     let consent = pages::Consent {
         client_name: &valid.client.name,

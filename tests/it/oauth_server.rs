@@ -397,3 +397,48 @@ async fn housekeeping_deletes_only_credentials_that_can_never_be_used() {
     let purged = purge(auth, env.clock_now()).await.unwrap();
     assert_eq!(purged.refresh_tokens, 2, "{purged:?}");
 }
+
+#[tokio::test]
+async fn products_named_in_scope_start_ticked_on_the_consent_page() {
+    let env = TestEnv::start().await;
+    let (workspace, owner_key) = env.workspace("Scope Co").await;
+    let owner = env.client("/api/mcp", &owner_key).await;
+    owner
+        .ok("install_product", json!({ "product": "support" }))
+        .await;
+    owner
+        .ok("install_product", json!({ "product": "contacts" }))
+        .await;
+    env.person(workspace, "scope@example.com", PASSWORD, Role::Member)
+        .await;
+    let client_id = register(&env, REDIRECT).await;
+    let p = pkce();
+    let url = format!(
+        "{}&scope=support",
+        authorize_url(
+            &env,
+            &AuthParams {
+                client_id: &client_id,
+                redirect: REDIRECT,
+                challenge: Some(&p.challenge),
+                method: Some("S256"),
+                resource: Some(&env.url("/api/mcp/crm"))
+            },
+        )
+    );
+    let mut browser = Browser::new(&env);
+    let page = browser.get(&url).await;
+    let signed_in = browser.sign_in(&page, "scope@example.com", PASSWORD).await;
+    let consent = browser.get(signed_in.location.as_deref().unwrap()).await;
+    let ticked = |slug: &str| {
+        let at = consent
+            .body
+            .find(&format!("id=\"product-{slug}\""))
+            .unwrap();
+        let tag_end = at + consent.body[at..].find('>').unwrap();
+        consent.body[at..tag_end].contains("checked")
+    };
+    assert!(ticked("crm"), "the endpoint's own product");
+    assert!(ticked("support"), "named in scope");
+    assert!(!ticked("contacts"), "neither");
+}
