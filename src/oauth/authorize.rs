@@ -399,6 +399,7 @@ async fn consent_page(
         products: products.into_iter().map(|p| (p, ticked(p))).collect(),
         hidden: request.hidden(),
         csrf: &session::session_csrf(session_token),
+        return_to: &request.path(),
     };
     pages::respond(StatusCode::OK, pages::consent(&consent), Vec::new())
 }
@@ -467,6 +468,35 @@ pub async fn sign_in(State(app): State<Arc<App>>, request: Request) -> Response 
         ),
         Err(e) => internal(e),
     }
+}
+
+/// `POST /oauth/sign-out`: ends the session ("use another account") and returns to the
+/// authorization request, which then asks to sign in again.
+pub async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = decode(&body);
+    let field = |name: &str| {
+        form.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let next = field("next")
+        .filter(|n| n.starts_with("/oauth/authorize?"))
+        .unwrap_or("/oauth/authorize")
+        .to_owned();
+    match session::current(&app.pools.auth, &headers, app.clock.now()).await {
+        Ok(Some((_, token))) => {
+            if !session::session_csrf_ok(&token, field("csrf")) {
+                return fatal(StatusCode::FORBIDDEN, "This form could not be verified.");
+            }
+            if let Err(e) = session::end(&app.pools.auth, &token).await {
+                return internal(e);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return internal(e),
+    }
+    let cleared = session::set_cookie(session::SESSION_COOKIE, "", 0, app.public.is_https());
+    see_other(&next, cleared.into_iter().collect())
 }
 
 /// `POST /oauth/authorize`: the consent decision.

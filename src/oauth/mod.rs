@@ -81,6 +81,7 @@ pub fn page_routes(app: Arc<App>) -> Router {
             get(authorize::show).post(authorize::decide),
         )
         .route("/oauth/sign-in", post(authorize::sign_in))
+        .route("/oauth/sign-out", post(authorize::sign_out))
         .route(
             "/account/set-password",
             get(web::account::show_set_password).post(web::account::set_password),

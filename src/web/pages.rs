@@ -107,6 +107,8 @@ pub struct Consent<'a> {
     /// The authorization request, carried through the form unchanged.
     pub hidden: Vec<(&'static str, String)>,
     pub csrf: &'a str,
+    /// Where "use another account" returns to after signing out (this authorization request).
+    pub return_to: &'a str,
 }
 
 /// The consent form.
@@ -144,6 +146,11 @@ pub fn consent(c: &Consent<'_>) -> Markup {
                 }
                 button id="approve" type="submit" name="decision" value="approve" { "Approve" }
                 button id="deny" type="submit" name="decision" value="deny" { "Deny" }
+            }
+            form id="sign-out" method="post" action="/oauth/sign-out" {
+                input type="hidden" name="csrf" value=(c.csrf);
+                input type="hidden" name="next" value=(c.return_to);
+                button id="use-another-account" type="submit" { "Not you? Use another account" }
             }
         },
     )

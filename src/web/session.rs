@@ -80,6 +80,18 @@ pub async fn current(
     Ok(row.map(|r| (r.get(0), token)))
 }
 
+/// Ends a session (sign-out).
+pub async fn end(auth: &Pool, session_token: &str) -> Result<(), ToolError> {
+    let client = auth.get().await.map_err(ToolError::from_pool)?;
+    client
+        .execute(
+            "DELETE FROM hdls_identity.web_sessions WHERE token_hash = $1",
+            &[&secret::hash(session_token).as_slice()],
+        )
+        .await?;
+    Ok(())
+}
+
 /// The CSRF token for forms shown inside a session.
 pub fn session_csrf(session_token: &str) -> String {
     let digest = Sha256::new()

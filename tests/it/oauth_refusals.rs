@@ -774,3 +774,57 @@ async fn sign_in_is_throttled_per_client_address() {
         throttled.body
     );
 }
+
+#[tokio::test]
+async fn use_another_account_signs_out_and_asks_again() {
+    let env = TestEnv::start().await;
+    let (workspace, _) = env.workspace("Two People").await;
+    env.person(workspace, "first@example.com", PASSWORD, Role::Member)
+        .await;
+    env.person(workspace, "second@example.com", PASSWORD, Role::Member)
+        .await;
+    let client_id = register(&env, REDIRECT).await;
+    let p = pkce();
+    let url = authorize_url(
+        &env,
+        &AuthParams {
+            client_id: &client_id,
+            redirect: REDIRECT,
+            challenge: Some(&p.challenge),
+            method: Some("S256"),
+            resource: Some(&env.url("/api/mcp")),
+        },
+    );
+    let mut browser = Browser::new(&env);
+    let page = browser.get(&url).await;
+    let signed_in = browser.sign_in(&page, "first@example.com", PASSWORD).await;
+    let consent = browser.get(signed_in.location.as_deref().unwrap()).await;
+    assert!(consent.body.contains("first@example.com"));
+    // Signing out without the session's CSRF token is refused.
+    let next = hidden(
+        &consent.body[consent.body.find("id=\"sign-out\"").unwrap()..],
+        "next",
+    );
+    let forged = browser
+        .post("/oauth/sign-out", &[("csrf", "forged"), ("next", &next)])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let out = browser
+        .post(
+            "/oauth/sign-out",
+            &[("csrf", &hidden(&consent.body, "csrf")), ("next", &next)],
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    let again = browser.get(out.location.as_deref().unwrap()).await;
+    assert!(again.body.contains("id=\"sign-in\""), "{}", again.body);
+    let second = browser
+        .sign_in(&again, "second@example.com", PASSWORD)
+        .await;
+    let consent = browser.get(second.location.as_deref().unwrap()).await;
+    assert!(
+        consent.body.contains("second@example.com"),
+        "{}",
+        consent.body
+    );
+}
