@@ -3,18 +3,15 @@
 //! SHA-256 (not a slow password hash) is right here because the secret is 256 random bits:
 //! there is nothing to brute-force, and verification sits on every request.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use deadpool_postgres::Pool;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit;
 use crate::db::Scope;
 use crate::identity::{CredentialKind, CredentialRef, Persona, Principal, Product, Role};
+use crate::secret;
 use crate::tools::ToolError;
 
 /// Every key starts with this, so secret scanners and humans recognise it.
@@ -32,11 +29,11 @@ pub struct GeneratedKey {
 /// Makes a new random key.
 pub fn generate() -> GeneratedKey {
     let mut id = [0u8; KEY_ID_HEX / 2];
-    let mut secret = [0u8; SECRET_BYTES];
+    let mut secret_bytes = [0u8; SECRET_BYTES];
     rand::fill(&mut id);
-    rand::fill(&mut secret);
+    rand::fill(&mut secret_bytes);
     let key_id = hex::encode(id);
-    let token = format!("{PREFIX}{key_id}_{}", URL_SAFE_NO_PAD.encode(secret));
+    let token = format!("{PREFIX}{key_id}_{}", secret::b64url(&secret_bytes));
     let hash = hash(&token);
     GeneratedKey {
         key_id,
@@ -45,9 +42,9 @@ pub fn generate() -> GeneratedKey {
     }
 }
 
-/// SHA-256 of the whole token.
+/// SHA-256 of the whole token (the same digest every opaque hdls secret uses).
 pub fn hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+    secret::hash(token)
 }
 
 /// The key id inside a well-formed token, or `None` if it is not shaped like one of ours.
@@ -112,7 +109,7 @@ pub async fn resolve(
     // almost always exactly one.
     let Some(row) = rows.into_iter().find(|row| {
         let stored: &[u8] = row.get("secret_hash");
-        bool::from(stored.ct_eq(&presented))
+        secret::equal(stored, &presented)
     }) else {
         return Ok(Err(Rejection::Unknown));
     };

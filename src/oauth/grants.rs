@@ -116,6 +116,25 @@ pub async fn revoke(
     Ok(changed > 0)
 }
 
+/// [`revoke`] on the word of an OAuth client (token reuse, the revocation endpoint); the audit
+/// log names the client.
+pub async fn revoke_by_client(
+    client: &impl GenericClient,
+    workspace_id: Uuid,
+    grant_id: Uuid,
+    client_id: &str,
+    reason: &str,
+    action: &str,
+    now: OffsetDateTime,
+) -> Result<bool, ToolError> {
+    let actor = format!("client:{client_id}");
+    let actor = audit::Actor {
+        kind: "oauth_token",
+        id: &actor,
+    };
+    revoke(client, workspace_id, grant_id, reason, actor, action, now).await
+}
+
 /// The member's current role, or `None` if they are no longer a member.
 pub async fn current_role(
     client: &impl GenericClient,

@@ -65,16 +65,12 @@ async fn revoke_token(app: &App, token: &str, client_id: Option<&str>) -> Result
     if client_id.is_some_and(|c| c != owner) {
         return Ok(());
     }
-    let actor = format!("client:{owner}");
-    grants::revoke(
+    grants::revoke_by_client(
         &db,
         workspace_id,
         grant_id,
+        &owner,
         "revoked by the client",
-        audit::Actor {
-            kind: "oauth_token",
-            id: &actor,
-        },
         audit::actions::OAUTH_REVOKE,
         now,
     )

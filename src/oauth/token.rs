@@ -124,10 +124,6 @@ pub async fn exchange(State(app): State<Arc<App>>, body: Bytes) -> Response {
     }
 }
 
-fn client_actor(client_id: &str) -> String {
-    format!("client:{client_id}")
-}
-
 async fn authorization_code(
     app: &App,
     params: &Params,
@@ -157,16 +153,12 @@ async fn authorization_code(
     let used_at: Option<OffsetDateTime> = row.get("used_at");
     if used_at.is_some() {
         // A code presented twice was intercepted or replayed: everything issued from it goes.
-        let actor = client_actor(client_id);
-        grants::revoke(
+        grants::revoke_by_client(
             &tx,
             workspace_id,
             grant_id,
+            client_id,
             "authorization code reused",
-            audit::Actor {
-                kind: "oauth_token",
-                id: &actor,
-            },
             audit::actions::OAUTH_CODE_REUSE,
             now,
         )
@@ -307,16 +299,12 @@ async fn refresh(
     if row.get::<_, Option<OffsetDateTime>>("used_at").is_some() {
         // Reuse means two parties hold this token; we cannot tell which is legitimate, so the
         // whole connection ends (every refresh token of the grant, and its access tokens).
-        let actor = client_actor(client_id);
-        grants::revoke(
+        grants::revoke_by_client(
             &tx,
             workspace_id,
             grant_id,
+            client_id,
             "refresh token reused",
-            audit::Actor {
-                kind: "oauth_token",
-                id: &actor,
-            },
             audit::actions::OAUTH_REFRESH_REUSE,
             now,
         )

@@ -28,16 +28,17 @@ pub async fn create_set_password(
     Ok(link.token)
 }
 
-/// The person a still-valid, unused set-password link belongs to.
+/// The email of the person a still-valid, unused set-password link belongs to.
 pub async fn peek_set_password(
-    client: &impl GenericClient,
+    auth: &deadpool_postgres::Pool,
     token: &str,
     now: OffsetDateTime,
-) -> Result<Option<Uuid>, ToolError> {
+) -> Result<Option<String>, ToolError> {
+    let client = auth.get().await.map_err(ToolError::from_pool)?;
     let row = client
         .query_opt(
-            "SELECT user_id FROM hdls_identity.user_links
-             WHERE token_hash = $1 AND purpose = 'set_password' AND used_at IS NULL AND expires_at > $2",
+            "SELECT u.email FROM hdls_identity.user_links l JOIN hdls_identity.users u USING (user_id)
+             WHERE l.token_hash = $1 AND l.purpose = 'set_password' AND l.used_at IS NULL AND l.expires_at > $2",
             &[&secret::hash(token).as_slice(), &now],
         )
         .await?;

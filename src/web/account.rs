@@ -56,26 +56,12 @@ pub async fn show_set_password(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let token = query.get("token").cloned().unwrap_or_default();
-    let now = app.clock.now();
-    let user = async {
-        let client = app
-            .pools
-            .auth
-            .get()
-            .await
-            .map_err(crate::tools::ToolError::from_pool)?;
-        people::links::peek_set_password(&client, &token, now).await
-    }
-    .await;
-    let user_id = match user {
-        Ok(Some(u)) => u,
-        Ok(None) => return link_gone(),
-        Err(e) => return internal(e),
-    };
-    let email = match people::email_of(&app.pools.auth, user_id).await {
-        Ok(e) => e.unwrap_or_default(),
-        Err(e) => return internal(e),
-    };
+    let email =
+        match people::links::peek_set_password(&app.pools.auth, &token, app.clock.now()).await {
+            Ok(Some(email)) => email,
+            Ok(None) => return link_gone(),
+            Err(e) => return internal(e),
+        };
     let (csrf, set) = session::pre_session_csrf(&headers, app.public.is_https());
     pages::respond(
         StatusCode::OK,
@@ -90,46 +76,40 @@ pub async fn set_password(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if !session::pre_session_csrf_ok(&headers, form.get("csrf").map(String::as_str)) {
+    let csrf = form.get("csrf").cloned().unwrap_or_default();
+    if !session::pre_session_csrf_ok(&headers, Some(&csrf)) {
         return bad_form();
     }
     let token = form.get("token").cloned().unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
     let now = app.clock.now();
-    match people::links::use_set_password(&app.pools.auth, &token, &password, now).await {
-        Ok(Some(user_id)) => match session::create(&app.pools.auth, user_id, now).await {
-            Ok(session_token) => pages::respond(
-                StatusCode::OK,
-                pages::layout(
-                    "Password set",
-                    maud::html! { h1 { "Password set" } p id="message" { "You are signed in. Point your MCP client at " code { (app.public.endpoint_url(crate::identity::Endpoint::Concierge)) } " and approve the connection in this browser." } },
-                ),
-                signed_in_cookie(&app, &session_token),
-            ),
-            Err(e) => internal(e),
-        },
-        Ok(None) => link_gone(),
-        Err(e) if e.code == crate::tools::ErrorCode::InvalidInput => {
-            let client = match app.pools.auth.get().await {
-                Ok(c) => c,
-                Err(e) => return internal(e),
-            };
-            let email = match people::links::peek_set_password(&client, &token, now).await {
-                Ok(Some(user_id)) => people::email_of(&app.pools.auth, user_id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default(),
-                Ok(None) => return link_gone(),
-                Err(e) => return internal(e),
-            };
-            let csrf = form.get("csrf").cloned().unwrap_or_default();
-            pages::respond(
+    // A password that breaks the rules shows the form again; the link stays unused.
+    if let Err(rule) = people::password::check_rules(&password) {
+        return match people::links::peek_set_password(&app.pools.auth, &token, now).await {
+            Ok(Some(email)) => pages::respond(
                 StatusCode::BAD_REQUEST,
-                pages::set_password(&csrf, &token, &email, Some(&e.message)),
+                pages::set_password(&csrf, &token, &email, Some(&rule.message)),
                 Vec::new(),
-            )
-        }
+            ),
+            Ok(None) => link_gone(),
+            Err(e) => internal(e),
+        };
+    }
+    let user_id =
+        match people::links::use_set_password(&app.pools.auth, &token, &password, now).await {
+            Ok(Some(user_id)) => user_id,
+            Ok(None) => return link_gone(),
+            Err(e) => return internal(e),
+        };
+    match session::create(&app.pools.auth, user_id, now).await {
+        Ok(session_token) => pages::respond(
+            StatusCode::OK,
+            pages::layout(
+                "Password set",
+                maud::html! { h1 { "Password set" } p id="message" { "You are signed in. Point your MCP client at " code { (app.public.endpoint_url(crate::identity::Endpoint::Concierge)) } " and approve the connection in this browser." } },
+            ),
+            signed_in_cookie(&app, &session_token),
+        ),
         Err(e) => internal(e),
     }
 }

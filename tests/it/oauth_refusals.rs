@@ -650,35 +650,10 @@ async fn a_resource_that_is_not_ours_is_refused() {
 
 #[tokio::test]
 async fn a_metadata_document_client_signs_in_when_the_operator_allows_its_network() {
-    use std::sync::Arc;
     // A client metadata document served on loopback, reachable only because this server's
     // operator allowed 127.0.0.0/8 (the development setting; the default allows nothing).
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let doc_url = format!(
-        "http://{}/oauth/client.json",
-        listener.local_addr().unwrap()
-    );
-    let doc = json!({
-        "client_id": doc_url,
-        "client_name": "Metadata Document Client",
-        "redirect_uris": [REDIRECT],
-        "token_endpoint_auth_method": "none",
-    });
-    let app = axum::Router::new().route(
-        "/oauth/client.json",
-        axum::routing::get(move || {
-            let doc = doc.clone();
-            async move { axum::Json(doc) }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let env = TestEnv::start_with_app(|app| {
-        app.with_outbound(hdls::net::guard::Guard::new(
-            Arc::new(hdls::net::guard::SystemResolver),
-            vec![hdls::net::guard::Cidr::parse("127.0.0.0/8").unwrap()],
-        ))
-    })
-    .await;
+    let doc_url = serve_client_document(None).await;
+    let env = loopback_allowed_env().await;
     let (workspace, _) = env.workspace("CIMD Co").await;
     env.person(workspace, "cimd@example.com", PASSWORD, Role::Member)
         .await;
@@ -827,4 +802,150 @@ async fn use_another_account_signs_out_and_asks_again() {
         "{}",
         consent.body
     );
+}
+
+/// Serves a client metadata document on loopback; its `client_id` is its own URL unless
+/// `claimed_id` says otherwise. Returns the URL.
+async fn serve_client_document(claimed_id: Option<&str>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let doc_url = format!(
+        "http://{}/oauth/client.json",
+        listener.local_addr().unwrap()
+    );
+    let doc = json!({
+        "client_id": claimed_id.unwrap_or(&doc_url),
+        "client_name": "Metadata Document Client",
+        "redirect_uris": [REDIRECT],
+        "token_endpoint_auth_method": "none",
+    });
+    let app = axum::Router::new().route(
+        "/oauth/client.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    doc_url
+}
+
+/// A server whose operator allowed outbound connections to 127.0.0.0/8.
+async fn loopback_allowed_env() -> TestEnv {
+    TestEnv::start_with_app(|app| {
+        app.with_outbound(hdls::net::guard::Guard::new(
+            std::sync::Arc::new(hdls::net::guard::SystemResolver),
+            vec![hdls::net::guard::Cidr::parse("127.0.0.0/8").unwrap()],
+        ))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_metadata_document_naming_another_client_id_is_refused() {
+    let doc_url = serve_client_document(Some("https://app.example/client.json")).await;
+    let env = loopback_allowed_env().await;
+    let p = pkce();
+    let url = authorize_url(
+        &env,
+        &AuthParams {
+            client_id: &doc_url,
+            redirect: REDIRECT,
+            challenge: Some(&p.challenge),
+            method: Some("S256"),
+            resource: Some(&env.url("/api/mcp")),
+        },
+    );
+    let page = Browser::new(&env).get(&url).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.body.contains("does not equal its URL"),
+        "{}",
+        page.body
+    );
+}
+
+#[tokio::test]
+async fn a_token_request_naming_another_resource_is_refused() {
+    let env = TestEnv::start().await;
+    let a = authorize(&env, Role::Member, &["crm"], "/api/mcp/crm").await;
+    let elsewhere = env.url("/api/mcp/support");
+    let (status, body) = token(
+        &env,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &a.code),
+            ("client_id", &a.client_id),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &a.pkce.verifier),
+            ("resource", &elsewhere),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_target", "{body}");
+    let b = authorize(&env, Role::Member, &["crm"], "/api/mcp/crm").await;
+    let tokens = b.tokens(&env).await;
+    let (status, body) = token(
+        &env,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &tokens.refresh),
+            ("client_id", &b.client_id),
+            ("resource", &elsewhere),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_target", "{body}");
+    // A repeated parameter is refused too (RFC 6749 §3.2).
+    let (status, body) = token(
+        &env,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &tokens.refresh),
+            ("refresh_token", &tokens.refresh),
+            ("client_id", &b.client_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_request", "{body}");
+    // None of that spent the refresh token.
+    assert_eq!(b.refresh(&env, &tokens.refresh).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn another_client_can_neither_refresh_nor_revoke_a_connection() {
+    let env = TestEnv::start().await;
+    let a = authorize(&env, Role::Member, &[], "/api/mcp").await;
+    let tokens = a.tokens(&env).await;
+    let intruder = register(&env, REDIRECT).await;
+    let (status, body) = token(
+        &env,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &tokens.refresh),
+            ("client_id", &intruder),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+    let revoked = reqwest::Client::new()
+        .post(env.url("/oauth/revoke"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}&client_id={intruder}", tokens.access))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        revoked.status(),
+        StatusCode::OK,
+        "RFC 7009 answers 200 either way"
+    );
+    assert_eq!(
+        probe(&env, "/api/mcp", &tokens.access).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(a.refresh(&env, &tokens.refresh).await.0, StatusCode::OK);
 }

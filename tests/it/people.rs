@@ -318,6 +318,14 @@ async fn a_set_password_link_works_once_and_signs_in() {
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("owner@links.example"));
     let csrf = hidden(&page.body, "csrf");
+    let short = browser
+        .post(
+            "/account/set-password",
+            &[("csrf", &csrf), ("token", &token), ("password", "short")],
+        )
+        .await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    assert!(short.body.contains("at least 10"), "{}", short.body);
     let done = browser
         .post(
             "/account/set-password",
