@@ -4,12 +4,16 @@ use std::sync::Arc;
 
 use url::Url;
 
+use crate::client_address::TrustedProxies;
 use crate::clock::Clock;
 use crate::db::Pools;
 use crate::engine::catalog::CatalogCache;
 use crate::identity::Endpoint;
+use crate::limits::concurrency::{self, WorkspaceGate};
+use crate::limits::per_address::{self, AddressWindow};
 use crate::mail::Mailer;
 use crate::master_key::MasterKey;
+use crate::net::guard::Cidr;
 use crate::net::guard::Guard;
 use crate::oauth::keys::Keyring;
 use crate::tools::Registry;
@@ -31,6 +35,14 @@ pub struct App {
     pub outbound: Guard,
     /// SMTP for invitation emails, when the operator configured it.
     pub mailer: Option<Arc<Mailer>>,
+    /// Proxies whose `X-Forwarded-For` is believed (`--trusted-proxy`); none by default.
+    pub trusted_proxies: Arc<TrustedProxies>,
+    /// Failed bearer authentications per client address (this node).
+    pub bearer_failures: AddressWindow,
+    /// Dynamic client registrations per client address (this node).
+    pub registrations: AddressWindow,
+    /// Concurrent tool calls per workspace (this node).
+    pub workspace_gate: WorkspaceGate,
 }
 
 impl App {
@@ -38,7 +50,6 @@ impl App {
     pub fn new(pools: Pools, clock: Arc<dyn Clock>, public: PublicUrl) -> App {
         crate::net::fetch::install_tls_provider();
         App {
-            pools,
             catalog: Arc::new(CatalogCache::default()),
             registry: Registry::standard(),
             clock,
@@ -48,7 +59,33 @@ impl App {
             keys: Keyring::new(MasterKey::ephemeral()),
             outbound: Guard::system(),
             mailer: None,
+            trusted_proxies: Arc::new(TrustedProxies::default()),
+            bearer_failures: AddressWindow::new(
+                per_address::BEARER_FAILURES_PER_MINUTE,
+                time::Duration::minutes(1),
+            ),
+            registrations: AddressWindow::new(
+                per_address::REGISTRATIONS_PER_HOUR,
+                time::Duration::hours(1),
+            ),
+            workspace_gate: WorkspaceGate::new(
+                workspace_concurrency(pools.runtime.status().max_size),
+                concurrency::DEFAULT_WAIT,
+            ),
+            pools,
         }
+    }
+
+    /// Believes `X-Forwarded-For` from these proxies.
+    pub fn with_trusted_proxies(mut self, proxies: Vec<Cidr>) -> App {
+        self.trusted_proxies = Arc::new(TrustedProxies(proxies));
+        self
+    }
+
+    /// Bounds concurrent tool calls per workspace on this node.
+    pub fn with_workspace_gate(mut self, gate: WorkspaceGate) -> App {
+        self.workspace_gate = gate;
+        self
     }
 
     /// Uses `key` to seal and open token signing keys.
@@ -68,6 +105,17 @@ impl App {
         self.outbound = guard;
         self
     }
+}
+
+/// `HDLS_WORKSPACE_CONCURRENCY`, or half the runtime pool: one workspace can never hold every
+/// connection, whatever it sends.
+fn workspace_concurrency(runtime_pool: usize) -> usize {
+    std::env::var("HDLS_WORKSPACE_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(runtime_pool / 2)
+        .max(1)
 }
 
 /// The URL clients use to reach this server; the source of resource URLs, allowed Hosts and Origins.

@@ -135,6 +135,62 @@ pub async fn record_refusal(
     }
 }
 
+/// The longest audit target a tool call's arguments become.
+pub const MAX_TARGET_CHARS: usize = 256;
+
+/// What a tool call's arguments say about its target, for the audit log: argument names, and
+/// the values of identifier-like arguments only (ids, roles, products, emails), never the
+/// values of free-text fields; at most [`MAX_TARGET_CHARS`] characters.
+pub fn target_of(args: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let Some(object) = args.as_object() else {
+        return "(arguments are not an object)".to_owned();
+    };
+    let identifier = |name: &str| {
+        name == "id"
+            || name.ends_with("_id")
+            || matches!(
+                name,
+                "role" | "product" | "products" | "email" | "expires_in"
+            )
+    };
+    let short = |v: &Value| match v {
+        Value::String(s) if s.chars().count() <= 64 && !s.chars().any(char::is_whitespace) => {
+            Some(s.clone())
+        }
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let mut names: Vec<&String> = object.keys().collect();
+    names.sort();
+    let parts: Vec<String> = names
+        .into_iter()
+        .map(|name| {
+            let value = &object[name.as_str()];
+            let shown = if identifier(name) {
+                match value {
+                    Value::Array(items) => items
+                        .iter()
+                        .take(8)
+                        .map(short)
+                        .collect::<Option<Vec<_>>>()
+                        .map(|v| v.join(",")),
+                    other => short(other),
+                }
+            } else {
+                None
+            };
+            let name: String = name.chars().take(64).collect();
+            match shown {
+                Some(v) => format!("{name}={v}"),
+                None => name,
+            }
+        })
+        .collect();
+    parts.join(" ").chars().take(MAX_TARGET_CHARS).collect()
+}
+
 fn truncate(text: &str) -> &str {
     match text.char_indices().nth(1000) {
         Some((i, _)) => text.get(..i).unwrap_or(text),

@@ -47,6 +47,10 @@ pub fn router(app: Arc<App>, shutdown: CancellationToken) -> Router {
             app.clone(),
             guard_origin_and_host,
         ))
+        .layer(middleware::from_fn_with_state(
+            app.trusted_proxies.clone(),
+            crate::client_address::stamp,
+        ))
         .layer(middleware::from_fn(log_request))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
 }

@@ -202,6 +202,9 @@ pub struct Principal {
     pub user_id: Option<Uuid>,
     /// Products this credential may reach right now (installed, and granted for OAuth).
     pub products: Vec<Product>,
+    /// Whether the credential reaches every installed product, now or later (the operator, and
+    /// API keys minted without a product set), rather than an explicit set.
+    pub all_products: bool,
     pub credential: CredentialRef,
     pub expires_at: Option<OffsetDateTime>,
 }
@@ -222,6 +225,7 @@ impl Principal {
             principal_id: None,
             user_id: None,
             products: Vec::new(),
+            all_products: true,
             credential: CredentialRef {
                 kind: CredentialKind::Cli,
                 id: "cli".to_owned(),

@@ -61,6 +61,7 @@ pub async fn create(
         &scope,
         &operator,
         Role::Owner,
+        None,
         Some("owner key (created with the workspace)".into()),
         None,
         now,
@@ -100,7 +101,7 @@ pub async fn mint_key(
 ) -> Result<MintedKey, ToolError> {
     let operator = operator_for(runtime, workspace_id).await?;
     let scope = Scope::begin(runtime, &operator).await?;
-    let key = api_key::mint(&scope, &operator, role, label, expires_at, now).await?;
+    let key = api_key::mint(&scope, &operator, role, None, label, expires_at, now).await?;
     scope.commit().await?;
     Ok(key)
 }

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit;
+use crate::credentials;
 use crate::db::Scope;
 use crate::identity::{CredentialKind, CredentialRef, Persona, Principal, Product, Role};
 use crate::secret;
@@ -96,8 +97,10 @@ pub async fn resolve(
     let statement = client
         .prepare_cached(
             "SELECT k.workspace_id, k.secret_hash, k.role, k.expires_at, k.revoked_at, k.last_used_at, w.name,
+                    k.products IS NULL AS all_products,
                     ARRAY(SELECT p.product FROM hdls.installed_products p
                           WHERE p.workspace_id = k.workspace_id AND p.uninstalled_at IS NULL
+                            AND (k.products IS NULL OR p.product = ANY (k.products))
                           ORDER BY p.product) AS products
              FROM hdls.api_keys k JOIN hdls.workspaces w USING (workspace_id)
              WHERE k.key_id = $1",
@@ -135,6 +138,7 @@ pub async fn resolve(
             .iter()
             .filter_map(|s| Product::from_slug(s))
             .collect(),
+        all_products: row.get("all_products"),
         credential: CredentialRef {
             kind: CredentialKind::ApiKey,
             id: display_id(key_id),
@@ -188,33 +192,45 @@ pub struct MintedKey {
     pub key_id: String,
     pub key: String,
     pub role: Role,
+    /// The products the key reaches; `None` (shown as null) means every installed product.
+    pub products: Option<Vec<Product>>,
+    /// The credential it was minted through (`cli`, `key_…`, `grant_…`); revoking that one
+    /// revokes this one.
+    pub minted_by: String,
     pub label: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
 }
 
-/// Mints a key in the Scope's workspace on `actor`'s authority, and audits it.
+/// Mints a key in the Scope's workspace on `actor`'s authority, bounded by it (see
+/// [`crate::credentials::bound`]), and audits it.
 pub async fn mint(
     scope: &Scope,
     actor: &Principal,
     role: Role,
+    products: Option<Vec<Product>>,
     label: Option<String>,
     expires_at: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> Result<MintedKey, ToolError> {
-    check_ceiling(actor, role)?;
+    let bounded = credentials::bound(actor, role, products, expires_at)?;
     let key = generate();
     scope
         .execute(
-            "INSERT INTO hdls.api_keys (key_id, secret_hash, role, label, created_by, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO hdls.api_keys (key_id, secret_hash, role, label, created_by, created_at, expires_at,
+                                        products, parent_key_id, parent_grant_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             &[
                 &key.key_id,
                 &key.hash.as_slice(),
-                &role.as_str(),
+                &bounded.role.as_str(),
                 &label,
                 &actor.credential.id,
-                &expires_at,
+                &now,
+                &bounded.expires_at,
+                &bounded.product_slugs(),
+                &bounded.parent_key_id(),
+                &bounded.parent_grant_id(),
             ],
         )
         .await?;
@@ -232,8 +248,10 @@ pub async fn mint(
         key_id,
         key: key.token,
         role,
+        products: bounded.products,
+        minted_by: actor.credential.id.clone(),
         label,
-        expires_at,
+        expires_at: bounded.expires_at,
     })
 }
 
@@ -267,8 +285,12 @@ pub async fn revoke(
     if already.is_none() {
         scope
             .execute(
-                "UPDATE hdls.api_keys SET revoked_at = $2 WHERE key_id = $1",
-                &[&key_id, &now],
+                "UPDATE hdls.api_keys SET revoked_at = $2, revoked_reason = $3 WHERE key_id = $1",
+                &[
+                    &key_id,
+                    &now,
+                    &format!("revoked by {}", actor.credential.id),
+                ],
             )
             .await?;
         audit::record(
@@ -280,17 +302,6 @@ pub async fn revoke(
             now,
         )
         .await?;
-    }
-    Ok(())
-}
-
-/// Checks the rule "a credential may not mint above its own role".
-pub fn check_ceiling(actor: &Principal, requested: Role) -> Result<(), ToolError> {
-    if requested > actor.role {
-        return Err(ToolError::forbidden(format!(
-            "a {} credential cannot mint a {} key",
-            actor.role, requested
-        )));
     }
     Ok(())
 }

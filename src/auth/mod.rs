@@ -46,6 +46,10 @@ pub async fn authenticate(
         return challenge(&app, endpoint, failure);
     };
     let now = app.clock.now();
+    let address = crate::web::client_address(request.extensions());
+    if let Some(retry_after) = address.and_then(|a| app.bearer_failures.blocked(a, now)) {
+        return too_many_failures(retry_after);
+    }
     let resolved = if token.starts_with(api_key::PREFIX) {
         api_key::resolve(&app.pools.auth, token, now)
             .await
@@ -74,6 +78,9 @@ pub async fn authenticate(
         }
         Ok(Err(rejection)) => {
             tracing::info!(endpoint = endpoint.name(), rejection, "credential refused");
+            if let Some(address) = address {
+                app.bearer_failures.record(address, now);
+            }
             challenge(&app, endpoint, Failure::Invalid)
         }
         Err(error) => (
@@ -82,6 +89,23 @@ pub async fn authenticate(
         )
             .into_response(),
     }
+}
+
+/// 429 for an address that presented too many bad credentials (RFC 6585 §4).
+fn too_many_failures(retry_after_s: u64) -> Response {
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(json!({
+            "error": "rate_limited",
+            "error_description": format!("too many failed authentications from this address; retry in {retry_after_s} s"),
+            "retry_after_s": retry_after_s,
+        })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+    response
 }
 
 /// Extracts the token from `Authorization: Bearer <token>` (scheme is case-insensitive).

@@ -39,6 +39,14 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub outbound_allow: Vec<String>,
+    /// Reverse proxies (CIDR) whose X-Forwarded-For is believed for the client address that
+    /// throttles use; read right to left, skipping these hops. Default: none (the TCP peer).
+    #[arg(
+        long = "trusted-proxy",
+        env = "HDLS_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
     /// SMTP relay for invitation emails, e.g. smtp://user:pass@mail.example.com:587?tls=required.
     #[arg(
         long,
@@ -79,6 +87,12 @@ async fn serve(
             anyhow::anyhow!("--outbound-allow: {text:?} is not a CIDR like 127.0.0.0/8")
         })?);
     }
+    let mut trusted_proxies = Vec::new();
+    for text in &args.trusted_proxies {
+        trusted_proxies.push(Cidr::parse(text).ok_or_else(|| {
+            anyhow::anyhow!("--trusted-proxy: {text:?} is not a CIDR like 10.0.0.0/8")
+        })?);
+    }
     let probe = connect(&opened.target.for_role(RUNTIME_ROLE))
         .await
         .context("connecting as hdls_runtime (run `hdls setup` with a superuser URL, then `hdls migrate`)")?;
@@ -103,7 +117,8 @@ async fn serve(
     let pools = Pools::open(&opened.target)?;
     let mut app = App::new(pools, Arc::new(SystemClock), public)
         .with_master_key(master_key)
-        .with_outbound(Guard::new(Arc::new(SystemResolver), allowed));
+        .with_outbound(Guard::new(Arc::new(SystemResolver), allowed))
+        .with_trusted_proxies(trusted_proxies);
     if let (Some(url), Some(from)) = (&args.smtp_url, &args.smtp_from) {
         app = app.with_mailer(crate::mail::Mailer::from_url(&url.0, from)?);
     }

@@ -156,7 +156,7 @@ pub async fn resolve(
                           ORDER BY p.product) AS installed
              FROM hdls.oauth_grants g
              JOIN hdls.workspaces w USING (workspace_id)
-             JOIN hdls.members m ON m.workspace_id = g.workspace_id AND m.user_id = g.user_id
+             JOIN hdls_identity.usable_memberships m ON m.workspace_id = g.workspace_id AND m.user_id = g.user_id
              WHERE g.workspace_id = $1 AND g.grant_id = $2 AND g.user_id = $3 AND g.revoked_at IS NULL",
         )
         .await?;
@@ -188,6 +188,7 @@ pub async fn resolve(
         principal_id: None,
         user_id: Some(user_id),
         products,
+        all_products: false,
         credential: CredentialRef {
             kind: CredentialKind::OauthToken,
             id: format!("grant_{}", claims.grant_id),

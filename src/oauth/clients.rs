@@ -179,7 +179,29 @@ fn validate_metadata(
 
 /// `POST /oauth/register` (RFC 7591). Open registration, as MCP clients expect; every client
 /// is public and still needs a person's consent before it gets anything.
-pub async fn register(State(app): State<Arc<App>>, body: Bytes) -> Response {
+pub async fn register(
+    State(app): State<Arc<App>>,
+    extensions: axum::http::Extensions,
+    body: Bytes,
+) -> Response {
+    // Registration is anonymous, so each address gets a bounded number per hour.
+    let address = crate::web::client_address(&extensions);
+    let now = app.clock.now();
+    if let Some(address) = address {
+        if let Some(retry_after) = app.registrations.blocked(address, now) {
+            let mut response = registration_error(
+                "invalid_client_metadata",
+                format!("too many registrations from this address; retry in {retry_after} s"),
+            );
+            *response.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after),
+            );
+            return response;
+        }
+        app.registrations.record(address, now);
+    }
     let request: RegistrationRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -199,7 +221,6 @@ pub async fn register(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Ok(v) => v,
         Err((code, message)) => return registration_error(code, message),
     };
-    let now = app.clock.now();
     let mut id = [0u8; 16];
     rand::fill(&mut id);
     let client_id = format!("hc_{}", hex::encode(id));

@@ -135,7 +135,8 @@ pub async fn revoke_by_client(
     revoke(client, workspace_id, grant_id, reason, actor, action, now).await
 }
 
-/// The member's current role, or `None` if they are no longer a member.
+/// The member's current role, or `None` if they are no longer a member (or may not use that
+/// membership yet: see `hdls_identity.usable_memberships`).
 pub async fn current_role(
     client: &impl GenericClient,
     workspace_id: Uuid,
@@ -143,7 +144,7 @@ pub async fn current_role(
 ) -> Result<Option<Role>, ToolError> {
     let row = client
         .query_opt(
-            "SELECT role FROM hdls.members WHERE workspace_id = $1 AND user_id = $2",
+            "SELECT role FROM hdls_identity.usable_memberships WHERE workspace_id = $1 AND user_id = $2",
             &[&workspace_id, &user_id],
         )
         .await?;

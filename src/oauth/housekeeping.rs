@@ -1,6 +1,7 @@
 //! Deletes credentials that can never be used again, so the tables do not grow without end:
 //! expired or spent codes, sessions and one-time links, stale throttle counters, and refresh
-//! tokens past the idle limit or of revoked connections.
+//! tokens past the idle limit or of revoked connections, and OAuth clients (registered or
+//! fetched metadata documents) never used for a connection within a day.
 //!
 //! A used refresh token is kept while it could still be presented (within the idle limit of its
 //! issue): reuse detection needs it. Grants are kept as the record of each connection.
@@ -21,6 +22,9 @@ pub const EVERY: Duration = Duration::from_secs(600);
 /// for anyone investigating).
 const KEEP: time::Duration = time::Duration::days(1);
 
+/// A client with no connection this long after registration (or its last fetch) is deleted.
+pub const UNUSED_CLIENT: time::Duration = time::Duration::hours(24);
+
 /// Rows deleted by one pass, per kind.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -29,6 +33,7 @@ pub struct Purged {
     pub sessions: u64,
     pub links: u64,
     pub throttle_counters: u64,
+    pub clients: u64,
 }
 
 /// One pass at `now`.
@@ -69,7 +74,18 @@ pub async fn purge(auth: &Pool, now: OffsetDateTime) -> Result<Purged, ToolError
             &[&(before - super::super::people::throttle::WINDOW)],
         )
         .await?;
+    // Anonymous registration must not grow the table without end: a client nobody connected
+    // within a day is forgotten (a metadata-document client is simply fetched again).
+    let clients = client
+        .execute(
+            "DELETE FROM hdls_identity.oauth_clients c
+             WHERE coalesce(c.fetched_at, c.created_at) < $1
+               AND NOT EXISTS (SELECT 1 FROM hdls.oauth_grants g WHERE g.client_id = c.client_id)",
+            &[&(now - UNUSED_CLIENT)],
+        )
+        .await?;
     Ok(Purged {
+        clients,
         codes,
         refresh_tokens,
         sessions,

@@ -152,7 +152,12 @@ async fn authorization_code(
     let grant_id: Uuid = row.get("grant_id");
     let used_at: Option<OffsetDateTime> = row.get("used_at");
     if used_at.is_some() {
-        // A code presented twice was intercepted or replayed: everything issued from it goes.
+        // A code presented twice was intercepted or replayed: everything issued from it goes,
+        // but only on the word of the code's own client. A stranger holding a spent code
+        // learns nothing and changes nothing.
+        if row.get::<_, &str>("client_id") != client_id {
+            return Err(oauth_error("invalid_grant", "unknown authorization code"));
+        }
         grants::revoke_by_client(
             &tx,
             workspace_id,

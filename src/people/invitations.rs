@@ -1,5 +1,10 @@
 //! Invitations: an admin invites an email with a role; the one-time link, valid 7 days,
-//! creates the person (or signs an existing one in) and adds the membership.
+//! creates the person (or has an existing one prove their password) and adds the membership.
+//!
+//! The link is shown to the inviter too, so holding it proves nothing about the address:
+//! accepting never sets, replaces or skips the credentials of a person who already exists,
+//! and a person created here reaches only the memberships they joined through such links
+//! until an operator-issued link proves their address (`usable_memberships`, migration V6).
 
 use std::net::IpAddr;
 
@@ -92,11 +97,10 @@ pub struct Pending {
     pub workspace_name: String,
     pub email: String,
     pub role: Role,
-    /// Whether the invited email already has a password (then the page asks for it).
-    pub has_password: bool,
 }
 
-/// Looks an invitation link up without using it.
+/// Looks an invitation link up without using it. Deliberately says nothing about whether the
+/// address already has an account or a password: the page is the same for everyone.
 pub async fn peek(
     auth: &Pool,
     token: &str,
@@ -105,9 +109,7 @@ pub async fn peek(
     let client = auth.get().await.map_err(ToolError::from_pool)?;
     let row = client
         .query_opt(
-            "SELECT w.name, i.email, i.role,
-                    EXISTS (SELECT 1 FROM hdls_identity.users u
-                            WHERE u.email = i.email AND u.password_hash IS NOT NULL) AS has_password
+            "SELECT w.name, i.email, i.role
              FROM hdls.invitations i JOIN hdls.workspaces w USING (workspace_id)
              WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.expires_at > $2",
             &[&secret::hash(token).as_slice(), &now],
@@ -121,7 +123,6 @@ pub async fn peek(
                 .get::<_, &str>("role")
                 .parse()
                 .map_err(ToolError::internal)?,
-            has_password: r.get("has_password"),
         })
     })
     .transpose()
@@ -132,7 +133,8 @@ pub async fn peek(
 pub enum Refused {
     /// Unknown, expired or already used link.
     Link,
-    /// The invited email has a password and this was not it.
+    /// The invited address belongs to an existing person and this is not their password
+    /// (or they have none yet: they set it through their own link first).
     Password,
     /// A new password that breaks the rules.
     Rules(String),
@@ -145,8 +147,9 @@ pub struct Accepted {
     pub workspace_name: String,
 }
 
-/// Uses an invitation once. A person who already has a password proves it (under the sign-in
-/// throttle); a new person chooses one.
+/// Uses an invitation once. An existing person proves their password (under the sign-in
+/// throttle); a new person chooses one, which then reaches only invitation memberships until
+/// their address is proven.
 pub async fn accept(
     auth: &Pool,
     token: &str,
@@ -172,7 +175,9 @@ pub async fn accept(
     let email: String = invite.get("email");
     let role: String = invite.get("role");
     let subjects = throttle::Subjects::new(&email, address);
-    if let Err(minutes) = throttle::check(&tx, &subjects, now).await? {
+    if let Err(minutes) = throttle::attempt(&tx, &subjects, now).await? {
+        // The attempt is counted even though nothing else happens.
+        tx.commit().await?;
         return Ok(Err(Refused::Throttled(minutes)));
     }
     let existing = tx
@@ -182,15 +187,17 @@ pub async fn accept(
         )
         .await?;
     let user_id = match existing {
-        Some(row) if row.get::<_, Option<String>>(1).is_some() => {
-            if !password::verify(password_text, row.get(1)).await {
-                throttle::record_failure(&tx, &subjects, now).await?;
+        // An existing person, with or without a password: only their own password lets the
+        // link add a membership. Never set, replace or bypass it here.
+        Some(row) => {
+            if !password::verify(password_text, row.get(1)).await? {
                 tx.commit().await?;
                 return Ok(Err(Refused::Password));
             }
+            throttle::clear_account(&tx, &subjects).await?;
             row.get::<_, Uuid>(0)
         }
-        _ => {
+        None => {
             let hash = match password::hash(password_text).await {
                 Ok(h) => h,
                 Err(e) if e.code == crate::tools::ErrorCode::InvalidInput => {
@@ -198,20 +205,29 @@ pub async fn accept(
                 }
                 Err(e) => return Err(e),
             };
-            tx.query_one(
-                "INSERT INTO hdls_identity.users (user_id, email, password_hash, created_at)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash
-                 RETURNING user_id",
-                &[&Uuid::now_v7(), &email, &hash, &now],
-            )
-            .await?
-            .get(0)
+            // A person created concurrently for the same address is an existing person:
+            // DO NOTHING, and refuse as if the password did not match.
+            let created = tx
+                .query_opt(
+                    "INSERT INTO hdls_identity.users (user_id, email, password_hash, created_at)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (email) DO NOTHING
+                     RETURNING user_id",
+                    &[&Uuid::now_v7(), &email, &hash, &now],
+                )
+                .await?;
+            match created {
+                Some(row) => row.get(0),
+                None => {
+                    tx.commit().await?;
+                    return Ok(Err(Refused::Password));
+                }
+            }
         }
     };
     tx.execute(
-        "INSERT INTO hdls.members (workspace_id, user_id, email, role, joined_at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, user_id) DO NOTHING",
+        "INSERT INTO hdls.members (workspace_id, user_id, email, role, joined_at, joined_via)
+         VALUES ($1, $2, $3, $4, $5, 'invitation') ON CONFLICT (workspace_id, user_id) DO NOTHING",
         &[&workspace_id, &user_id, &email, &role, &now],
     )
     .await?;

@@ -1,4 +1,6 @@
-//! One-time links for a person's account: set a password (first start, or an owner with none).
+//! One-time links for a person's account: set a password (first start, `hdls admin member
+//! add`, `hdls admin person password-link`). Only the operator issues them, so using one also
+//! proves the person's address: the operator vouched for it when they sent the link.
 
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
@@ -45,15 +47,17 @@ pub async fn peek_set_password(
     Ok(row.map(|r| r.get(0)))
 }
 
-/// Uses the link once: sets the password and marks the link used, atomically. Returns the
-/// person, or `None` when the link is unknown, used or expired.
+/// Uses the link once: sets the password, marks the address proven and the link used, and
+/// ends the person's other web sessions and OAuth connections, atomically. Returns the
+/// person, or `None` when the link is unknown, used or expired. The link is looked up (one
+/// indexed query) before any hashing, so a bogus link costs no argon2 work.
 pub async fn use_set_password(
     auth: &deadpool_postgres::Pool,
     token: &str,
     password: &str,
     now: OffsetDateTime,
 ) -> Result<Option<Uuid>, ToolError> {
-    let hash = super::password::hash(password).await?;
+    super::password::check_rules(password)?;
     let mut client = auth.get().await.map_err(ToolError::from_pool)?;
     let tx = client.transaction().await?;
     let row = tx
@@ -66,11 +70,14 @@ pub async fn use_set_password(
         .await?;
     let Some(row) = row else { return Ok(None) };
     let user_id: Uuid = row.get(0);
+    let hash = super::password::hash(password).await?;
     tx.execute(
-        "UPDATE hdls_identity.users SET password_hash = $2 WHERE user_id = $1",
-        &[&user_id, &hash],
+        "UPDATE hdls_identity.users SET password_hash = $2, address_proven_at = coalesce(address_proven_at, $3)
+         WHERE user_id = $1",
+        &[&user_id, &hash, &now],
     )
     .await?;
+    super::end_sessions_and_connections(&tx, user_id, "password changed", now).await?;
     tx.commit().await?;
     Ok(Some(user_id))
 }

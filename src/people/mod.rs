@@ -11,10 +11,11 @@ pub mod password;
 pub mod sign_in;
 pub mod throttle;
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::audit;
 use crate::identity::Role;
 use crate::tools::ToolError;
 
@@ -37,6 +38,49 @@ pub fn normalize_email(text: &str) -> Result<String, ToolError> {
     }
 }
 
+/// After a person's password is set or replaced: ends every web session of theirs and
+/// revokes every OAuth connection they hold in any workspace (their refresh tokens stop
+/// working, access tokens at their next request, and keys minted through them with them),
+/// each revocation audited in its workspace. Runs in the caller's transaction.
+pub async fn end_sessions_and_connections(
+    client: &impl GenericClient,
+    user_id: Uuid,
+    reason: &str,
+    now: OffsetDateTime,
+) -> Result<(), ToolError> {
+    client
+        .execute(
+            "DELETE FROM hdls_identity.web_sessions WHERE user_id = $1",
+            &[&user_id],
+        )
+        .await?;
+    let revoked = client
+        .query(
+            "UPDATE hdls.oauth_grants SET revoked_at = $2, revoked_reason = $3
+             WHERE user_id = $1 AND revoked_at IS NULL
+             RETURNING workspace_id, grant_id",
+            &[&user_id, &now, &reason],
+        )
+        .await?;
+    let actor_id = format!("user:{user_id}");
+    for row in revoked {
+        let grant_id: Uuid = row.get("grant_id");
+        audit::record_on_credential_path(
+            client,
+            row.get("workspace_id"),
+            audit::Actor {
+                kind: "user",
+                id: &actor_id,
+            },
+            audit::actions::OAUTH_REVOKE,
+            Some(&format!("grant_{grant_id}: {reason}")),
+            now,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// What provisioning did.
 pub struct Provisioned {
     pub user_id: Uuid,
@@ -45,8 +89,8 @@ pub struct Provisioned {
 }
 
 /// Operator path (first start, `hdls admin`, tests): makes sure a person with this email exists
-/// and is a member of `workspace` with `role`. With no password and none set yet, returns a
-/// one-time set-password token.
+/// and is a member of `workspace` with `role`. When the person still needs a password or a
+/// proven address, returns a one-time set-password token (using it proves the address).
 pub async fn provision(
     auth: &Pool,
     workspace: Uuid,
@@ -62,24 +106,32 @@ pub async fn provision(
     };
     let mut client = auth.get().await.map_err(ToolError::from_pool)?;
     let tx = client.transaction().await?;
+    // The operator vouches for the address. A password given here replaces the person's
+    // own, which ends their sessions and connections like any password change; without
+    // one, a person whose address is not yet proven gets a set-password link that proves it.
     let row = tx
         .query_one(
-            "INSERT INTO hdls_identity.users (user_id, email, password_hash, created_at)
-             VALUES ($1, $2, $3, $4)
+            "INSERT INTO hdls_identity.users AS u (user_id, email, password_hash, created_at, address_proven_at)
+             VALUES ($1, $2, $3, $4::timestamptz, CASE WHEN $3::text IS NULL THEN NULL ELSE $4::timestamptz END)
              ON CONFLICT (email) DO UPDATE
-                 SET password_hash = coalesce(EXCLUDED.password_hash, users.password_hash)
-             RETURNING user_id, password_hash IS NULL AS needs_password",
+                 SET password_hash = coalesce(EXCLUDED.password_hash, u.password_hash),
+                     address_proven_at = coalesce(u.address_proven_at, EXCLUDED.address_proven_at)
+             RETURNING user_id, (password_hash IS NULL OR address_proven_at IS NULL) AS needs_link,
+                       (xmax::text <> '0') AS existed",
             &[&Uuid::now_v7(), &email, &hash, &now],
         )
         .await?;
     let user_id: Uuid = row.get("user_id");
+    if hash.is_some() && row.get::<_, bool>("existed") {
+        end_sessions_and_connections(&tx, user_id, "password changed by the operator", now).await?;
+    }
     tx.execute(
         "INSERT INTO hdls.members (workspace_id, user_id, email, role, joined_at)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, user_id) DO NOTHING",
         &[&workspace, &user_id, &email, &role.as_str(), &now],
     )
     .await?;
-    let set_password_token = if row.get::<_, bool>("needs_password") {
+    let set_password_token = if row.get::<_, bool>("needs_link") {
         Some(links::create_set_password(&tx, user_id, now).await?)
     } else {
         None
@@ -125,7 +177,8 @@ pub struct Membership {
     pub products: Vec<crate::identity::Product>,
 }
 
-/// Every workspace a person belongs to (credential path: before any tenant is chosen).
+/// Every workspace a person may use (credential path: before any tenant is chosen). A person
+/// whose address is not proven sees only the memberships they joined through invitations.
 pub async fn memberships(auth: &Pool, user_id: Uuid) -> Result<Vec<Membership>, ToolError> {
     let client = auth.get().await.map_err(ToolError::from_pool)?;
     let rows = client
@@ -134,7 +187,7 @@ pub async fn memberships(auth: &Pool, user_id: Uuid) -> Result<Vec<Membership>, 
                     ARRAY(SELECT p.product FROM hdls.installed_products p
                           WHERE p.workspace_id = m.workspace_id AND p.uninstalled_at IS NULL
                           ORDER BY p.product) AS products
-             FROM hdls.members m JOIN hdls.workspaces w USING (workspace_id)
+             FROM hdls_identity.usable_memberships m JOIN hdls.workspaces w USING (workspace_id)
              WHERE m.user_id = $1 ORDER BY w.name, m.workspace_id",
             &[&user_id],
         )

@@ -1,9 +1,37 @@
 //! Password hashing with argon2id (the crate's defaults follow OWASP: 19 MiB, 2 passes).
-//! Hashing is CPU-heavy by design, so it runs on the blocking pool, off the async workers.
+//! Hashing is CPU-heavy by design, so it runs on the blocking pool, off the async workers,
+//! and at most one hash per core runs at a time: a flood of sign-ins waits briefly, then gets
+//! `unavailable` (503), instead of queueing unbounded memory on the blocking pool.
+
+use std::sync::LazyLock;
+use std::time::Duration;
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use tokio::sync::Semaphore;
 
 use crate::tools::ToolError;
+
+/// One concurrent hash per core.
+static HASHING: LazyLock<Semaphore> = LazyLock::new(|| {
+    Semaphore::new(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+});
+/// How long a request waits for a hashing slot before it is refused.
+const HASHING_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs one argon2 computation under the bound.
+async fn bounded<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ToolError> {
+    let _permit = tokio::time::timeout(HASHING_WAIT, HASHING.acquire())
+        .await
+        .map_err(|_| {
+            ToolError::unavailable("the server is busy checking passwords; retry shortly")
+        })?
+        .map_err(ToolError::internal)?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(ToolError::internal)
+}
 
 /// Shortest password accepted; long passphrases are welcome up to [`MAX_LEN`].
 pub const MIN_LEN: usize = 10;
@@ -32,34 +60,32 @@ pub fn check_rules(password: &str) -> Result<(), ToolError> {
 pub async fn hash(password: &str) -> Result<String, ToolError> {
     check_rules(password)?;
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
+    bounded(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
             .map_err(ToolError::internal)
     })
-    .await
-    .map_err(ToolError::internal)?
+    .await?
 }
 
 /// Verifies a password against a stored hash. With no stored hash (unknown person, or no
 /// password set yet) a fixed dummy hash is checked instead, so both cases take the same time
 /// and the answer cannot tell whether an account exists.
-pub async fn verify(password: &str, stored: Option<String>) -> bool {
+pub async fn verify(password: &str, stored: Option<String>) -> Result<bool, ToolError> {
     if password.len() > MAX_LEN {
-        return false;
+        return Ok(false);
     }
     let password = password.to_owned();
     let exists = stored.is_some();
     let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
-    let matched = tokio::task::spawn_blocking(move || {
+    let matched = bounded(move || {
         Argon2::default()
             .verify_password(password.as_bytes(), stored.as_str())
             .is_ok()
     })
-    .await
-    .unwrap_or(false);
-    exists && matched
+    .await?;
+    Ok(exists && matched)
 }
 
 /// argon2id of a random string nobody knows, with the default parameters.
@@ -73,9 +99,13 @@ mod tests {
     async fn hash_then_verify() {
         let h = hash("correct horse battery").await.unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(verify("correct horse battery", Some(h.clone())).await);
-        assert!(!verify("wrong horse battery!", Some(h)).await);
-        assert!(!verify("correct horse battery", None).await);
+        assert!(
+            verify("correct horse battery", Some(h.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!verify("wrong horse battery!", Some(h)).await.unwrap());
+        assert!(!verify("correct horse battery", None).await.unwrap());
         assert!(hash("short").await.is_err());
     }
 }

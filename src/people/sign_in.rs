@@ -30,7 +30,7 @@ pub async fn sign_in(
     };
     let subjects = throttle::Subjects::new(&email, address);
     let client = auth.get().await.map_err(ToolError::from_pool)?;
-    if let Err(minutes) = throttle::check(&client, &subjects, now).await? {
+    if let Err(minutes) = throttle::attempt(&client, &subjects, now).await? {
         return Ok(Err(Refused::Throttled(minutes)));
     }
     let row = client
@@ -43,12 +43,11 @@ pub async fn sign_in(
         Some(r) => (Some(r.get::<_, Uuid>(0)), r.get::<_, Option<String>>(1)),
         None => (None, None),
     };
-    if password::verify(password_text, stored).await
+    if password::verify(password_text, stored).await?
         && let Some(user_id) = user_id
     {
         throttle::clear_account(&client, &subjects).await?;
         return Ok(Ok(user_id));
     }
-    throttle::record_failure(&client, &subjects, now).await?;
     Ok(Err(Refused::Invalid))
 }

@@ -1,6 +1,7 @@
-//! Sign-in throttling: failed attempts are counted per account and per client address in a
-//! fixed window; past the limit, attempts are refused (before any password is checked) until
-//! the window ends. Counting per address too stops one client spraying many accounts.
+//! Sign-in throttling: attempts are counted per account and per client address in a fixed
+//! window (a success clears the account's count); past the limit, attempts are refused
+//! (before any password is checked) until the window ends. Counting per address too stops
+//! one client spraying many accounts.
 
 use std::net::IpAddr;
 
@@ -39,59 +40,44 @@ impl Subjects {
     }
 }
 
-/// Whether the attempt may proceed; if not, the whole minutes until it may.
-pub async fn check(
+/// Counts this attempt against every subject and says whether it may proceed (if not, the
+/// whole minutes until it may). One statement records and checks, before any password is
+/// verified, so parallel attempts cannot all slip under the limit: each one's increment is
+/// serialised on the counter row and sees the ones before it. A successful sign-in then
+/// clears the account's counter ([`clear_account`]), so in effect failures are what count.
+pub async fn attempt(
     client: &impl GenericClient,
     subjects: &Subjects,
     now: OffsetDateTime,
 ) -> Result<Result<(), i64>, ToolError> {
     let rows = client
         .query(
-            "SELECT subject, window_start, failures FROM hdls_identity.sign_in_failures
-             WHERE subject = ANY($1)",
-            &[&subjects.all()],
+            "INSERT INTO hdls_identity.sign_in_failures AS f (subject, window_start, failures)
+             SELECT s, $2, 1 FROM unnest($1::text[]) AS s
+             ON CONFLICT (subject) DO UPDATE SET
+                 failures = CASE WHEN f.window_start <= $3 THEN 1 ELSE f.failures + 1 END,
+                 window_start = CASE WHEN f.window_start <= $3 THEN $2 ELSE f.window_start END
+             RETURNING subject, window_start, failures",
+            &[&subjects.all(), &now, &(now - WINDOW)],
         )
         .await?;
     let mut wait = None;
     for row in rows {
         let subject: &str = row.get("subject");
         let start: OffsetDateTime = row.get("window_start");
-        let failures: i32 = row.get("failures");
+        let attempts: i32 = row.get("failures");
         let limit = if subject.starts_with("account:") {
             PER_ACCOUNT
         } else {
             PER_ADDRESS
         };
-        let ends = start + WINDOW;
-        if failures >= limit && ends > now {
+        if attempts > limit {
+            let ends = start + WINDOW;
             let minutes = ((ends - now).whole_seconds() + 59) / 60;
             wait = Some(wait.map_or(minutes, |w: i64| w.max(minutes)));
         }
     }
     Ok(wait.map_or(Ok(()), Err))
-}
-
-/// Counts one failed attempt against every subject.
-pub async fn record_failure(
-    client: &impl GenericClient,
-    subjects: &Subjects,
-    now: OffsetDateTime,
-) -> Result<(), ToolError> {
-    for subject in subjects.all() {
-        client
-            .execute(
-                "INSERT INTO hdls_identity.sign_in_failures (subject, window_start, failures)
-                 VALUES ($1, $2, 1)
-                 ON CONFLICT (subject) DO UPDATE SET
-                     failures = CASE WHEN sign_in_failures.window_start <= $3
-                                     THEN 1 ELSE sign_in_failures.failures + 1 END,
-                     window_start = CASE WHEN sign_in_failures.window_start <= $3
-                                         THEN $2 ELSE sign_in_failures.window_start END",
-                &[&subject, &now, &(now - WINDOW)],
-            )
-            .await?;
-    }
-    Ok(())
 }
 
 /// A successful sign-in clears the account's counter (not the address's).

@@ -18,9 +18,9 @@ pub async fn call(
     args: Value,
 ) -> Result<Value, ToolError> {
     if let Err(refusal) = tool.permits(principal) {
-        audit_refusal(app, tool, principal, &args, &refusal).await;
-        return Err(refusal);
+        return Err(refuse_unpermitted(app, tool, principal, &args, refusal).await);
     }
+    let _slot = app.workspace_gate.enter(principal.workspace_id).await?;
     let scope = if app.enforce_limits {
         Scope::begin_admitted(&app.pools.runtime, principal, app.clock.now()).await?
     } else {
@@ -46,33 +46,72 @@ pub async fn call(
         }
         Err(error) => {
             scope.rollback().await;
-            if let (ErrorCode::Forbidden, Some(args)) = (error.code, &kept_args) {
-                audit_refusal(app, tool, principal, args, &error).await;
+            if let (ErrorCode::Forbidden, Some(args), Some(action)) =
+                (error.code, &kept_args, tool.audit_action)
+            {
+                // Admitted already, so only the record is left to write.
+                audit::record_refusal(
+                    &app.pools.runtime,
+                    principal,
+                    action,
+                    Some(&audit::target_of(args)),
+                    &error.message,
+                    app.clock.now(),
+                )
+                .await;
             }
             Err(error)
         }
     }
 }
 
-async fn audit_refusal(
+/// A call the permit rule refused costs the caller like any call: it counts against the
+/// workspace's per-minute window (never the monthly ledger, which bills calls that ran), and
+/// past the limit it is `rate_limited` and not audited, so refusals cannot flood the audit log.
+/// Otherwise a privileged tool's refusal is audited, in the same transaction as its count.
+async fn refuse_unpermitted(
     app: &App,
     tool: &ToolDef,
     principal: &Principal,
     args: &Value,
-    refusal: &ToolError,
-) {
-    let Some(action) = tool.audit_action else {
-        return;
-    };
-    // The arguments of privileged tools name what was attempted; none carries a secret.
-    let target = args.to_string();
-    audit::record_refusal(
-        &app.pools.runtime,
-        principal,
-        action,
-        Some(&target),
-        &refusal.message,
-        app.clock.now(),
-    )
+    refusal: ToolError,
+) -> ToolError {
+    if !app.enforce_limits && tool.audit_action.is_none() {
+        return refusal;
+    }
+    let now = app.clock.now();
+    let outcome = async {
+        let scope = Scope::begin(&app.pools.runtime, principal).await?;
+        if app.enforce_limits {
+            let row = scope
+                .query_one(crate::limits::COUNT_REFUSAL_SQL, &[&now])
+                .await?;
+            if let Err(limited) = crate::limits::decide(&row) {
+                scope.rollback().await;
+                return Ok(Some(limited));
+            }
+        }
+        if let Some(action) = tool.audit_action {
+            audit::record(
+                &scope,
+                principal,
+                action,
+                Some(&audit::target_of(args)),
+                audit::Outcome::Refused(&refusal.message),
+                now,
+            )
+            .await?;
+        }
+        scope.commit().await?;
+        Ok::<_, ToolError>(None)
+    }
     .await;
+    match outcome {
+        Ok(Some(limited)) => limited,
+        Ok(None) => refusal,
+        Err(error) => {
+            tracing::error!(%error, tool = tool.name, "could not count or record a refused call");
+            refusal
+        }
+    }
 }

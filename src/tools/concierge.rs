@@ -59,8 +59,10 @@ pub fn tools() -> Vec<ToolDef> {
         ToolDef::new(
             "mint_api_key",
             "Mint a scoped API key for server-to-server use: bound to this workspace, with a role no higher than \
-             yours and an optional expiry (e.g. \"30d\"). The key is shown once, in this response only; store it \
-             in a secret manager. Needs admin or owner.",
+             yours, the products it may reach (at most the ones your credential reaches) and an optional expiry \
+             (e.g. \"30d\"; never later than your own key's). The key records the credential that minted it: \
+             revoking that credential (or the connection, or removing its member) revokes this key too. The key \
+             is shown once, in this response only; store it in a secret manager. Needs admin or owner.",
             HERE,
             Role::Admin,
             Effect::Write,
@@ -69,8 +71,8 @@ pub fn tools() -> Vec<ToolDef> {
         .audited(actions::API_KEY_MINT),
         ToolDef::new(
             "list_api_keys",
-            "List this workspace's API keys: id, role, label, created, expiry, last use and status. \
-             Never shows a key or its hash. Needs admin or owner.",
+            "List this workspace's API keys: id, role, products, label, the credential that minted it, created, \
+             expiry, last use, status and why it was revoked. Never shows a key or its hash. Needs admin or owner.",
             HERE,
             Role::Admin,
             Effect::Read,
@@ -202,6 +204,10 @@ async fn uninstall_product(cx: &Cx<'_>, args: ProductArg) -> ToolResult {
 struct MintArgs {
     /// The key's role; at most your own.
     role: Role,
+    /// The products the key may reach, e.g. ["crm"]; at most the ones your credential
+    /// reaches. Omit for the same products as your credential.
+    #[serde(default)]
+    products: Option<Vec<Product>>,
     /// A note to recognise the key by, e.g. "nightly sync job".
     #[serde(default)]
     label: Option<String>,
@@ -225,6 +231,7 @@ async fn mint_api_key(cx: &Cx<'_>, args: MintArgs) -> ToolResult {
         cx.scope,
         cx.principal,
         args.role,
+        args.products,
         args.label,
         expires_at,
         cx.app.clock.now(),
@@ -241,7 +248,8 @@ async fn list_api_keys(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
     let rows = cx
         .scope
         .query(
-            "SELECT key_id, role, label, created_by, created_at, expires_at, revoked_at, last_used_at
+            "SELECT key_id, role, label, created_by, created_at, expires_at, revoked_at, revoked_reason,
+                    last_used_at, products
              FROM hdls.api_keys ORDER BY created_at DESC, key_id",
             &[],
         )
@@ -263,10 +271,12 @@ async fn list_api_keys(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
                 "key_id": api_key::display_id(r.get("key_id")),
                 "role": r.get::<_, &str>("role"),
                 "label": r.get::<_, Option<&str>>("label"),
-                "created_by": r.get::<_, &str>("created_by"),
+                "minted_by": r.get::<_, &str>("created_by"),
+                "products": r.get::<_, Option<Vec<String>>>("products"),
                 "created_at": timestamp(Some(r.get("created_at"))),
                 "expires_at": timestamp(expires_at),
                 "revoked_at": timestamp(revoked_at),
+                "revoked_reason": r.get::<_, Option<&str>>("revoked_reason"),
                 "last_used_at": timestamp(r.get("last_used_at")),
                 "status": status,
             })

@@ -13,7 +13,15 @@ use super::{client_address, pages, session};
 use crate::app::App;
 use crate::people::{self, invitations};
 
-fn internal(error: impl std::fmt::Display) -> Response {
+fn internal(error: crate::tools::ToolError) -> Response {
+    if error.code == crate::tools::ErrorCode::Unavailable {
+        // Busy (the bound on concurrent password hashing) or the database is away: 503.
+        return pages::message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Busy",
+            "The server is busy. Please try again in a moment.",
+        );
+    }
     tracing::error!(%error, "account page failed");
     pages::message(
         StatusCode::INTERNAL_SERVER_ERROR,

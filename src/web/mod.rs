@@ -6,14 +6,14 @@ pub mod account;
 pub mod pages;
 pub mod session;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::ConnectInfo;
 use axum::http::Extensions;
 
-/// The connecting client's address (the TCP peer; hdls does not trust forwarding headers).
+/// The client's address, as `crate::client_address` resolved it (the TCP peer, or the first
+/// untrusted `X-Forwarded-For` hop behind a trusted proxy).
 pub fn client_address(extensions: &Extensions) -> Option<IpAddr> {
     extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .get::<crate::client_address::ClientAddress>()
+        .map(|c| c.0)
 }

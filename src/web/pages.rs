@@ -190,13 +190,10 @@ pub fn invitation(
             form id="accept-invitation" method="post" action="/invite" {
                 input type="hidden" name="csrf" value=(csrf);
                 input type="hidden" name="token" value=(token);
-                @if pending.has_password {
-                    label for="password" { "Your hdls password" }
-                    input id="password" name="password" type="password" autocomplete="current-password" required;
-                } @else {
-                    label for="password" { "Choose a password (at least " (crate::people::password::MIN_LEN) " characters)" }
-                    input id="password" name="password" type="password" autocomplete="new-password" required;
-                }
+                // One form for everyone: the page never tells whether this address already
+                // has an account or a password.
+                label for="password" { "Your hdls password if you already have an account with this address; otherwise choose one (at least " (crate::people::password::MIN_LEN) " characters)" }
+                input id="password" name="password" type="password" autocomplete="current-password" required;
                 button id="accept-submit" type="submit" { "Join" }
             }
         },

@@ -232,10 +232,32 @@ async fn auth_role_reads_credentials_but_no_product_data() {
             .await
             .is_err()
     );
+    // The auth role may revoke keys (a revoked connection revokes the keys minted through
+    // it), never un-revoke one.
+    let ws = uuid::Uuid::new_v4();
+    db.connect_superuser()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO hdls.workspaces (workspace_id, name) VALUES ('{ws}', 'w');
+             INSERT INTO hdls.api_keys (workspace_id, key_id, secret_hash, role, created_by, revoked_at)
+               VALUES ('{ws}', '0123456789abcdef', decode(repeat('00', 32), 'hex'), 'owner', 'test', now());"
+        ))
+        .await
+        .unwrap();
+    let unrevoke = auth
+        .batch_execute("UPDATE hdls.api_keys SET revoked_at = NULL")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unrevoke.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{unrevoke:?}"
+    );
     assert!(
-        auth.batch_execute("UPDATE hdls.api_keys SET revoked_at = NULL")
-            .await
-            .is_err()
+        unrevoke
+            .as_db_error()
+            .is_some_and(|e| e.message().contains("stays revoked")),
+        "{unrevoke:?}"
     );
     assert!(
         auth.batch_execute("DELETE FROM hdls.api_keys")

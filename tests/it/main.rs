@@ -20,6 +20,8 @@ mod power_fuzz;
 mod power_refusals;
 mod power_tools;
 mod products;
+mod refusal_costs;
 mod role_matrix;
 mod statement_timeout;
 mod transport;
+mod widening;

@@ -442,3 +442,48 @@ async fn products_named_in_scope_start_ticked_on_the_consent_page() {
     assert!(ticked("support"), "named in scope");
     assert!(!ticked("contacts"), "neither");
 }
+
+#[tokio::test]
+async fn housekeeping_forgets_clients_nobody_connected() {
+    use hdls::oauth::housekeeping::purge;
+    let env = TestEnv::start().await;
+    let used = authorize(&env, Role::Member, &[], "/api/mcp").await;
+    let tokens = used.tokens(&env).await;
+    let unused = register(&env, REDIRECT).await;
+    let auth = &env.app.pools.auth;
+    assert_eq!(purge(auth, env.clock_now()).await.unwrap().clients, 0);
+    env.clock.advance(time::Duration::days(2));
+    let purged = purge(auth, env.clock_now()).await.unwrap();
+    assert_eq!(purged.clients, 1, "{purged:?}");
+    let left: Vec<String> = env
+        .db
+        .connect_superuser()
+        .await
+        .query("SELECT client_id FROM hdls_identity.oauth_clients", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, std::slice::from_ref(&used.client_id));
+    assert!(!left.contains(&unused));
+    let _ = tokens;
+}
+
+#[tokio::test]
+async fn registration_is_rate_limited_per_address() {
+    let env = TestEnv::start().await;
+    for _ in 0..hdls::limits::per_address::REGISTRATIONS_PER_HOUR {
+        register(&env, REDIRECT).await;
+    }
+    let response = reqwest::Client::new()
+        .post(env.url("/oauth/register"))
+        .json(&json!({ "client_name": "one too many", "redirect_uris": [REDIRECT] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    env.clock.advance(time::Duration::hours(1));
+    register(&env, REDIRECT).await;
+}

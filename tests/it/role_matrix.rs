@@ -159,6 +159,7 @@ fn the_customer_persona_sees_none_of_the_agent_tools() {
         principal_id: Some(uuid::Uuid::new_v4()),
         user_id: None,
         products: Product::ALL.to_vec(),
+        all_products: true,
         credential: CredentialRef {
             kind: CredentialKind::ApiKey,
             id: "key_0000000000000000".into(),

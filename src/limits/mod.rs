@@ -14,6 +14,9 @@
 //! flushes the ledger increment before it. The error is an under-count, in the
 //! customer's favour, and never an over-count.
 
+pub mod concurrency;
+pub mod per_address;
+
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
@@ -23,6 +26,11 @@ use crate::tools::{ErrorCode, ToolError};
 /// The admission statement: `$1` the workspace, `$2` the time of the call.
 pub const ADMIT_SQL: &str =
     "SELECT allowed, refused_window, call_limit, retry_after_s FROM hdls.admit_call($1, $2)";
+
+/// Counts a refused call in the per-minute window, inside the caller's tenant transaction
+/// (`$1` the time of the call); the same columns as [`ADMIT_SQL`].
+pub const COUNT_REFUSAL_SQL: &str =
+    "SELECT allowed, refused_window, call_limit, retry_after_s FROM hdls.count_refusal($1)";
 
 /// The caller's default when the plan sets no per-minute limit.
 pub const DEFAULT_PER_MINUTE: i64 = 120;

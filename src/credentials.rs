@@ -1,0 +1,199 @@
+//! The one rule for every credential that makes a credential: what it makes is never wider
+//! or longer-lived than itself, and records who made it so that revoking the maker revokes
+//! it (the cascade is a trigger, migration V6, so no revocation path can forget it).
+//!
+//! Every tool that mints a standing credential (API keys today; customer keys, webhook
+//! subscriptions and data-source keys as they land) asks [`bound`] first.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::identity::{CredentialKind, Persona, Principal, Product, Role};
+use crate::tools::ToolError;
+
+/// The credential a new one was minted through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Maker {
+    /// The operator's command line: bounded by nothing but the request.
+    Operator,
+    /// An API key (its bare hex id).
+    Key(String),
+    /// An OAuth connection (its grant id).
+    Connection(Uuid),
+}
+
+/// What a new credential may be, once bounded by its maker.
+#[derive(Debug, Clone)]
+pub struct Bounded {
+    pub role: Role,
+    /// `None`: every product installed, now or later (only when the maker is unrestricted).
+    pub products: Option<Vec<Product>>,
+    pub expires_at: Option<OffsetDateTime>,
+    pub maker: Maker,
+}
+
+impl Bounded {
+    /// The bare key id of the minting key, for the `parent_key_id` column.
+    pub fn parent_key_id(&self) -> Option<&str> {
+        match &self.maker {
+            Maker::Key(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The minting connection, for the `parent_grant_id` column.
+    pub fn parent_grant_id(&self) -> Option<Uuid> {
+        match self.maker {
+            Maker::Connection(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Product slugs for storage (`None` = all).
+    pub fn product_slugs(&self) -> Option<Vec<String>> {
+        self.products
+            .as_ref()
+            .map(|ps| ps.iter().map(|p| p.slug().to_owned()).collect())
+    }
+}
+
+/// Which credential `actor` is, as a maker.
+pub fn maker_of(actor: &Principal) -> Result<Maker, ToolError> {
+    let id = actor.credential.id.as_str();
+    match actor.credential.kind {
+        CredentialKind::Cli => Ok(Maker::Operator),
+        CredentialKind::ApiKey => id
+            .strip_prefix("key_")
+            .map(|hex| Maker::Key(hex.to_owned()))
+            .ok_or_else(|| ToolError::internal(format!("API key principal with id {id:?}"))),
+        CredentialKind::OauthToken => id
+            .strip_prefix("grant_")
+            .and_then(|g| g.parse().ok())
+            .map(Maker::Connection)
+            .ok_or_else(|| ToolError::internal(format!("OAuth principal with id {id:?}"))),
+        // A browser session is not a credential for tools; nothing mints through it.
+        CredentialKind::User => Err(ToolError::forbidden(
+            "a web sign-in cannot mint credentials",
+        )),
+    }
+}
+
+/// Bounds a requested credential by the one minting it: role at most the actor's current
+/// role; products a subset of the actor's (an unrestricted actor may mint unrestricted);
+/// expiry no later than the actor's own key expiry. Refuses rather than silently narrowing
+/// what was asked explicitly; fills in the actor's bound where nothing was asked.
+pub fn bound(
+    actor: &Principal,
+    role: Role,
+    products: Option<Vec<Product>>,
+    expires_at: Option<OffsetDateTime>,
+) -> Result<Bounded, ToolError> {
+    if actor.persona != Persona::Agent {
+        return Err(ToolError::forbidden(
+            "customer credentials cannot mint credentials",
+        ));
+    }
+    let maker = maker_of(actor)?;
+    if role > actor.role {
+        return Err(ToolError::forbidden(format!(
+            "a credential with the {} role cannot mint one with the {} role",
+            actor.role, role
+        ))
+        .with("max_role", actor.role.as_str()));
+    }
+    let products = match (products, actor.all_products) {
+        (requested, true) => requested,
+        (None, false) => Some(actor.products.clone()),
+        (Some(requested), false) => {
+            if let Some(outside) = requested.iter().find(|p| !actor.products.contains(p)) {
+                return Err(ToolError::forbidden(format!(
+                    "this credential does not reach the {} product, so it cannot mint one that does",
+                    outside.slug()
+                ))
+                .with("path", "products"));
+            }
+            Some(requested)
+        }
+    };
+    let products = products.map(|mut ps| {
+        ps.sort();
+        ps.dedup();
+        ps
+    });
+    // An OAuth principal's expiry is its access token's (minutes); the connection behind it
+    // has none and bounds what it mints by revocation instead.
+    let ceiling = match actor.credential.kind {
+        CredentialKind::ApiKey => actor.expires_at,
+        _ => None,
+    };
+    let expires_at = match (expires_at, ceiling) {
+        (None, ceiling) => ceiling,
+        (Some(asked), Some(ceiling)) if asked > ceiling => {
+            return Err(ToolError::forbidden(
+                "a credential cannot mint one that outlives it; ask for a shorter expires_in",
+            )
+            .with("path", "expires_in"));
+        }
+        (Some(asked), _) => Some(asked),
+    };
+    Ok(Bounded {
+        role,
+        products,
+        expires_at,
+        maker,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::CredentialRef;
+
+    fn key(
+        role: Role,
+        products: Option<Vec<Product>>,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Principal {
+        Principal {
+            workspace_id: Uuid::nil(),
+            workspace_name: "w".into(),
+            role,
+            persona: Persona::Agent,
+            principal_id: None,
+            user_id: None,
+            all_products: products.is_none(),
+            products: products.unwrap_or_else(|| Product::ALL.to_vec()),
+            credential: CredentialRef {
+                kind: CredentialKind::ApiKey,
+                id: "key_00000000000000aa".into(),
+            },
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn role_products_and_expiry_are_bounded() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let admin = key(Role::Admin, Some(vec![Product::Crm]), Some(now));
+        assert!(bound(&admin, Role::Owner, None, None).is_err());
+        assert!(bound(&admin, Role::Admin, Some(vec![Product::Support]), None).is_err());
+        let b = bound(&admin, Role::Reader, None, None).unwrap();
+        assert_eq!(b.products, Some(vec![Product::Crm]));
+        assert_eq!(b.expires_at, Some(now));
+        assert_eq!(b.maker, Maker::Key("00000000000000aa".into()));
+        assert!(
+            bound(
+                &admin,
+                Role::Reader,
+                None,
+                Some(now + time::Duration::days(1))
+            )
+            .is_err()
+        );
+        let open = key(Role::Owner, None, None);
+        assert_eq!(
+            bound(&open, Role::Owner, None, None).unwrap().products,
+            None
+        );
+    }
+}
