@@ -19,6 +19,7 @@ pub mod engine;
 pub mod http;
 pub mod identity;
 pub mod limits;
+pub mod logging;
 pub mod mail;
 pub mod master_key;
 pub mod mcp;

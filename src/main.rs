@@ -6,16 +6,9 @@ use clap::Parser;
 // the rmcp client 0.44 -> 0.46 of direct SQL.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("HDLS_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("hdls=info,warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    hdls::logging::init();
     let cli = hdls::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

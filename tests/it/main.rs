@@ -11,6 +11,7 @@ mod embedded_serve;
 mod interop;
 mod isolation;
 mod limits;
+mod log_secrets;
 mod oauth_flow;
 mod oauth_refusals;
 mod oauth_server;
