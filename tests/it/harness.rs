@@ -484,3 +484,33 @@ pub fn npm_ci_once(dir: &std::path::Path, package: &str) {
         .expect("run npm ci");
     assert!(status.success(), "npm ci failed in {}", dir.display());
 }
+
+/// Asserts that a statement was refused by the database with SQLSTATE `code` and a message
+/// containing `reason`. A bare `is_err()` also passes on a typo (42601), a missing table
+/// (42P01) or a dropped connection, so it proves nothing about the guard being tested.
+pub fn assert_refused<T: std::fmt::Debug>(
+    result: Result<T, tokio_postgres::Error>,
+    code: &tokio_postgres::error::SqlState,
+    reason: &str,
+    what: &str,
+) {
+    let error = match result {
+        Ok(value) => panic!("{what}: was allowed ({value:?})"),
+        Err(error) => error,
+    };
+    let db = error
+        .as_db_error()
+        .unwrap_or_else(|| panic!("{what}: not a database refusal: {error}"));
+    assert_eq!(
+        db.code(),
+        code,
+        "{what}: SQLSTATE {} ({})",
+        db.code().code(),
+        db.message()
+    );
+    assert!(
+        db.message().contains(reason),
+        "{what}: refused for another reason: {}",
+        db.message()
+    );
+}
