@@ -215,6 +215,39 @@ impl TestDb {
             .await
             .expect("connect as superuser")
     }
+
+    /// Makes this database refuse every connection, existing and new, as a database that went
+    /// away would (`ALLOW_CONNECTIONS false`, then its backends terminated); `reopen` undoes it.
+    pub async fn cut_off(&self) {
+        let admin = self.maintenance().await;
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';",
+                name = self.name
+            ))
+            .await
+            .expect("cut the test database off");
+    }
+
+    /// Lets connections to this database in again after `cut_off`.
+    pub async fn reopen(&self) {
+        self.maintenance()
+            .await
+            .batch_execute(&format!(
+                "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+                self.name
+            ))
+            .await
+            .expect("reopen the test database");
+    }
+
+    /// A superuser connection to the server's `postgres` database (not this one).
+    async fn maintenance(&self) -> tokio_postgres::Client {
+        connect(&self.superuser.with_dbname("postgres").as_given())
+            .await
+            .expect("connect to the postgres database as superuser")
+    }
 }
 
 impl Drop for TestDb {
