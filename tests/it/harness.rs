@@ -412,6 +412,8 @@ impl Mcp {
         url: &str,
         key: &str,
     ) -> Result<Mcp, rmcp::service::ClientInitializeError> {
+        // The client is reqwest too, and a test that starts no TestEnv has installed no provider.
+        hdls::net::fetch::install_tls_provider();
         let transport = StreamableHttpClientTransport::from_config(
             StreamableHttpClientTransportConfig::with_uri(url).auth_header(key),
         );
@@ -422,6 +424,7 @@ impl Mcp {
     /// Connects with an explicit lifecycle: the 2026-07-28 `server/discover` flow, or `initialize`.
     pub async fn connect_with(url: &str, key: &str, lifecycle: rmcp::ClientLifecycleMode) -> Mcp {
         use rmcp::ClientServiceExt;
+        hdls::net::fetch::install_tls_provider();
         let transport = StreamableHttpClientTransport::from_config(
             StreamableHttpClientTransportConfig::with_uri(url).auth_header(key),
         );
