@@ -136,6 +136,16 @@ async fn serve(
     }
     if let Location::Embedded(_) = location {
         println!("  data       {}", data_dir.display());
+        // Said on every start: the database is not where the data directory suggests.
+        if let Some(cluster) = &opened.cluster
+            && let Some(link) = cluster.link()
+        {
+            println!(
+                "  postgres   {} (the postgres user cannot reach the data directory; linked as {})",
+                cluster.root().display(),
+                link.display()
+            );
+        }
         let marker = data_dir.join(DEMO_MARKER);
         if !marker.exists() {
             let demo = workspaces::create(&app.pools.runtime, "demo", app.clock.now()).await?;

@@ -27,6 +27,14 @@ const HDLS_CONF: &str = "hdls.conf";
 /// Line appended once to postgresql.conf so the server picks up hdls.conf.
 const INCLUDE_LINE: &str = "include 'hdls.conf'";
 
+/// Where the cluster goes when hdls runs as root and the `postgres` user cannot reach the data
+/// directory (a checkout in root's 0700 home): a system directory, as PostgreSQL's own
+/// packages keep theirs under /var/lib/postgresql.
+pub const SYSTEM_CLUSTERS: &str = "/var/lib/hdls";
+
+/// Name of the symlink in the data directory that points at a cluster kept elsewhere.
+pub const CLUSTER_LINK: &str = "cluster";
+
 /// Errors from locating, initialising, starting or stopping the embedded cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -52,6 +60,13 @@ pub enum EmbeddedError {
         .path.display()
     )]
     SocketPathTooLong { path: PathBuf, len: usize },
+    /// The data directory has no link to its cluster, but the cluster made for it is still there.
+    #[error(
+        "{} holds the embedded PostgreSQL cluster made for {}, but {}/{CLUSTER_LINK} no longer links to it (was the data directory deleted?); to keep that database, put back the master.key it was used with and run `ln -s {} {}/{CLUSTER_LINK}`; to start afresh, remove it with `rm -rf {}`",
+        .cluster.display(), .data_dir.display(), .data_dir.display(),
+        .cluster.display(), .data_dir.display(), .cluster.display()
+    )]
+    UnlinkedCluster { cluster: PathBuf, data_dir: PathBuf },
     /// The data directory path cannot be written into PostgreSQL's configuration safely.
     #[error("the hdls data directory {} cannot be used: {reason}", .path.display())]
     InvalidPath { path: PathBuf, reason: &'static str },
@@ -271,6 +286,8 @@ pub struct Cluster {
     bins: PgBinaries,
     run_as: RunAs,
     layout: Layout,
+    /// The symlink in the data directory, when the cluster lives elsewhere (see [`SYSTEM_CLUSTERS`]).
+    link: Option<PathBuf>,
     started_here: bool,
 }
 
@@ -303,15 +320,31 @@ impl Cluster {
     pub async fn start(root: &Path) -> Result<Cluster, EmbeddedError> {
         let bins = PgBinaries::locate()?;
         let run_as = RunAs::detect()?;
-        let (layout, needs_init, lock) = {
+        let (layout, link, needs_init, lock) = {
             let root = root.to_path_buf();
             let run_as = run_as.clone();
-            blocking(move || prepare_dirs(&root, &run_as)).await?
+            blocking(move || {
+                let created = !root.exists();
+                let (root, link) = place(&root, &run_as)?;
+                // A cluster moved to the system directory got its modes when that was made.
+                let created = created && link.is_none();
+                let (layout, needs_init, lock) = prepare_dirs(&root, &run_as, created)?;
+                Ok((layout, link, needs_init, lock))
+            })
+            .await?
         };
+        if let Some(link) = &link {
+            tracing::info!(
+                cluster = %layout.root.display(),
+                link = %link.display(),
+                "the data directory is out of the postgres user's reach; the embedded PostgreSQL cluster lives in a system directory, linked from the data directory"
+            );
+        }
         let mut cluster = Cluster {
             bins,
             run_as,
             layout,
+            link,
             started_here: false,
         };
         if needs_init {
@@ -361,6 +394,11 @@ impl Cluster {
     /// Absolute, canonical root directory of the cluster.
     pub fn root(&self) -> &Path {
         &self.layout.root
+    }
+
+    /// The data directory's symlink to the cluster, when the cluster lives outside it.
+    pub fn link(&self) -> Option<&Path> {
+        self.link.as_deref()
     }
 
     /// Directory holding the server's Unix socket (`.s.PGSQL.<PORT>`).
@@ -535,9 +573,119 @@ where
         .map_err(|e| EmbeddedError::Io(io::Error::other(e)))?
 }
 
+/// The system directory for the cluster of a data directory: named by a hash of the data
+/// directory's canonical path, so one checkout always maps to one place.
+pub fn system_cluster_dir(data_dir: &Path) -> PathBuf {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(data_dir.as_os_str().as_bytes());
+    Path::new(SYSTEM_CLUSTERS).join(hex::encode(&digest[..8]))
+}
+
+/// Decides where the cluster of `data_dir` lives: in it, as always, unless it already links
+/// to a cluster elsewhere, or the server runs as another user (we are root) who cannot
+/// traverse the way to it and no cluster exists there yet. Then the cluster goes to
+/// [`system_cluster_dir`], which that user can reach without anyone loosening the
+/// permissions of a home directory, and `data_dir/cluster` links to it so that it is found
+/// again (and by the operator: `ls -l .hdls`). Returns the cluster root and that link.
+fn place(data_dir: &Path, run_as: &RunAs) -> Result<(PathBuf, Option<PathBuf>), EmbeddedError> {
+    std::fs::create_dir_all(data_dir).map_err(fs_err("creating", data_dir))?;
+    let data_dir = std::fs::canonicalize(data_dir).map_err(fs_err("resolving", data_dir))?;
+    let link = data_dir.join(CLUSTER_LINK);
+    if let Some(target) = read_cluster_link(&link)? {
+        return Ok((target, Some(link)));
+    }
+    let RunAs::User { uid, gid, .. } = run_as else {
+        return Ok((data_dir, None));
+    };
+    if data_dir.join("pgdata").join("PG_VERSION").exists() {
+        return Ok((data_dir, None));
+    }
+    let Some(closed) = first_untraversable(&data_dir, *uid, *gid)? else {
+        return Ok((data_dir, None));
+    };
+    let target = system_cluster_dir(&data_dir);
+    if target.join("pgdata").join("PG_VERSION").exists() {
+        // Reusing it would pair an old database with this data directory's (new) master key;
+        // deleting it would destroy someone's data. The operator decides.
+        return Err(EmbeddedError::UnlinkedCluster {
+            cluster: target,
+            data_dir,
+        });
+    }
+    tracing::info!(
+        closed = %closed.display(),
+        cluster = %target.display(),
+        "the postgres user cannot traverse a parent of the data directory; placing the embedded PostgreSQL cluster in a system directory"
+    );
+    create_system_dir(&target)?;
+    match std::os::unix::fs::symlink(&target, &link) {
+        Ok(()) => Ok((target, Some(link))),
+        // A concurrent start linked it first; follow what it wrote.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match read_cluster_link(&link)? {
+            Some(existing) => Ok((existing, Some(link))),
+            None => Err(fs_err("linking", &link)(e)),
+        },
+        Err(e) => Err(fs_err("linking", &link)(e)),
+    }
+}
+
+/// The target of the data directory's cluster link, if there is one.
+fn read_cluster_link(link: &Path) -> Result<Option<PathBuf>, EmbeddedError> {
+    match std::fs::symlink_metadata(link) {
+        Ok(meta) if meta.file_type().is_symlink() => {}
+        Ok(_) => {
+            return Err(EmbeddedError::InvalidPath {
+                path: link.to_path_buf(),
+                reason: "it should be a symlink to the embedded PostgreSQL cluster",
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fs_err("inspecting", link)(e)),
+    }
+    let target = std::fs::read_link(link).map_err(fs_err("reading", link))?;
+    if !target.is_absolute() {
+        return Err(EmbeddedError::InvalidPath {
+            path: link.to_path_buf(),
+            reason: "it should be a symlink to an absolute path",
+        });
+    }
+    Ok(Some(target))
+}
+
+/// Creates `dir` and its missing parents with mode 0711 (the cluster's user passes through,
+/// nobody lists them), set explicitly so that a strict umask cannot close the way.
+fn create_system_dir(dir: &Path) -> Result<(), EmbeddedError> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    for d in missing.into_iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711))
+                .map_err(fs_err("setting permissions on", d))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fs_err("creating", d)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The first of `dir`'s ancestors (not `dir` itself, whose mode hdls may set) that a process
+/// with this uid and gid cannot search.
+fn first_untraversable(dir: &Path, uid: u32, gid: u32) -> Result<Option<PathBuf>, EmbeddedError> {
+    for ancestor in dir.ancestors().skip(1) {
+        let meta = std::fs::metadata(ancestor).map_err(fs_err("inspecting", ancestor))?;
+        if !can_search(&meta, uid, gid) {
+            return Ok(Some(ancestor.to_path_buf()));
+        }
+    }
+    Ok(None)
+}
+
 /// Creates and checks the root, run and data directories; returns the layout, whether initdb is needed, and the start lock.
-fn prepare_dirs(root: &Path, run_as: &RunAs) -> Result<(Layout, bool, File), EmbeddedError> {
-    let existed = root.exists();
+/// `created` says the root did not exist before this start.
+fn prepare_dirs(
+    root: &Path,
+    run_as: &RunAs,
+    created: bool,
+) -> Result<(Layout, bool, File), EmbeddedError> {
     std::fs::create_dir_all(root).map_err(fs_err("creating", root))?;
     let root = std::fs::canonicalize(root).map_err(fs_err("resolving", root))?;
     validate_root_path(&root)?;
@@ -550,7 +698,7 @@ fn prepare_dirs(root: &Path, run_as: &RunAs) -> Result<(Layout, bool, File), Emb
     }
 
     if let RunAs::User { name, uid, gid, .. } = run_as {
-        if !existed {
+        if created {
             // The postgres user must traverse root to reach pgdata, but has no business listing it.
             std::fs::set_permissions(&layout.root, std::fs::Permissions::from_mode(0o711))
                 .map_err(fs_err("setting permissions on", &layout.root))?;
@@ -877,6 +1025,40 @@ mod tests {
     fn tail_keeps_last_lines() {
         assert_eq!(tail_lines("a\nb\nc\n", 2), "b\nc");
         assert_eq!(tail_lines("", 2), "");
+    }
+
+    #[test]
+    fn a_data_directory_maps_to_one_system_cluster_directory() {
+        let a = system_cluster_dir(Path::new("/root/hdls/.hdls"));
+        assert_eq!(a, system_cluster_dir(Path::new("/root/hdls/.hdls")));
+        assert_ne!(a, system_cluster_dir(Path::new("/root/other/.hdls")));
+        assert_eq!(a.parent(), Some(Path::new(SYSTEM_CLUSTERS)));
+    }
+
+    #[test]
+    fn the_cluster_link_must_be_an_absolute_symlink() {
+        let dir = scratch_dir();
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let link = dir.join(CLUSTER_LINK);
+        assert!(matches!(read_cluster_link(&link), Ok(None)));
+        std::os::unix::fs::symlink("/var/lib/hdls/0123456789abcdef", &link).expect("symlink");
+        assert_eq!(
+            read_cluster_link(&link).expect("absolute link"),
+            Some(PathBuf::from("/var/lib/hdls/0123456789abcdef"))
+        );
+        std::fs::remove_file(&link).expect("remove link");
+        std::os::unix::fs::symlink("relative/cluster", &link).expect("symlink");
+        assert!(matches!(
+            read_cluster_link(&link),
+            Err(EmbeddedError::InvalidPath { .. })
+        ));
+        std::fs::remove_file(&link).expect("remove link");
+        std::fs::write(&link, "not a link").expect("file");
+        assert!(matches!(
+            read_cluster_link(&link),
+            Err(EmbeddedError::InvalidPath { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Mcp, TestEnv, no_args};
+use crate::harness::{TestEnv, no_args};
 
 fn hdls(args: &[&str], url: &str) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_hdls"))
@@ -17,6 +17,17 @@ fn hdls(args: &[&str], url: &str) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Runs an hdls command that must fail and asserts that stderr gives `reason`: a bare non-zero
+/// exit would also pass on a misspelt subcommand or flag (clap's usage error).
+fn hdls_refused(args: &[&str], url: &str, reason: &str) {
+    let (ok, stdout, stderr) = hdls(args, url);
+    assert!(!ok, "hdls {args:?} succeeded: {stdout}");
+    assert!(
+        stderr.contains(reason),
+        "hdls {args:?} failed for another reason than {reason:?}: {stderr}"
+    );
 }
 
 fn hdls_json(args: &[&str], url: &str) -> Value {
@@ -50,9 +61,7 @@ async fn setup_refuses_a_non_superuser() {
     } else {
         format!("{url} user=hdls_runtime")
     };
-    let (ok, _, stderr) = hdls(&["setup"], &url);
-    assert!(!ok);
-    assert!(stderr.contains("superuser"), "{stderr}");
+    hdls_refused(&["setup"], &url, "setup must connect as a superuser");
 }
 
 #[tokio::test]
@@ -104,63 +113,79 @@ async fn admin_workspace_and_key_commands() {
 
     let revoked = hdls_json(&["admin", "key", "revoke", &key_id, "--json"], &url);
     assert_eq!(revoked["revoked"], true);
-    assert!(
-        Mcp::try_connect(&env.url("/api/mcp"), &key).await.is_err(),
+    // Refused by authentication (401), not by anything else that would fail a connect.
+    let status = reqwest::Client::new()
+        .post(env.url("/api/mcp"))
+        .bearer_auth(&key)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": { "protocolVersion": "2025-11-25", "capabilities": {},
+                        "clientInfo": { "name": "cli-test", "version": "0" } }
+        }))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(
+        status,
+        reqwest::StatusCode::UNAUTHORIZED,
         "revoked key still works"
     );
 
     // Refusals: unknown workspace, unknown key, bad role, bad duration.
     let missing = uuid::Uuid::new_v4().to_string();
-    assert!(
-        !hdls(
-            &[
-                "admin",
-                "key",
-                "mint",
-                "--workspace",
-                &missing,
-                "--role",
-                "reader"
-            ],
-            &url
-        )
-        .0
+    hdls_refused(
+        &[
+            "admin",
+            "key",
+            "mint",
+            "--workspace",
+            &missing,
+            "--role",
+            "reader",
+        ],
+        &url,
+        &format!("no workspace {missing}"),
     );
-    assert!(!hdls(&["admin", "key", "revoke", "key_0000000000000000"], &url).0);
-    assert!(
-        !hdls(
-            &[
-                "admin",
-                "key",
-                "mint",
-                "--workspace",
-                &workspace_id,
-                "--role",
-                "root"
-            ],
-            &url
-        )
-        .0
+    hdls_refused(
+        &["admin", "key", "revoke", "key_0000000000000000"],
+        &url,
+        "no API key key_0000000000000000",
     );
-    assert!(
-        !hdls(
-            &[
-                "admin",
-                "key",
-                "mint",
-                "--workspace",
-                &workspace_id,
-                "--role",
-                "reader",
-                "--expires-in",
-                "soon"
-            ],
-            &url
-        )
-        .0
+    hdls_refused(
+        &[
+            "admin",
+            "key",
+            "mint",
+            "--workspace",
+            &workspace_id,
+            "--role",
+            "root",
+        ],
+        &url,
+        "invalid value 'root' for '--role",
     );
-    let (ok, _, stderr) = hdls(&["admin", "workspace", "create", "--name", ""], &url);
-    assert!(!ok && stderr.contains("name"), "{stderr}");
+    hdls_refused(
+        &[
+            "admin",
+            "key",
+            "mint",
+            "--workspace",
+            &workspace_id,
+            "--role",
+            "reader",
+            "--expires-in",
+            "soon",
+        ],
+        &url,
+        "expected a duration like 30d",
+    );
+    hdls_refused(
+        &["admin", "workspace", "create", "--name", ""],
+        &url,
+        "workspace name must be 1 to 200 characters",
+    );
 }
 
 #[tokio::test]
@@ -208,54 +233,48 @@ async fn admin_plan_set_limits_the_workspace() {
     );
     assert_eq!(unlimited["monthly_budget"], Value::Null);
     // Refusals: a zero limit, both budget flags, an unknown workspace.
-    assert!(
-        !hdls(
-            &[
-                "admin",
-                "plan",
-                "set",
-                "--workspace",
-                &ws.to_string(),
-                "--per-minute",
-                "0"
-            ],
-            &url
-        )
-        .0
+    hdls_refused(
+        &[
+            "admin",
+            "plan",
+            "set",
+            "--workspace",
+            &ws.to_string(),
+            "--per-minute",
+            "0",
+        ],
+        &url,
+        "the per-minute limit must be at least 1",
     );
-    assert!(
-        !hdls(
-            &[
-                "admin",
-                "plan",
-                "set",
-                "--workspace",
-                &ws.to_string(),
-                "--per-minute",
-                "5",
-                "--monthly",
-                "5",
-                "--unlimited"
-            ],
-            &url
-        )
-        .0
+    hdls_refused(
+        &[
+            "admin",
+            "plan",
+            "set",
+            "--workspace",
+            &ws.to_string(),
+            "--per-minute",
+            "5",
+            "--monthly",
+            "5",
+            "--unlimited",
+        ],
+        &url,
+        "'--monthly <MONTHLY>' cannot be used with '--unlimited'",
     );
     let missing = uuid::Uuid::new_v4().to_string();
-    assert!(
-        !hdls(
-            &[
-                "admin",
-                "plan",
-                "set",
-                "--workspace",
-                &missing,
-                "--per-minute",
-                "5"
-            ],
-            &url
-        )
-        .0
+    hdls_refused(
+        &[
+            "admin",
+            "plan",
+            "set",
+            "--workspace",
+            &missing,
+            "--per-minute",
+            "5",
+        ],
+        &url,
+        &format!("no workspace {missing}"),
     );
 }
 
@@ -349,7 +368,7 @@ async fn operators_add_people_reset_passwords_and_rotate_signing_keys() {
         reqwest::get(reset_link).await.unwrap().status(),
         reqwest::StatusCode::OK
     );
-    let (ok, _, stderr) = hdls(
+    hdls_refused(
         &[
             "admin",
             "person",
@@ -358,8 +377,8 @@ async fn operators_add_people_reset_passwords_and_rotate_signing_keys() {
             "nobody@example.com",
         ],
         &url,
+        "nobody signs in as",
     );
-    assert!(!ok && stderr.contains("nobody signs in as"), "{stderr}");
 
     // Rotation seals the new key under the data dir's master key.
     let dir = std::env::temp_dir().join(format!("hdls-cli-{}", uuid::Uuid::new_v4().simple()));

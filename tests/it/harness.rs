@@ -215,6 +215,39 @@ impl TestDb {
             .await
             .expect("connect as superuser")
     }
+
+    /// Makes this database refuse every connection, existing and new, as a database that went
+    /// away would (`ALLOW_CONNECTIONS false`, then its backends terminated); `reopen` undoes it.
+    pub async fn cut_off(&self) {
+        let admin = self.maintenance().await;
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';",
+                name = self.name
+            ))
+            .await
+            .expect("cut the test database off");
+    }
+
+    /// Lets connections to this database in again after `cut_off`.
+    pub async fn reopen(&self) {
+        self.maintenance()
+            .await
+            .batch_execute(&format!(
+                "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+                self.name
+            ))
+            .await
+            .expect("reopen the test database");
+    }
+
+    /// A superuser connection to the server's `postgres` database (not this one).
+    async fn maintenance(&self) -> tokio_postgres::Client {
+        connect(&self.superuser.with_dbname("postgres").as_given())
+            .await
+            .expect("connect to the postgres database as superuser")
+    }
 }
 
 impl Drop for TestDb {
@@ -379,6 +412,8 @@ impl Mcp {
         url: &str,
         key: &str,
     ) -> Result<Mcp, rmcp::service::ClientInitializeError> {
+        // The client is reqwest too, and a test that starts no TestEnv has installed no provider.
+        hdls::net::fetch::install_tls_provider();
         let transport = StreamableHttpClientTransport::from_config(
             StreamableHttpClientTransportConfig::with_uri(url).auth_header(key),
         );
@@ -389,6 +424,7 @@ impl Mcp {
     /// Connects with an explicit lifecycle: the 2026-07-28 `server/discover` flow, or `initialize`.
     pub async fn connect_with(url: &str, key: &str, lifecycle: rmcp::ClientLifecycleMode) -> Mcp {
         use rmcp::ClientServiceExt;
+        hdls::net::fetch::install_tls_provider();
         let transport = StreamableHttpClientTransport::from_config(
             StreamableHttpClientTransportConfig::with_uri(url).auth_header(key),
         );
@@ -483,4 +519,34 @@ pub fn npm_ci_once(dir: &std::path::Path, package: &str) {
         .status()
         .expect("run npm ci");
     assert!(status.success(), "npm ci failed in {}", dir.display());
+}
+
+/// Asserts that a statement was refused by the database with SQLSTATE `code` and a message
+/// containing `reason`. A bare `is_err()` also passes on a typo (42601), a missing table
+/// (42P01) or a dropped connection, so it proves nothing about the guard being tested.
+pub fn assert_refused<T: std::fmt::Debug>(
+    result: Result<T, tokio_postgres::Error>,
+    code: &tokio_postgres::error::SqlState,
+    reason: &str,
+    what: &str,
+) {
+    let error = match result {
+        Ok(value) => panic!("{what}: was allowed ({value:?})"),
+        Err(error) => error,
+    };
+    let db = error
+        .as_db_error()
+        .unwrap_or_else(|| panic!("{what}: not a database refusal: {error}"));
+    assert_eq!(
+        db.code(),
+        code,
+        "{what}: SQLSTATE {} ({})",
+        db.code().code(),
+        db.message()
+    );
+    assert!(
+        db.message().contains(reason),
+        "{what}: refused for another reason: {}",
+        db.message()
+    );
 }

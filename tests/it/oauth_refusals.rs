@@ -2,6 +2,9 @@
 //! audiences, expiry, signatures, keys, refresh reuse and idleness, removed members, blocked
 //! metadata-document addresses, CSRF, throttled sign-in, ungranted products.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use hdls::identity::Role;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -419,23 +422,54 @@ async fn a_removed_member_gets_no_new_tokens_and_loses_the_old() {
     );
 }
 
+/// Whether an authorize page says the outbound guard refused the document's address, rather
+/// than its scheme or a failed connection (which is what a fetch without the guard gives).
+/// Either wording of the guard's refusal counts.
+fn refused_by_the_guard(body: &str) -> bool {
+    let guard = body.contains("otherwise reserved address")
+        || body.contains("does not connect to")
+        || body.contains("is not a valid host name");
+    guard && !body.contains("must use https") && !body.contains("connection failed")
+}
+
+/// A loopback port that only counts the TCP connections made to it (it speaks neither TLS
+/// nor HTTP): zero proves that a refused fetch never connected.
+async fn counting_port() -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (port, count)
+}
+
 #[tokio::test]
 async fn a_metadata_document_on_a_blocked_address_is_refused() {
     let env = TestEnv::start().await;
     let p = pkce();
     let resource = env.url("/api/mcp");
+    // https throughout, so the scheme rule cannot be what refuses them. Two point at a port
+    // that is really listening on loopback: without the guard the fetch would connect there.
+    let (port, connections) = counting_port().await;
     for client_id in [
-        "https://localhost/oauth/client.json",
-        "https://127.0.0.1/client.json",
-        "https://169.254.169.254/latest/meta-data.json",
-        "https://[::1]/client.json",
-        "https://0x7f000001/client.json",
-        "https://10.1.2.3/client.json",
+        format!("https://127.0.0.1:{port}/oauth/client.json"),
+        format!("https://localhost:{port}/oauth/client.json"),
+        "https://localhost/oauth/client.json".to_owned(),
+        "https://127.0.0.1/client.json".to_owned(),
+        "https://169.254.169.254/latest/meta-data.json".to_owned(),
+        "https://[::1]/client.json".to_owned(),
+        "https://0x7f000001/client.json".to_owned(),
+        "https://10.1.2.3/client.json".to_owned(),
     ] {
         let url = authorize_url(
             &env,
             &AuthParams {
-                client_id,
+                client_id: &client_id,
                 redirect: REDIRECT,
                 challenge: Some(&p.challenge),
                 method: Some("S256"),
@@ -451,13 +485,16 @@ async fn a_metadata_document_on_a_blocked_address_is_refused() {
         );
         assert_eq!(page.location, None);
         assert!(
-            page.body
-                .contains("private, loopback, link-local or otherwise reserved")
-                || page.body.contains("not a valid host"),
+            refused_by_the_guard(&page.body),
             "{client_id}: {}",
             page.body
         );
     }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "a blocked metadata document address was connected to"
+    );
 }
 
 #[tokio::test]
@@ -691,7 +728,8 @@ async fn a_metadata_document_client_signs_in_when_the_operator_allows_its_networ
         },
     );
     assert_eq!(browser.get(&other).await.status, StatusCode::BAD_REQUEST);
-    // Without the operator's allowance the same document is refused (plain http, loopback).
+    // Without the operator's allowance the same document is refused for its address, before
+    // its plain-http scheme is even considered (a 400 alone would also be the scheme rule).
     let strict = TestEnv::start().await;
     let url = authorize_url(
         &strict,
@@ -703,10 +741,9 @@ async fn a_metadata_document_client_signs_in_when_the_operator_allows_its_networ
             resource: Some(&strict.url("/api/mcp")),
         },
     );
-    assert_eq!(
-        Browser::new(&strict).get(&url).await.status,
-        StatusCode::BAD_REQUEST
-    );
+    let page = Browser::new(&strict).get(&url).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    assert!(refused_by_the_guard(&page.body), "{}", page.body);
 }
 
 #[tokio::test]

@@ -1,65 +1,175 @@
 //! The role × tool matrix over every registered tool: listed iff callable, refused below the minimum role.
 
-use hdls::identity::{Endpoint, Role};
-use hdls::tools::Registry;
+use std::collections::HashMap;
+
+use hdls::db::OWNER_ROLE;
+use hdls::identity::{Endpoint, Persona, Product, Role};
+use hdls::tools::{Registry, ToolDef};
 use serde_json::json;
 
-use crate::harness::TestEnv;
+use crate::harness::{Mcp, TestEnv};
 
+/// Every persona a credential can carry. The exhaustive match stops compiling when a persona
+/// is added, next to the list it must then join, so the matrix cannot silently skip one.
+fn all_personas() -> [Persona; 2] {
+    let listed = [Persona::Agent, Persona::Customer];
+    for persona in listed {
+        match persona {
+            Persona::Agent | Persona::Customer => {}
+        }
+    }
+    listed
+}
+
+/// Why `tool` must refuse a caller with this persona and role (the product being installed),
+/// as a fragment of the refusal message; `None` if it must let them through.
+fn expected_refusal(tool: &ToolDef, persona: Persona, role: Role) -> Option<String> {
+    if !tool.personas.contains(&persona) {
+        Some(format!("not available to {} credentials", persona.as_str()))
+    } else if role < tool.min_role {
+        Some(format!("needs the {} role or higher", tool.min_role))
+    } else {
+        None
+    }
+}
+
+/// Over HTTP, with real keys: every tool of every endpoint, called by every role. Below its
+/// minimum role a tool answers `forbidden` naming the role it needs; at or above, anything but
+/// `forbidden` (empty arguments mostly give `invalid_input`). `tools/list` shows exactly the
+/// callable tools. Keys carry the agent persona (the only one a key can be minted with today);
+/// the customer persona is covered against the same rule below.
 #[tokio::test]
 async fn every_tool_is_listed_and_callable_exactly_from_its_minimum_role() {
     let env = TestEnv::start().await;
-    let (ws, _) = env.workspace("matrix").await;
+    let (ws, owner_key) = env.workspace("matrix").await;
+    // Every product installed, so only the role ladder decides; and a per-minute limit that
+    // the matrix's few hundred calls cannot reach.
+    let concierge = env.client(Endpoint::Concierge.path(), &owner_key).await;
+    for product in Product::ALL {
+        concierge
+            .ok("install_product", json!({ "product": product }))
+            .await;
+    }
+    let owner_pool = env.db.target.pool(OWNER_ROLE, 1).unwrap();
+    hdls::workspaces::set_plan(&owner_pool, ws, None, 100_000, None, env.clock_now())
+        .await
+        .unwrap();
+
     let registry = Registry::standard();
+    let mut clients: HashMap<(Role, Endpoint), Mcp> = HashMap::new();
     for role in Role::ALL {
         let key = env.key(ws, role).await;
-        for endpoint in [
-            Endpoint::Concierge,
-            Endpoint::Product(hdls::identity::Product::Crm),
-        ] {
-            let client = env.client(endpoint.path(), &key).await;
-            let listed = client.tool_names().await;
-            let mut expected: Vec<String> = registry
-                .on(endpoint)
-                .filter(|t| role >= t.min_role)
-                .map(|t| t.name.to_owned())
-                .collect();
-            expected.sort();
-            assert_eq!(
-                listed,
-                expected,
-                "tools/list for {role} on {}",
-                endpoint.path()
-            );
-            for tool in registry.on(endpoint) {
-                // Empty arguments: allowed tools either succeed or reject the input, never "forbidden".
-                let result = client.call(tool.name, json!({})).await;
-                let code = result
-                    .structured_content
-                    .as_ref()
-                    .and_then(|v| v["error"]["code"].as_str())
-                    .map(str::to_owned);
-                if role >= tool.min_role {
-                    assert_ne!(
-                        code.as_deref(),
-                        Some("forbidden"),
-                        "{role} refused {} ",
-                        tool.name
-                    );
-                } else {
-                    assert_eq!(
-                        result.is_error,
-                        Some(true),
-                        "{role} was allowed {}",
-                        tool.name
-                    );
-                    assert_eq!(
-                        code.as_deref(),
-                        Some("forbidden"),
-                        "{role} calling {}",
-                        tool.name
-                    );
+        for endpoint in Endpoint::ALL {
+            clients.insert((role, endpoint), env.client(endpoint.path(), &key).await);
+        }
+    }
+
+    let mut refused = 0;
+    let mut allowed = 0;
+    for ((role, endpoint), client) in &clients {
+        let (role, endpoint) = (*role, *endpoint);
+        let mut expected: Vec<String> = registry
+            .all()
+            .filter(|t| t.endpoint == endpoint)
+            .filter(|t| expected_refusal(t, Persona::Agent, role).is_none())
+            .map(|t| t.name.to_owned())
+            .collect();
+        expected.sort();
+        assert_eq!(
+            client.tool_names().await,
+            expected,
+            "tools/list for {role} on {}",
+            endpoint.path()
+        );
+    }
+    for tool in registry.all() {
+        for role in Role::ALL {
+            let client = clients
+                .get(&(role, tool.endpoint))
+                .unwrap_or_else(|| panic!("{} is on an endpoint no client reaches", tool.name));
+            let result = client.call(tool.name, json!({})).await;
+            let error = result
+                .structured_content
+                .as_ref()
+                .map(|v| v["error"].clone())
+                .unwrap_or_default();
+            let at = format!("{role} calling {} on {}", tool.name, tool.endpoint.path());
+            match expected_refusal(tool, Persona::Agent, role) {
+                Some(reason) => {
+                    refused += 1;
+                    assert_eq!(result.is_error, Some(true), "{at} was allowed");
+                    assert_eq!(error["code"], "forbidden", "{at}: {error}");
+                    let message = error["message"].as_str().unwrap_or_default();
+                    assert!(message.contains(&reason), "{at}: {message}");
+                    assert_eq!(error["required_role"], tool.min_role.as_str(), "{at}");
                 }
+                None => {
+                    allowed += 1;
+                    assert_ne!(error["code"], "forbidden", "{at}: {error}");
+                }
+            }
+        }
+    }
+    // Both halves of the matrix ran over every tool: nothing vacuous.
+    assert_eq!(refused + allowed, registry.all().count() * Role::ALL.len());
+    assert!(
+        refused > 0 && allowed > 0,
+        "{refused} refused, {allowed} allowed"
+    );
+    for endpoint in Endpoint::ALL {
+        assert!(
+            registry.all().any(|t| t.endpoint == endpoint),
+            "{} serves no tools",
+            endpoint.path()
+        );
+    }
+}
+
+/// The same rule for every persona, including those no key can carry yet: `permits` (which
+/// both `tools/list` and `tools/call` use) agrees with each tool's declared personas and
+/// minimum role, with the reason in the refusal.
+#[test]
+fn every_persona_and_role_is_permitted_exactly_what_the_registry_declares() {
+    use hdls::identity::{CredentialKind, CredentialRef, Principal};
+    let registry = Registry::standard();
+    for persona in all_personas() {
+        for role in Role::ALL {
+            let principal = Principal {
+                workspace_id: uuid::Uuid::new_v4(),
+                workspace_name: "w".into(),
+                role,
+                persona,
+                principal_id: (persona == Persona::Customer).then(uuid::Uuid::new_v4),
+                user_id: None,
+                products: Product::ALL.to_vec(),
+                all_products: true,
+                credential: CredentialRef {
+                    kind: CredentialKind::ApiKey,
+                    id: "key_0000000000000000".into(),
+                },
+                expires_at: None,
+            };
+            for tool in registry.all() {
+                let at = format!("{} {role} calling {}", persona.as_str(), tool.name);
+                match (
+                    expected_refusal(tool, persona, role),
+                    tool.permits(&principal),
+                ) {
+                    (None, Ok(())) => {}
+                    (Some(reason), Err(refusal)) => {
+                        assert_eq!(refusal.code, hdls::tools::ErrorCode::Forbidden, "{at}");
+                        assert!(
+                            refusal.message.contains(&reason),
+                            "{at}: {}",
+                            refusal.message
+                        );
+                    }
+                    (expected, got) => panic!("{at}: expected {expected:?}, got {got:?}"),
+                }
+                let visible = registry
+                    .visible(tool.endpoint, &principal)
+                    .any(|t| t.name == tool.name);
+                assert_eq!(visible, tool.permits(&principal).is_ok(), "{at}: listing");
             }
         }
     }
@@ -150,7 +260,7 @@ async fn an_admin_cannot_revoke_an_owner_key() {
 /// cannot call them, whatever its role: the persona allowlist is part of the one permit rule.
 #[test]
 fn the_customer_persona_sees_none_of_the_agent_tools() {
-    use hdls::identity::{CredentialKind, CredentialRef, Persona, Principal, Product};
+    use hdls::identity::{CredentialKind, CredentialRef, Principal};
     let customer = Principal {
         workspace_id: uuid::Uuid::new_v4(),
         workspace_name: "w".into(),

@@ -18,42 +18,63 @@ async fn foreign_origin_and_host_are_refused_before_authentication() {
     let env = TestEnv::start().await;
     let (_, key) = env.workspace("guards").await;
     let http = reqwest::Client::new();
-    let post = |origin: Option<&str>, host: Option<&str>| {
+    let post = |credential: Option<String>, origin: Option<&str>, host: Option<&str>| {
         let mut r = http
             .post(env.url("/api/mcp"))
-            .header("authorization", format!("Bearer {key}"))
             .header("accept", "application/json, text/event-stream")
             .json(&initialize_body());
+        if let Some(c) = credential {
+            r = r.header("authorization", c);
+        }
         if let Some(o) = origin {
             r = r.header("origin", o);
         }
         if let Some(h) = host {
             r = r.header("host", h);
         }
-        r.send()
+        async move {
+            let response = r.send().await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
     };
+    // No credential, and a well-formed key that does not exist: authentication would answer
+    // 401 to either, so a 403 naming the Origin or Host can only come from the guard in front.
+    let last = if key.ends_with('x') { 'y' } else { 'x' };
+    let wrong_key = format!("Bearer {}{last}", &key[..key.len() - 1]);
+    for credential in [None, Some(wrong_key.clone())] {
+        for origin in ["https://evil.example", "null"] {
+            assert_eq!(
+                post(credential.clone(), Some(origin), None).await,
+                (StatusCode::FORBIDDEN, "Origin not allowed".to_owned()),
+                "Origin {origin}, credential {credential:?}"
+            );
+        }
+        assert_eq!(
+            post(credential.clone(), None, Some("evil.example")).await,
+            (StatusCode::FORBIDDEN, "Host not allowed".to_owned()),
+            "credential {credential:?}"
+        );
+        // The same requests from our own origin and host reach authentication, which refuses them.
+        assert_eq!(
+            post(credential.clone(), Some(&env.base_url), None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "credential {credential:?}"
+        );
+    }
+    // A valid key does not get a foreign origin in either.
+    let valid = Some(format!("Bearer {key}"));
     assert_eq!(
-        post(Some("https://evil.example"), None)
+        post(valid.clone(), Some("https://evil.example"), None)
             .await
-            .unwrap()
-            .status(),
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        post(Some("null"), None).await.unwrap().status(),
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        post(None, Some("evil.example")).await.unwrap().status(),
+            .0,
         StatusCode::FORBIDDEN
     );
     // Our own origin is fine, and so is no Origin (non-browser clients).
-    let own = env.base_url.clone();
     assert_eq!(
-        post(Some(&own), None).await.unwrap().status(),
+        post(valid.clone(), Some(&env.base_url), None).await.0,
         StatusCode::OK
     );
-    assert_eq!(post(None, None).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(post(valid, None, None).await.0, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -101,14 +122,19 @@ async fn protected_resource_metadata_names_each_endpoint() {
 #[tokio::test]
 async fn health_and_readiness() {
     let env = TestEnv::start().await;
-    assert_eq!(
-        reqwest::get(env.url("/healthz")).await.unwrap().status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        reqwest::get(env.url("/readyz")).await.unwrap().status(),
-        StatusCode::OK
-    );
+    let status = |path: &'static str| {
+        let url = env.url(path);
+        async move { reqwest::get(url).await.unwrap().status() }
+    };
+    assert_eq!(status("/healthz").await, StatusCode::OK);
+    assert_eq!(status("/readyz").await, StatusCode::OK);
+    // Readiness asks the database: cut off, the server is alive but not ready; let back in,
+    // it is ready again (a new pooled connection, no restart).
+    env.db.cut_off().await;
+    assert_eq!(status("/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(status("/healthz").await, StatusCode::OK);
+    env.db.reopen().await;
+    assert_eq!(status("/readyz").await, StatusCode::OK);
 }
 
 #[tokio::test]

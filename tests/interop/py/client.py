@@ -10,17 +10,39 @@ from mcp import ClientSession
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
 
-async def with_session(url, key, work):
-    async with create_mcp_http_client(headers={"Authorization": f"Bearer {key}"}) as http:
-        async with streamable_http_client(url, http_client=http) as (read, write):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                return await work(session)
+class CheckFailed(Exception):
+    """A failed check. A type of its own, so that the step expecting a refusal can never take
+    it for the refusal (a bare `except` there once swallowed the checks of a session that
+    should not have been opened at all)."""
 
 
 def check(condition, message):
     if not condition:
-        raise SystemExit(f"interop failure: {message}")
+        raise CheckFailed(message)
+
+
+def leaves(error):
+    """The exceptions inside (possibly nested) exception groups, which anyio wraps errors in."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from leaves(inner)
+    else:
+        yield error
+
+
+async def with_session(url, key, work, statuses=None):
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {key}"}) as http:
+        if statuses is not None:
+            # The SDK reports any HTTP error as one generic JSON-RPC error; the status is
+            # only visible on the wire.
+            async def record(response):
+                statuses.append(response.status_code)
+
+            http.event_hooks = {**http.event_hooks, "response": [record]}
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                return await work(session)
 
 
 async def main(base, key):
@@ -48,16 +70,33 @@ async def main(base, key):
     await with_session(base + "/api/mcp", key, concierge)
     await with_session(base + "/api/mcp/crm", key, crm)
 
-    rejected = False
+    # An unknown key: the session must not open, and the refusal must be authentication's 401.
+    opened = False
+    statuses = []
+
+    async def accepted(session):
+        nonlocal opened
+        opened = True
+
     try:
-        await with_session(base + "/api/mcp", "hdls_0000000000000000_" + "A" * 43, concierge)
-    except BaseException:  # the SDK raises a transport error (possibly in an exception group)
-        rejected = True
-    check(rejected, "an unknown key was accepted")
+        await with_session(base + "/api/mcp", "hdls_0000000000000000_" + "A" * 43, accepted, statuses)
+    except Exception as error:  # the SDK's transport error, inside exception groups
+        failed = [e for e in leaves(error) if isinstance(e, CheckFailed)]
+        if failed:
+            raise failed[0]
+    check(not opened, "an unknown key was accepted")
+    check(statuses and set(statuses) == {401}, f"an unknown key got HTTP {statuses}, not 401")
     print("ok: the Python SDK listed, called and was refused as expected")
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         raise SystemExit("usage: python client.py <base url> <api key>")
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    try:
+        asyncio.run(main(sys.argv[1], sys.argv[2]))
+    except Exception as error:
+        # A check that failed inside a session arrives wrapped in exception groups.
+        failed = [e for e in leaves(error) if isinstance(e, CheckFailed)]
+        if not failed:
+            raise
+        raise SystemExit("interop failure: " + "; ".join(str(e) for e in failed)) from error
