@@ -130,25 +130,10 @@ async fn every_tool_is_listed_and_callable_exactly_from_its_minimum_role() {
 /// minimum role, with the reason in the refusal.
 #[test]
 fn every_persona_and_role_is_permitted_exactly_what_the_registry_declares() {
-    use hdls::identity::{CredentialKind, CredentialRef, Principal};
     let registry = Registry::standard();
     for persona in all_personas() {
         for role in Role::ALL {
-            let principal = Principal {
-                workspace_id: uuid::Uuid::new_v4(),
-                workspace_name: "w".into(),
-                role,
-                persona,
-                principal_id: (persona == Persona::Customer).then(uuid::Uuid::new_v4),
-                user_id: None,
-                products: Product::ALL.to_vec(),
-                all_products: true,
-                credential: CredentialRef {
-                    kind: CredentialKind::ApiKey,
-                    id: "key_0000000000000000".into(),
-                },
-                expires_at: None,
-            };
+            let principal = principal(persona, role);
             for tool in registry.all() {
                 let at = format!("{} {role} calling {}", persona.as_str(), tool.name);
                 match (
@@ -260,22 +245,7 @@ async fn an_admin_cannot_revoke_an_owner_key() {
 /// cannot call them, whatever its role: the persona allowlist is part of the one permit rule.
 #[test]
 fn the_customer_persona_sees_none_of_the_agent_tools() {
-    use hdls::identity::{CredentialKind, CredentialRef, Principal};
-    let customer = Principal {
-        workspace_id: uuid::Uuid::new_v4(),
-        workspace_name: "w".into(),
-        role: Role::Owner,
-        persona: Persona::Customer,
-        principal_id: Some(uuid::Uuid::new_v4()),
-        user_id: None,
-        products: Product::ALL.to_vec(),
-        all_products: true,
-        credential: CredentialRef {
-            kind: CredentialKind::ApiKey,
-            id: "key_0000000000000000".into(),
-        },
-        expires_at: None,
-    };
+    let customer = principal(Persona::Customer, Role::Owner);
     let registry = Registry::standard();
     for endpoint in Endpoint::ALL {
         assert_eq!(
@@ -306,5 +276,25 @@ fn the_customer_persona_sees_none_of_the_agent_tools() {
                 .unwrap_or_else(|| panic!("{name} on {}", endpoint.path()));
             assert_eq!(tool.personas, &[Persona::Agent]);
         }
+    }
+}
+
+/// A principal of any persona and role reaching every product (customers get a requester).
+fn principal(persona: Persona, role: Role) -> hdls::identity::Principal {
+    use hdls::identity::{CredentialKind, CredentialRef, Principal};
+    Principal {
+        workspace_id: uuid::Uuid::new_v4(),
+        workspace_name: "w".into(),
+        role,
+        persona,
+        principal_id: (persona == Persona::Customer).then(uuid::Uuid::new_v4),
+        user_id: None,
+        products: Product::ALL.to_vec(),
+        all_products: true,
+        credential: CredentialRef {
+            kind: CredentialKind::ApiKey,
+            id: "key_0000000000000000".into(),
+        },
+        expires_at: None,
     }
 }

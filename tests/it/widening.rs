@@ -39,6 +39,27 @@ async fn accept(env: &TestEnv, link: &str, password: &str) -> (StatusCode, Strin
     (page.status, page.body)
 }
 
+/// The operator adds `email` to `workspace` without a password (as first start and
+/// `hdls admin member add` do); returns the set-password link token, if one was made.
+async fn operator_adds(
+    env: &TestEnv,
+    workspace: uuid::Uuid,
+    email: &str,
+    role: Role,
+) -> Option<String> {
+    people::provision(
+        &env.app.pools.auth,
+        workspace,
+        email,
+        None,
+        role,
+        env.clock_now(),
+    )
+    .await
+    .unwrap()
+    .set_password_token
+}
+
 async fn signs_in(env: &TestEnv, email: &str, password: &str) -> bool {
     people::sign_in::sign_in(&env.app.pools.auth, email, password, None, env.clock_now())
         .await
@@ -54,6 +75,16 @@ async fn user_id(env: &TestEnv, email: &str) -> uuid::Uuid {
             "SELECT user_id FROM hdls_identity.users WHERE email = $1",
             &[&email],
         )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn web_sessions(env: &TestEnv) -> i64 {
+    env.db
+        .connect_superuser()
+        .await
+        .query_one("SELECT count(*) FROM hdls_identity.web_sessions", &[])
         .await
         .unwrap()
         .get(0)
@@ -84,17 +115,11 @@ async fn an_invitation_never_sets_or_bypasses_an_existing_persons_password() {
     let env = TestEnv::start().await;
     // B's owner exists but has not used their set-password link yet.
     let (b, _) = env.workspace("Victim Co").await;
-    let victim = people::provision(
-        &env.app.pools.auth,
-        b,
-        "owner@victim.example",
-        None,
-        Role::Owner,
-        env.clock_now(),
-    )
-    .await
-    .unwrap();
-    assert!(victim.set_password_token.is_some());
+    assert!(
+        operator_adds(&env, b, "owner@victim.example", Role::Owner)
+            .await
+            .is_some()
+    );
     // An admin of A invites that address and opens the link themselves.
     let (_, a_key) = env.workspace("Attacker Co").await;
     let link = invite(&env, &a_key, "owner@victim.example", "reader").await;
@@ -132,16 +157,7 @@ async fn the_invitation_page_is_the_same_whoever_the_address_belongs_to() {
     let (ws, _) = env.workspace("Pages").await;
     env.person(ws, "has.password@example.com", PASSWORD, Role::Reader)
         .await;
-    people::provision(
-        &env.app.pools.auth,
-        ws,
-        "no.password@example.com",
-        None,
-        Role::Reader,
-        env.clock_now(),
-    )
-    .await
-    .unwrap();
+    operator_adds(&env, ws, "no.password@example.com", Role::Reader).await;
     let (_, inviter) = env.workspace("Inviter").await;
     let mut forms = Vec::new();
     for email in [
@@ -171,16 +187,7 @@ async fn a_password_from_an_invitation_reaches_only_that_invitation_until_the_ad
     assert!(signs_in(&env, "cfo@victim.example", ATTACKER_PASSWORD).await);
     // Later the victim's own workspace adds that address through its operator.
     let (b, _) = env.workspace("Victim Co").await;
-    let added = people::provision(
-        &env.app.pools.auth,
-        b,
-        "cfo@victim.example",
-        None,
-        Role::Admin,
-        env.clock_now(),
-    )
-    .await
-    .unwrap();
+    let added = operator_adds(&env, b, "cfo@victim.example", Role::Admin).await;
     // The attacker's password does not reach it: the consent page would list Attacker Co only.
     assert_eq!(
         usable_workspaces(&env, "cfo@victim.example").await,
@@ -188,18 +195,12 @@ async fn a_password_from_an_invitation_reaches_only_that_invitation_until_the_ad
     );
     // The address is unproven, so the operator got a link that proves it. The real person
     // uses it: their password replaces the attacker's, whose sessions end.
-    let token = added
-        .set_password_token
-        .expect("a link to prove the address");
-    let sessions_before: i64 = env
-        .db
-        .connect_superuser()
-        .await
-        .query_one("SELECT count(*) FROM hdls_identity.web_sessions", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(sessions_before, 1, "the attacker's session from accepting");
+    let token = added.expect("a link to prove the address");
+    assert_eq!(
+        web_sessions(&env).await,
+        1,
+        "the attacker's session from accepting"
+    );
     let user = people::links::use_set_password(
         &env.app.pools.auth,
         &token,
@@ -214,15 +215,11 @@ async fn a_password_from_an_invitation_reaches_only_that_invitation_until_the_ad
     let mut reachable = usable_workspaces(&env, "cfo@victim.example").await;
     reachable.sort();
     assert_eq!(reachable, ["Attacker Co", "Victim Co"]);
-    let sessions_after: i64 = env
-        .db
-        .connect_superuser()
-        .await
-        .query_one("SELECT count(*) FROM hdls_identity.web_sessions", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(sessions_after, 0, "setting a password ends every session");
+    assert_eq!(
+        web_sessions(&env).await,
+        0,
+        "setting a password ends every session"
+    );
 }
 
 #[tokio::test]
