@@ -22,7 +22,15 @@ const HASHING_WAIT: Duration = Duration::from_secs(2);
 async fn bounded<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ToolError> {
-    let _permit = tokio::time::timeout(HASHING_WAIT, HASHING.acquire())
+    bounded_by(&HASHING, HASHING_WAIT, work).await
+}
+
+async fn bounded_by<T: Send + 'static>(
+    slots: &Semaphore,
+    wait: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ToolError> {
+    let _permit = tokio::time::timeout(wait, slots.acquire())
         .await
         .map_err(|_| {
             ToolError::unavailable("the server is busy checking passwords; retry shortly")
@@ -107,5 +115,21 @@ mod tests {
         assert!(!verify("wrong horse battery!", Some(h)).await.unwrap());
         assert!(!verify("correct horse battery", None).await.unwrap());
         assert!(hash("short").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn hashing_past_the_bound_is_refused_not_queued() {
+        let slots = Semaphore::new(1);
+        let held = slots.acquire().await.unwrap();
+        let refused = bounded_by(&slots, Duration::from_millis(10), || ())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, crate::tools::ErrorCode::Unavailable);
+        drop(held);
+        assert!(
+            bounded_by(&slots, Duration::from_millis(10), || ())
+                .await
+                .is_ok()
+        );
     }
 }
