@@ -27,7 +27,17 @@ pub struct Scope {
 impl Scope {
     /// Takes a connection and opens the transaction stamped with `principal`'s identity.
     pub async fn begin(pool: &Pool, principal: &Principal) -> Result<Scope, ToolError> {
-        Self::open(pool, principal, None).await
+        Self::open(pool, principal, None, None).await
+    }
+
+    /// Like [`Scope::begin`], also stamping the call's time (the server clock's) for the
+    /// change events the transaction's writes record.
+    pub async fn begin_at(
+        pool: &Pool,
+        principal: &Principal,
+        now: OffsetDateTime,
+    ) -> Result<Scope, ToolError> {
+        Self::open(pool, principal, None, Some(now)).await
     }
 
     /// Like [`Scope::begin`], but first admits the call against the workspace's rate limit
@@ -37,13 +47,14 @@ impl Scope {
         principal: &Principal,
         now: OffsetDateTime,
     ) -> Result<Scope, ToolError> {
-        Self::open(pool, principal, Some(now)).await
+        Self::open(pool, principal, Some(now), Some(now)).await
     }
 
     async fn open(
         pool: &Pool,
         principal: &Principal,
         admit_at: Option<OffsetDateTime>,
+        call_at: Option<OffsetDateTime>,
     ) -> Result<Scope, ToolError> {
         let client = pool.get().await.map_err(ToolError::from_pool)?;
         let admit = match admit_at {
@@ -61,6 +72,21 @@ impl Scope {
         // matches no customer row (fail closed), and saves a statement per call.
         if let Some(id) = principal.principal_id {
             statements.push(format!("SET LOCAL hdls.principal_id = '{id}'"));
+        }
+        // Who and when, for change events (migration V7): the credential id is server-made
+        // (`key_<hex>`, `grant_<uuid>`, `cli`), checked here anyway since it becomes a literal.
+        if let Some(at) = call_at
+            && principal
+                .credential
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':'))
+        {
+            let millis = at.unix_timestamp_nanos() / 1_000_000;
+            statements.push(format!(
+                "SET LOCAL hdls.call = '{} {millis}'",
+                principal.credential.id
+            ));
         }
         let scope = Scope {
             client: Some(client),

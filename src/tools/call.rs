@@ -24,7 +24,7 @@ pub async fn call(
     let scope = if app.enforce_limits {
         Scope::begin_admitted(&app.pools.runtime, principal, app.clock.now()).await?
     } else {
-        Scope::begin(&app.pools.runtime, principal).await?
+        Scope::begin_at(&app.pools.runtime, principal, app.clock.now()).await?
     };
     let (outcome, kept_args) = {
         let cx = Cx {

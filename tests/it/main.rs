@@ -4,6 +4,7 @@ mod harness;
 
 mod audit;
 mod browser;
+mod change_events;
 mod cli;
 mod credentials;
 mod database_roles;
