@@ -12,16 +12,24 @@
 ALTER TABLE hdls_identity.users ADD COLUMN address_proven_at timestamptz;
 -- People who joined only through invitation links have not proven their address; everyone
 -- else got their password from an operator-issued link (or has none yet).
+ALTER TABLE hdls.invitations NO FORCE ROW LEVEL SECURITY;
 UPDATE hdls_identity.users u SET address_proven_at = u.created_at
 WHERE u.password_hash IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM hdls.invitations i WHERE i.accepted_by = u.user_id);
+ALTER TABLE hdls.invitations FORCE ROW LEVEL SECURITY;
 GRANT UPDATE (address_proven_at) ON hdls_identity.users TO hdls_auth;
 
 ALTER TABLE hdls.members ADD COLUMN joined_via text NOT NULL DEFAULT 'operator'
     CHECK (joined_via IN ('operator', 'invitation'));
+-- The owner role is subject to the forced row policies like everyone, so it lifts them for
+-- the two tables this back-fill reads and writes, inside this migration's transaction.
+ALTER TABLE hdls.members NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE hdls.invitations NO FORCE ROW LEVEL SECURITY;
 UPDATE hdls.members m SET joined_via = 'invitation'
 WHERE EXISTS (SELECT 1 FROM hdls.invitations i
               WHERE i.workspace_id = m.workspace_id AND i.accepted_by = m.user_id);
+ALTER TABLE hdls.members FORCE ROW LEVEL SECURITY;
+ALTER TABLE hdls.invitations FORCE ROW LEVEL SECURITY;
 
 -- The memberships a signed-in person may use: the one rule, read by consent, token exchange,
 -- refresh and every OAuth request. security_invoker: it grants nothing by itself.

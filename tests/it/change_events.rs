@@ -26,7 +26,8 @@ async fn events(
         .await
         .query(
             "SELECT table_name, op, record_id, data, changed, actor, occurred_at
-             FROM hdls.change_events WHERE workspace_id = $1 ORDER BY event_id",
+             FROM hdls.change_events WHERE workspace_id = $1 AND table_name = 'accounts'
+             ORDER BY event_id",
             &[&ws],
         )
         .await
@@ -67,6 +68,8 @@ async fn each_write_records_one_event_with_its_actor_and_time() {
     env.clock.advance(time::Duration::seconds(5));
     crm.ok("update_account", json!({ "id": id, "name": "Evented Inc" }))
         .await;
+    // Event ids are time-ordered to the millisecond of the server clock.
+    env.clock.advance(time::Duration::milliseconds(1));
     crm.ok("delete_account", json!({ "id": id })).await;
     let events = events(&env, ws).await;
     assert_eq!(events.len(), 3, "{events:?}");
