@@ -26,6 +26,7 @@ pub mod mcp;
 pub mod net;
 pub mod oauth;
 pub mod people;
+pub mod products;
 pub mod secret;
 pub mod server;
 pub mod tools;

@@ -6,6 +6,7 @@ pub mod concierge;
 pub mod crm;
 pub mod cursor;
 mod error;
+pub mod named;
 pub mod people;
 pub mod power;
 

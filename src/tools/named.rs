@@ -1,0 +1,199 @@
+//! The repetitive parts of every product's named tools, written once: page sizes and keyset
+//! cursors, search patterns, id arguments, text, email and tag checks, and "absent vs null"
+//! in updates. A new entity's tools are mostly declarations over these.
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{ToolError, cursor};
+
+/// Largest page a list or search returns.
+pub const MAX_LIMIT: i64 = 200;
+/// Page size when none is asked for.
+pub const DEFAULT_LIMIT: i64 = 50;
+/// Longest search text.
+pub const MAX_QUERY: usize = 200;
+
+/// No arguments at all.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+/// One record by id.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdArg {
+    /// The record's id.
+    pub id: Uuid,
+}
+
+/// The page size asked for, checked (default 50, at most 200).
+pub fn limit(asked: Option<i64>) -> Result<i64, ToolError> {
+    let limit = asked.unwrap_or(DEFAULT_LIMIT);
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ToolError::invalid_input(
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ))
+    }
+}
+
+/// The keyset position a cursor carries, if one was passed.
+pub fn after<K: DeserializeOwned>(cursor: Option<&str>) -> Result<Option<K>, ToolError> {
+    cursor.map(|c| cursor::decode::<K>("cursor", c)).transpose()
+}
+
+/// One page of rows fetched with `LIMIT limit + 1`: the rows to show, and the cursor for the
+/// next page when the extra row says there is one (`key` is the row's keyset position).
+pub fn page<'r, K: Serialize>(
+    rows: &'r [Row],
+    limit: i64,
+    key: impl Fn(&Row) -> K,
+) -> (&'r [Row], Option<String>) {
+    let shown = usize::try_from(limit).unwrap_or(usize::MAX).min(rows.len());
+    let page = rows.get(..shown).unwrap_or(rows);
+    let next = (rows.len() > shown)
+        .then(|| page.last().map(|r| cursor::encode(&key(r))))
+        .flatten();
+    (page, next)
+}
+
+/// A case-insensitive substring pattern for `ILIKE` from a search text (trimmed; empty means
+/// no filter), with LIKE's metacharacters escaped so the text matches literally.
+pub fn search_pattern(query: Option<&str>) -> Result<Option<String>, ToolError> {
+    let Some(query) = query.map(str::trim).filter(|q| !q.is_empty()) else {
+        return Ok(None);
+    };
+    if query.chars().count() > MAX_QUERY {
+        return Err(ToolError::invalid_input(
+            "query",
+            format!("query must be at most {MAX_QUERY} characters"),
+        ));
+    }
+    let mut escaped = String::with_capacity(query.len() + 2);
+    escaped.push('%');
+    for c in query.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped.push('%');
+    Ok(Some(escaped))
+}
+
+/// A trimmed text of `min..=max` characters.
+pub fn text(path: &str, value: &str, min: usize, max: usize) -> Result<String, ToolError> {
+    let trimmed = value.trim();
+    let n = trimmed.chars().count();
+    if n < min || n > max || trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(ToolError::invalid_input(
+            path,
+            format!("{path} must be {min} to {max} characters of text"),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// [`text`] for an optional value.
+pub fn opt_text(
+    path: &str,
+    value: Option<&str>,
+    max: usize,
+) -> Result<Option<String>, ToolError> {
+    value.map(|v| text(path, v, 1, max)).transpose()
+}
+
+/// An email address, trimmed and lowercased.
+pub fn email(path: &str, value: &str) -> Result<String, ToolError> {
+    let email = value.trim().to_lowercase();
+    let ok = (3..=254).contains(&email.len())
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.contains('@')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(email)
+    } else {
+        Err(ToolError::invalid_input(
+            path,
+            "expected an email address like ann@example.com",
+        ))
+    }
+}
+
+/// A web domain like `acme.example`.
+pub fn domain(path: &str, value: &str) -> Result<String, ToolError> {
+    let domain = value.trim().to_lowercase();
+    let ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-'));
+    if ok {
+        Ok(domain)
+    } else {
+        Err(ToolError::invalid_input(
+            path,
+            "domain must look like example.com (at most 253 characters)",
+        ))
+    }
+}
+
+/// Tags: at most 50, each 1 to 50 characters, trimmed, duplicates dropped, order kept.
+pub fn tags(path: &str, values: &[String]) -> Result<Vec<String>, ToolError> {
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for (i, tag) in values.iter().enumerate() {
+        let tag = text(&format!("{path}[{i}]"), tag, 1, 50)?;
+        if !out.contains(&tag) {
+            out.push(tag);
+        }
+    }
+    if out.len() > 50 {
+        return Err(ToolError::invalid_input(path, "at most 50 tags"));
+    }
+    Ok(out)
+}
+
+/// For update arguments: distinguishes absent (`None`) from null (`Some(None)`). Use with
+/// `#[serde(default, deserialize_with = "named::double_option")]`.
+pub fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Splits custom values of an update into the ones to set (a JSON object) and the names to
+/// clear (given as null).
+pub fn custom_changes(values: serde_json::Map<String, Value>) -> (Value, Vec<String>) {
+    let (clear, set): (Vec<_>, Vec<_>) = values.into_iter().partition(|(_, v)| v.is_null());
+    (
+        Value::Object(set.into_iter().collect()),
+        clear.into_iter().map(|(k, _)| k).collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers_check_and_normalise() {
+        assert_eq!(limit(None).unwrap(), DEFAULT_LIMIT);
+        assert!(limit(Some(0)).is_err() && limit(Some(201)).is_err());
+        assert_eq!(search_pattern(Some(" 50%_x ")).unwrap().unwrap(), "%50\\%\\_x%");
+        assert_eq!(search_pattern(Some("  ")).unwrap(), None);
+        assert_eq!(email("e", " Ann@Example.COM ").unwrap(), "ann@example.com");
+        assert!(email("e", "ann@localhost").is_err());
+        assert_eq!(tags("t", &["a".into(), " a ".into(), "b".into()]).unwrap(), ["a", "b"]);
+        assert!(text("n", "", 1, 5).is_err() && text("n", "abcdef", 1, 5).is_err());
+    }
+}
