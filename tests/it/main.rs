@@ -5,6 +5,7 @@ mod harness;
 mod audit;
 mod browser;
 mod cli;
+mod clock;
 mod credentials;
 mod database_roles;
 mod embedded_serve;
