@@ -21,6 +21,7 @@ mod power_fuzz;
 mod power_refusals;
 mod power_tools;
 mod products;
+mod protocol_errors;
 mod role_matrix;
 mod statement_timeout;
 mod transport;
