@@ -2,6 +2,7 @@
 //! Every identifier the engine writes into SQL comes from here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use serde_json::{Value, json};
@@ -399,35 +400,122 @@ fn kind_of(typname: &str, typtype: &str, labels: Vec<String>) -> Kind {
 
 /// Catalog snapshots per schema, shared by every request; emptied when the schema changes
 /// (migrations and custom-field changes send `NOTIFY hdls_catalog`).
+///
+/// A load takes a while (four catalog queries), and an invalidation can arrive meanwhile:
+/// the snapshot being loaded may then predate the change. Every invalidation bumps a
+/// generation, and a load stores its snapshot only if the generation is still the one it
+/// started under, so a stale snapshot never outlives the invalidation that condemned it.
 #[derive(Default)]
 pub struct CatalogCache {
-    schemas: RwLock<HashMap<String, Arc<Catalog>>>,
+    state: RwLock<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    generation: u64,
+    schemas: HashMap<String, Arc<Catalog>>,
 }
 
 impl CatalogCache {
     /// The cached snapshot of `schema`, loading it through `scope` on a miss.
     pub async fn get(&self, scope: &Scope, schema: &str) -> Result<Arc<Catalog>, ToolError> {
-        if let Some(hit) = self.read().get(schema) {
-            return Ok(hit.clone());
+        self.get_or_load(schema, Catalog::load(scope, schema)).await
+    }
+
+    /// The cached snapshot of `schema`, or the result of `load`, stored only if no
+    /// invalidation happened since the load began. The caller gets the loaded snapshot
+    /// either way: it is as fresh as its own transaction's view of the schema.
+    async fn get_or_load(
+        &self,
+        schema: &str,
+        load: impl Future<Output = Result<Catalog, ToolError>>,
+    ) -> Result<Arc<Catalog>, ToolError> {
+        let started = {
+            let state = self.read();
+            if let Some(hit) = state.schemas.get(schema) {
+                return Ok(hit.clone());
+            }
+            state.generation
+        };
+        let loaded = Arc::new(load.await?);
+        let mut state = self.write();
+        if state.generation == started {
+            state.schemas.insert(schema.to_owned(), loaded.clone());
         }
-        let loaded = Arc::new(Catalog::load(scope, schema).await?);
-        self.write().insert(schema.to_owned(), loaded.clone());
         Ok(loaded)
     }
 
-    /// Forgets every snapshot; the next call reloads.
+    /// Forgets every snapshot, and condemns every load still under way; the next call reloads.
     pub fn invalidate(&self) {
-        self.write().clear();
+        let mut state = self.write();
+        state.generation = state.generation.wrapping_add(1);
+        state.schemas.clear();
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Catalog>>> {
-        self.schemas.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, CacheState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Catalog>>> {
-        self.schemas.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, CacheState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// The channel migrations and custom-field changes notify.
 pub const CHANGE_CHANNEL: &str = "hdls_catalog";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty(schema: &str, marker: &str) -> Catalog {
+        let mut tables = BTreeMap::new();
+        tables.insert(
+            marker.to_owned(),
+            Table {
+                name: marker.to_owned(),
+                description: None,
+                row_estimate: None,
+                is_view: false,
+                columns: Vec::new(),
+                primary_key: Vec::new(),
+                foreign_keys: Vec::new(),
+                indexes: Vec::new(),
+            },
+        );
+        Catalog {
+            schema: schema.to_owned(),
+            tables,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_during_a_load_is_not_overwritten_by_the_stale_snapshot() {
+        let cache = CatalogCache::default();
+        // The load reads the old schema, then the change is announced before it finishes.
+        let stale = cache
+            .get_or_load("crm", async {
+                let snapshot = empty("crm", "before_the_change");
+                cache.invalidate();
+                Ok(snapshot)
+            })
+            .await
+            .unwrap();
+        assert!(stale.tables.contains_key("before_the_change"));
+        // The next call must load again rather than serve the condemned snapshot.
+        let fresh = cache
+            .get_or_load("crm", async { Ok(empty("crm", "after_the_change")) })
+            .await
+            .unwrap();
+        assert!(
+            fresh.tables.contains_key("after_the_change"),
+            "a snapshot loaded before an invalidation was cached past it"
+        );
+        // And an undisturbed load is cached.
+        let cached = cache
+            .get_or_load("crm", async { Ok(empty("crm", "never_loaded")) })
+            .await
+            .unwrap();
+        assert!(cached.tables.contains_key("after_the_change"));
+    }
+}
