@@ -115,7 +115,6 @@ pub struct Index {
 pub struct Table {
     pub name: String,
     pub description: Option<String>,
-    pub row_estimate: Option<i64>,
     pub is_view: bool,
     pub columns: Vec<Column>,
     pub primary_key: Vec<String>,
@@ -150,7 +149,6 @@ impl Table {
             "table": self.name,
             "description": self.description,
             "kind": if self.is_view { "view" } else { "table" },
-            "row_estimate": self.row_estimate,
             "columns": self.columns.iter().map(|c| json!({
                 "name": c.name,
                 "type": c.type_display,
@@ -203,7 +201,6 @@ impl Catalog {
         let tables = scope
             .query(
                 "SELECT c.oid, c.relname::text, obj_description(c.oid, 'pg_class') AS description,
-                        CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::int8 END AS estimate,
                         c.relkind = 'v' AS is_view
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v')
@@ -276,8 +273,7 @@ impl Catalog {
                 Table {
                     name: row.get(1),
                     description: row.get(2),
-                    row_estimate: row.get(3),
-                    is_view: row.get(4),
+                    is_view: row.get(3),
                     columns: Vec::new(),
                     primary_key: Vec::new(),
                     foreign_keys: Vec::new(),
@@ -475,7 +471,6 @@ mod tests {
             Table {
                 name: marker.to_owned(),
                 description: None,
-                row_estimate: None,
                 is_view: false,
                 columns: Vec::new(),
                 primary_key: Vec::new(),
