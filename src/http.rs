@@ -86,7 +86,64 @@ fn mcp_service(
         Arc::new(NeverSessionManager::default()),
         config,
     );
+    let service = middleware::from_fn(json_rpc_body).layer(service);
     middleware::from_fn_with_state((app, endpoint), auth::authenticate).layer(service)
+}
+
+/// Answers, as JSON-RPC errors, the bodies rmcp would refuse with a bare 415: a POST whose
+/// JSON body does not parse gets HTTP 400 with a parse error (-32700); one that is JSON but
+/// not a JSON-RPC message gets HTTP 400 with invalid request (-32600). A body of another
+/// content type keeps rmcp's 415, which is right for it. Runs after authentication, so an
+/// unauthenticated caller learns nothing here. The body is read once, under the same size
+/// limit, and handed on unchanged.
+async fn json_rpc_body(request: Request, next: Next) -> Response {
+    let json_content = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim())
+        .is_some_and(|essence| essence.eq_ignore_ascii_case("application/json"));
+    if request.method() != axum::http::Method::POST || !json_content {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        // Over the limit (a chunked body; a declared length over it was refused earlier),
+        // or a body the client stopped sending.
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {MAX_BODY_BYTES} bytes, or not received in full"),
+        )
+            .into_response();
+    };
+    // Only well-formedness is checked here (nothing is built); rmcp parses the message.
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+        return json_rpc_error(-32700, "Parse error: the request body is not valid JSON");
+    }
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        // JSON, with a JSON content type, that rmcp still refused: not a JSON-RPC message.
+        return json_rpc_error(
+            -32600,
+            "Invalid Request: the body is JSON but not a JSON-RPC request, notification or response",
+        );
+    }
+    response
+}
+
+/// An HTTP 400 carrying a JSON-RPC error without an id (none could be read).
+fn json_rpc_error(code: i32, message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": { "code": code, "message": message },
+        })),
+    )
+        .into_response()
 }
 
 /// Refuses a browser Origin that is not ours (403) and a Host we do not serve (DNS rebinding), before authentication.

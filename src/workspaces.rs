@@ -40,7 +40,10 @@ pub async fn create(
     let operator = Principal::operator(workspace_id, name.to_owned());
     let scope = Scope::begin(runtime, &operator).await?;
     scope
-        .execute("INSERT INTO hdls.workspaces (name) VALUES ($1)", &[&name])
+        .execute(
+            "INSERT INTO hdls.workspaces (name, created_at) VALUES ($1, $2)",
+            &[&name, &now],
+        )
         .await?;
     audit::record(
         &scope,
@@ -53,8 +56,8 @@ pub async fn create(
     .await?;
     scope
         .execute(
-            "INSERT INTO hdls.installed_products (product) VALUES ($1)",
-            &[&Product::Crm.slug()],
+            "INSERT INTO hdls.installed_products (product, installed_at) VALUES ($1, $2)",
+            &[&Product::Crm.slug(), &now],
         )
         .await?;
     let key = api_key::mint(
@@ -171,10 +174,12 @@ pub async fn set_plan(
     let scope = Scope::begin(owner, &operator).await?;
     scope
         .execute(
-            "INSERT INTO hdls_catalog.plans (name, per_minute, monthly_budget) VALUES ($1, $2, $3)
+            "INSERT INTO hdls_catalog.plans (name, per_minute, monthly_budget, updated_at)
+             VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE
-               SET per_minute = EXCLUDED.per_minute, monthly_budget = EXCLUDED.monthly_budget, updated_at = now()",
-            &[&name, &per_minute, &monthly_budget],
+               SET per_minute = EXCLUDED.per_minute, monthly_budget = EXCLUDED.monthly_budget,
+                   updated_at = EXCLUDED.updated_at",
+            &[&name, &per_minute, &monthly_budget, &now],
         )
         .await?;
     scope

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::catalog::{Catalog, Kind};
 use super::filter::{self, lookup};
-use super::sql::Sql;
+use super::sql::{Sql, json_column};
 use crate::db::Scope;
 use crate::tools::ToolError;
 
@@ -307,7 +307,7 @@ pub async fn run(
     let out: Vec<Value> = rows
         .iter()
         .map(|row| {
-            let positional: Value = row.get("row");
+            let positional: Value = json_column(row, "row")?;
             let mut named = Map::new();
             for (i, name) in names.iter().enumerate() {
                 let key = if i < groups.len() {
@@ -320,8 +320,8 @@ pub async fn run(
                     positional.get(&key).cloned().unwrap_or(Value::Null),
                 );
             }
-            Value::Object(named)
+            Ok(Value::Object(named))
         })
-        .collect();
+        .collect::<Result<_, ToolError>>()?;
     Ok(json!({ "rows": out }))
 }

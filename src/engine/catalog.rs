@@ -2,6 +2,7 @@
 //! Every identifier the engine writes into SQL comes from here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use serde_json::{Value, json};
@@ -20,7 +21,10 @@ pub enum Kind {
         max: i64,
         min: i64,
     },
-    Float,
+    /// `single` is float4 (real), whose range is far smaller than float8's.
+    Float {
+        single: bool,
+    },
     Numeric,
     Text,
     Uuid,
@@ -55,7 +59,7 @@ impl Kind {
         matches!(
             self,
             Kind::Int { .. }
-                | Kind::Float
+                | Kind::Float { .. }
                 | Kind::Numeric
                 | Kind::Text
                 | Kind::Timestamptz
@@ -67,7 +71,7 @@ impl Kind {
 
     /// Whether sum and avg apply.
     pub fn summable(&self) -> bool {
-        matches!(self, Kind::Int { .. } | Kind::Float | Kind::Numeric)
+        matches!(self, Kind::Int { .. } | Kind::Float { .. } | Kind::Numeric)
     }
 }
 
@@ -84,6 +88,20 @@ pub struct Column {
     pub default: Option<String>,
     pub description: Option<String>,
     pub generated: bool,
+    /// What the column's declaration accepts beyond its type, checked before a write.
+    pub limits: Limits,
+}
+
+/// Limits a column declares beyond its type, read from the catalog so a write that breaks
+/// them is refused at its path before PostgreSQL sees it: `varchar(n)`/`char(n)` lengths,
+/// `numeric(p, s)`, and length bounds of simple CHECK constraints (`length(c) <= n`). For
+/// an array column they apply to each element (only the type modifier's, not CHECKs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub min_chars: Option<u64>,
+    pub max_chars: Option<u64>,
+    /// `numeric(precision, scale)`; the scale may be negative (PostgreSQL 15+).
+    pub numeric: Option<(i32, i32)>,
 }
 
 impl Column {
@@ -114,12 +132,14 @@ pub struct Index {
 pub struct Table {
     pub name: String,
     pub description: Option<String>,
-    pub row_estimate: Option<i64>,
     pub is_view: bool,
     pub columns: Vec<Column>,
     pub primary_key: Vec<String>,
     pub foreign_keys: Vec<ForeignKey>,
     pub indexes: Vec<Index>,
+    /// CHECK constraints on exactly one visible column: constraint name → column, so a
+    /// violation can name the field it concerns.
+    pub checks: HashMap<String, String>,
 }
 
 impl Table {
@@ -149,7 +169,6 @@ impl Table {
             "table": self.name,
             "description": self.description,
             "kind": if self.is_view { "view" } else { "table" },
-            "row_estimate": self.row_estimate,
             "columns": self.columns.iter().map(|c| json!({
                 "name": c.name,
                 "type": c.type_display,
@@ -202,7 +221,6 @@ impl Catalog {
         let tables = scope
             .query(
                 "SELECT c.oid, c.relname::text, obj_description(c.oid, 'pg_class') AS description,
-                        CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::int8 END AS estimate,
                         c.relkind = 'v' AS is_view
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v')
@@ -213,6 +231,7 @@ impl Catalog {
         let columns = scope
             .query(
                 "SELECT a.attrelid, a.attname::text, format_type(a.atttypid, a.atttypmod) AS display,
+                        a.atttypmod AS typmod,
                         format_type(a.atttypid, NULL) AS cast_type,
                         t.typname::text AS typname, t.typtype::text AS typtype, t.typcategory::text AS category,
                         et.typname::text AS elem_typname, et.typtype::text AS elem_typtype,
@@ -265,6 +284,22 @@ impl Catalog {
             )
             .await?;
 
+        // CHECK constraints on one column: their text is parsed for length bounds, and
+        // their name maps a violation back to the column.
+        let checks = scope
+            .query(
+                "SELECT con.conrelid, con.conname::text,
+                        ARRAY(SELECT a.attname::text FROM unnest(con.conkey) k(n)
+                              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n) AS columns,
+                        pg_get_constraintdef(con.oid) AS definition
+                 FROM pg_constraint con
+                 JOIN pg_class c ON c.oid = con.conrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE con.contype = 'c' AND n.nspname = $1",
+                &[&schema_param],
+            )
+            .await?;
+
         let visible = |name: &str| !SYSTEM_COLUMNS.contains(&name);
         let strip = |cols: Vec<String>| cols.into_iter().filter(|c| visible(c)).collect::<Vec<_>>();
         let mut by_oid: HashMap<u32, Table> = HashMap::new();
@@ -275,12 +310,12 @@ impl Catalog {
                 Table {
                     name: row.get(1),
                     description: row.get(2),
-                    row_estimate: row.get(3),
-                    is_view: row.get(4),
+                    is_view: row.get(3),
                     columns: Vec::new(),
                     primary_key: Vec::new(),
                     foreign_keys: Vec::new(),
                     indexes: Vec::new(),
+                    checks: HashMap::new(),
                 },
             );
         }
@@ -297,8 +332,16 @@ impl Catalog {
             let typtype: String = row.get("typtype");
             let category: String = row.get("category");
             let labels: Vec<String> = row.get("labels");
+            let typmod: i32 = row.get("typmod");
+            let elem: Option<String> = row.get("elem_typname");
+            // For an array the modifier belongs to the element type.
+            let base_type = if category == "A" {
+                elem.as_deref().unwrap_or("")
+            } else {
+                typname.as_str()
+            };
+            let limits = type_limits(base_type, typmod);
             let kind = if category == "A" {
-                let elem: Option<String> = row.get("elem_typname");
                 let elem_type: Option<String> = row.get("elem_typtype");
                 Kind::Array(Box::new(kind_of(
                     elem.as_deref().unwrap_or(""),
@@ -317,6 +360,7 @@ impl Catalog {
                 default: row.get("default_expr"),
                 description: row.get("description"),
                 generated: row.get("generated"),
+                limits,
             });
         }
         for row in &indexes {
@@ -360,6 +404,33 @@ impl Catalog {
                 ref_columns: pairs.into_iter().map(|(_, r)| r).collect(),
             });
         }
+        for row in &checks {
+            let oid: u32 = row.get(0);
+            let Some(table) = by_oid.get_mut(&oid) else {
+                continue;
+            };
+            let columns: Vec<String> = row.get("columns");
+            let [column_name] = columns.as_slice() else {
+                continue;
+            };
+            let Some(column) = table.columns.iter_mut().find(|c| &c.name == column_name) else {
+                continue;
+            };
+            table.checks.insert(row.get(1), column.name.clone());
+            if column.kind != Kind::Text {
+                continue;
+            }
+            let definition: String = row.get("definition");
+            if let Some((min, max)) = length_bounds(&definition, &column.name) {
+                let limits = &mut column.limits;
+                if let Some(min) = min {
+                    limits.min_chars = Some(limits.min_chars.map_or(min, |m| m.max(min)));
+                }
+                if let Some(max) = max {
+                    limits.max_chars = Some(limits.max_chars.map_or(max, |m| m.min(max)));
+                }
+            }
+        }
         Ok(Catalog {
             schema: schema.to_owned(),
             tables: by_oid.into_values().map(|t| (t.name.clone(), t)).collect(),
@@ -382,7 +453,8 @@ fn kind_of(typname: &str, typtype: &str, labels: Vec<String>) -> Kind {
             min: i64::MIN,
             max: i64::MAX,
         },
-        "float4" | "float8" => Kind::Float,
+        "float4" => Kind::Float { single: true },
+        "float8" => Kind::Float { single: false },
         "numeric" => Kind::Numeric,
         "text" | "varchar" | "bpchar" | "name" | "citext" => Kind::Text,
         "uuid" => Kind::Uuid,
@@ -397,37 +469,244 @@ fn kind_of(typname: &str, typtype: &str, labels: Vec<String>) -> Kind {
     }
 }
 
+/// The limits a type modifier declares: `varchar(n)`/`char(n)` (typmod n + 4) and
+/// `numeric(p, s)` (typmod ((p << 16) | s) + 4, s in 11 signed bits); -1 is "none".
+fn type_limits(typname: &str, typmod: i32) -> Limits {
+    const VARHDRSZ: i32 = 4;
+    if typmod < VARHDRSZ {
+        return Limits::default();
+    }
+    let modifier = typmod - VARHDRSZ;
+    match typname {
+        "varchar" | "bpchar" => Limits {
+            max_chars: u64::try_from(modifier).ok(),
+            ..Limits::default()
+        },
+        "numeric" => {
+            let precision = (modifier >> 16) & 0xffff;
+            let scale = ((modifier & 0x7ff) ^ 1024) - 1024;
+            Limits {
+                numeric: Some((precision, scale)),
+                ..Limits::default()
+            }
+        }
+        _ => Limits::default(),
+    }
+}
+
+/// Length bounds of a CHECK constraint that is nothing but a conjunction of
+/// `length(column) <op> n` terms (as `pg_get_constraintdef` prints them, `BETWEEN` already
+/// expanded). Anything else — an OR, a NOT, another function or column — yields `None`: the
+/// database still enforces it, only without the early, precise refusal.
+fn length_bounds(definition: &str, column: &str) -> Option<(Option<u64>, Option<u64>)> {
+    let body = definition.strip_prefix("CHECK ")?;
+    let body = body.strip_suffix(" NOT VALID").unwrap_or(body);
+    // Only AND joins the terms, so parentheses carry no meaning and can go.
+    let flat: String = body
+        .chars()
+        .map(|c| if c == '(' || c == ')' { ' ' } else { c })
+        .collect();
+    let quoted = super::sql::quote_ident(column);
+    let (mut min, mut max): (Option<u64>, Option<u64>) = (None, None);
+    for term in flat.split(" AND ") {
+        let tokens: Vec<&str> = term.split_whitespace().collect();
+        let tokens: Vec<&str> = tokens.into_iter().filter(|t| *t != "::text").collect();
+        let [function, argument, op, number] = tokens.as_slice() else {
+            return None;
+        };
+        if !matches!(*function, "length" | "char_length" | "character_length") {
+            return None;
+        }
+        let argument = argument.strip_suffix("::text").unwrap_or(argument);
+        if argument != column && argument != quoted {
+            return None;
+        }
+        let n: u64 = number.parse().ok()?;
+        let (low, high) = match *op {
+            "<=" => (None, Some(n)),
+            "<" => (None, Some(n.checked_sub(1)?)),
+            ">=" => (Some(n), None),
+            ">" => (Some(n + 1), None),
+            "=" => (Some(n), Some(n)),
+            _ => return None,
+        };
+        if let Some(low) = low {
+            min = Some(min.map_or(low, |m| m.max(low)));
+        }
+        if let Some(high) = high {
+            max = Some(max.map_or(high, |m| m.min(high)));
+        }
+    }
+    Some((min, max))
+}
+
 /// Catalog snapshots per schema, shared by every request; emptied when the schema changes
 /// (migrations and custom-field changes send `NOTIFY hdls_catalog`).
+///
+/// A load takes a while (several catalog queries), and an invalidation can arrive meanwhile:
+/// the snapshot being loaded may then predate the change. Every invalidation bumps a
+/// generation, and a load stores its snapshot only if the generation is still the one it
+/// started under, so a stale snapshot never outlives the invalidation that condemned it.
 #[derive(Default)]
 pub struct CatalogCache {
-    schemas: RwLock<HashMap<String, Arc<Catalog>>>,
+    state: RwLock<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    generation: u64,
+    schemas: HashMap<String, Arc<Catalog>>,
 }
 
 impl CatalogCache {
     /// The cached snapshot of `schema`, loading it through `scope` on a miss.
     pub async fn get(&self, scope: &Scope, schema: &str) -> Result<Arc<Catalog>, ToolError> {
-        if let Some(hit) = self.read().get(schema) {
-            return Ok(hit.clone());
+        self.get_or_load(schema, Catalog::load(scope, schema)).await
+    }
+
+    /// The cached snapshot of `schema`, or the result of `load`, stored only if no
+    /// invalidation happened since the load began. The caller gets the loaded snapshot
+    /// either way: it is as fresh as its own transaction's view of the schema.
+    async fn get_or_load(
+        &self,
+        schema: &str,
+        load: impl Future<Output = Result<Catalog, ToolError>>,
+    ) -> Result<Arc<Catalog>, ToolError> {
+        let started = {
+            let state = self.read();
+            if let Some(hit) = state.schemas.get(schema) {
+                return Ok(hit.clone());
+            }
+            state.generation
+        };
+        let loaded = Arc::new(load.await?);
+        let mut state = self.write();
+        if state.generation == started {
+            state.schemas.insert(schema.to_owned(), loaded.clone());
         }
-        let loaded = Arc::new(Catalog::load(scope, schema).await?);
-        self.write().insert(schema.to_owned(), loaded.clone());
         Ok(loaded)
     }
 
-    /// Forgets every snapshot; the next call reloads.
+    /// Forgets every snapshot, and condemns every load still under way; the next call reloads.
     pub fn invalidate(&self) {
-        self.write().clear();
+        let mut state = self.write();
+        state.generation = state.generation.wrapping_add(1);
+        state.schemas.clear();
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Catalog>>> {
-        self.schemas.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, CacheState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Catalog>>> {
-        self.schemas.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, CacheState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// The channel migrations and custom-field changes notify.
 pub const CHANGE_CHANNEL: &str = "hdls_catalog";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty(schema: &str, marker: &str) -> Catalog {
+        let mut tables = BTreeMap::new();
+        tables.insert(
+            marker.to_owned(),
+            Table {
+                name: marker.to_owned(),
+                description: None,
+                is_view: false,
+                columns: Vec::new(),
+                primary_key: Vec::new(),
+                foreign_keys: Vec::new(),
+                indexes: Vec::new(),
+                checks: HashMap::new(),
+            },
+        );
+        Catalog {
+            schema: schema.to_owned(),
+            tables,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_during_a_load_is_not_overwritten_by_the_stale_snapshot() {
+        let cache = CatalogCache::default();
+        // The load reads the old schema, then the change is announced before it finishes.
+        let stale = cache
+            .get_or_load("crm", async {
+                let snapshot = empty("crm", "before_the_change");
+                cache.invalidate();
+                Ok(snapshot)
+            })
+            .await
+            .unwrap();
+        assert!(stale.tables.contains_key("before_the_change"));
+        // The next call must load again rather than serve the condemned snapshot.
+        let fresh = cache
+            .get_or_load("crm", async { Ok(empty("crm", "after_the_change")) })
+            .await
+            .unwrap();
+        assert!(
+            fresh.tables.contains_key("after_the_change"),
+            "a snapshot loaded before an invalidation was cached past it"
+        );
+        // And an undisturbed load is cached.
+        let cached = cache
+            .get_or_load("crm", async { Ok(empty("crm", "never_loaded")) })
+            .await
+            .unwrap();
+        assert!(cached.tables.contains_key("after_the_change"));
+    }
+
+    #[test]
+    fn length_bounds_of_simple_checks() {
+        assert_eq!(
+            length_bounds(
+                "CHECK (((length(name) >= 1) AND (length(name) <= 500)))",
+                "name"
+            ),
+            Some((Some(1), Some(500)))
+        );
+        assert_eq!(
+            length_bounds("CHECK ((length((domain)::text) <= 253))", "domain"),
+            Some((None, Some(253)))
+        );
+        assert_eq!(
+            length_bounds("CHECK ((char_length(\"Odd Name\") < 10))", "Odd Name"),
+            None,
+            "quoted names with spaces are left to the database"
+        );
+        assert_eq!(
+            length_bounds("CHECK ((char_length(code) = 3))", "code"),
+            Some((Some(3), Some(3)))
+        );
+        for other in [
+            "CHECK (((length(name) <= 5) OR (name = 'x'::text)))",
+            "CHECK ((length(other) <= 5))",
+            "CHECK ((octet_length(name) <= 5))",
+            "CHECK ((NOT (length(name) <= 5)))",
+            "CHECK ((5 >= length(name)))",
+            "CHECK ((name ~ '^[a-z]+$'::text))",
+        ] {
+            assert_eq!(length_bounds(other, "name"), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn type_modifiers() {
+        assert_eq!(type_limits("varchar", 14).max_chars, Some(10));
+        assert_eq!(type_limits("varchar", -1), Limits::default());
+        assert_eq!(
+            type_limits("numeric", (12 << 16 | 2) + 4).numeric,
+            Some((12, 2))
+        );
+        // numeric(3, -2): the scale travels in 11 signed bits.
+        assert_eq!(
+            type_limits("numeric", ((3 << 16) | (-2i32 & 0x7ff)) + 4).numeric,
+            Some((3, -2))
+        );
+    }
+}

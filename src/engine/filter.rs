@@ -249,6 +249,14 @@ fn condition(
             }
             let pattern = values::to_text(column, value, &value_path)?
                 .ok_or_else(|| ToolError::invalid_input(&value_path, "a pattern is required"))?;
+            // Backslash escapes the next character; PostgreSQL refuses one with nothing after.
+            let trailing = pattern.bytes().rev().take_while(|b| *b == b'\\').count();
+            if trailing % 2 == 1 {
+                return Err(ToolError::invalid_input(
+                    &value_path,
+                    "a pattern cannot end with a lone backslash; write \\\\ for a literal one",
+                ));
+            }
             sql.push(alias)
                 .push(".")
                 .ident(&column.name)

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::catalog::{Catalog, Kind, SYSTEM_COLUMNS, Table};
 use super::filter::{self, lookup};
-use super::sql::Sql;
+use super::sql::{Sql, json_column};
 use super::values;
 use crate::db::Scope;
 use crate::tools::ToolError;
@@ -101,22 +101,82 @@ fn writable_column<'t>(
     Ok(column)
 }
 
+/// Binds a value that selects rows (a primary key): checked against the column's type.
 fn bind_value(
     sql: &mut Sql,
     column: &super::catalog::Column,
     value: &Value,
     path: &str,
 ) -> Result<(), ToolError> {
+    bind(sql, column, value, path, false)
+}
+
+/// Binds a value to be stored: also checked against what the column declares beyond its
+/// type (lengths, precision), so the refusal names its path instead of failing in SQL.
+fn bind_write(
+    sql: &mut Sql,
+    column: &super::catalog::Column,
+    value: &Value,
+    path: &str,
+) -> Result<(), ToolError> {
+    bind(sql, column, value, path, true)
+}
+
+fn bind(
+    sql: &mut Sql,
+    column: &super::catalog::Column,
+    value: &Value,
+    path: &str,
+    write: bool,
+) -> Result<(), ToolError> {
     match &column.kind {
         Kind::Array(elem) if !value.is_null() => {
             let items = values::to_text_array(elem, &column.name, value, path)?;
+            if write {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(text) = item {
+                        values::check_write(
+                            elem,
+                            &column.limits,
+                            &column.name,
+                            text,
+                            &format!("{path}[{i}]"),
+                        )?;
+                    }
+                }
+            }
             sql.array(items, &column.cast);
         }
         _ => {
-            sql.value(values::to_text(column, value, path)?, &column.cast);
+            let text = values::to_text(column, value, path)?;
+            if write && let Some(text) = &text {
+                values::check_write(&column.kind, &column.limits, &column.name, text, path)?;
+            }
+            sql.value(text, &column.cast);
         }
     }
     Ok(())
+}
+
+/// Names the field a database refusal concerns, where its report says: the column of a
+/// NOT NULL violation, or the one column of a CHECK constraint. `at` turns a column name
+/// into the request path. Other errors pass through as they are.
+fn locate(error: ToolError, table: &Table, at: impl Fn(&str) -> String) -> ToolError {
+    if error.details.contains_key("path") {
+        return error;
+    }
+    let column = error.db_error().and_then(|db| {
+        db.column()
+            .map(str::to_owned)
+            .or_else(|| db.constraint().and_then(|c| table.checks.get(c).cloned()))
+    });
+    match column.filter(|c| table.column(c).is_some()) {
+        Some(column) => {
+            let path = at(&column);
+            error.with("path", path).with("column", column)
+        }
+        None => error,
+    }
 }
 
 /// `RETURNING` the touched rows as JSON, without system columns or search vectors.
@@ -130,9 +190,12 @@ fn returning(sql: &mut Sql, table: &Table) {
     sql.push(" AS row");
 }
 
-fn rows_json(rows: &[tokio_postgres::Row]) -> Value {
-    let out: Vec<Value> = rows.iter().map(|r| r.get::<_, Value>("row")).collect();
-    json!({ "count": out.len(), "rows": out })
+fn rows_json(rows: &[tokio_postgres::Row]) -> Result<Value, ToolError> {
+    let out: Vec<Value> = rows
+        .iter()
+        .map(|r| json_column(r, "row"))
+        .collect::<Result<_, _>>()?;
+    Ok(json!({ "count": out.len(), "rows": out }))
 }
 
 /// Inserts one row or a batch.
@@ -213,7 +276,7 @@ pub async fn insert(
                         } else {
                             format!("rows[{r}].{}", c.name)
                         };
-                        bind_value(&mut sql, c, value, &path)?;
+                        bind_write(&mut sql, c, value, &path)?;
                     }
                 }
             }
@@ -221,8 +284,20 @@ pub async fn insert(
         }
     }
     returning(&mut sql, table);
-    let inserted = scope.query_sql(&sql).await?;
-    Ok(rows_json(&inserted))
+    let batch = rows.len() > 1;
+    let inserted = scope.query_sql(&sql).await.map_err(|e| {
+        // In a batch the report does not say which row; the column is still named.
+        locate(e, table, |column| {
+            if base == "values" {
+                format!("values.{column}")
+            } else if batch {
+                "rows".to_owned()
+            } else {
+                format!("rows[0].{column}")
+            }
+        })
+    })?;
+    rows_json(&inserted)
 }
 
 /// The WHERE clause for a key or a guarded filter; returns the guard if there is one.
@@ -354,7 +429,7 @@ pub async fn update(
             sql.push(", ");
         }
         sql.ident(&column.name).push(" = ");
-        bind_value(&mut sql, column, value, &path)?;
+        bind_write(&mut sql, column, value, &path)?;
     }
     sql.push(" WHERE ");
     let selection = Selection {
@@ -362,7 +437,9 @@ pub async fn update(
         filter: args.filter.as_ref(),
         max_rows: args.max_rows,
     };
-    run_targeted(scope, catalog, table, sql, selection).await
+    run_targeted(scope, catalog, table, sql, selection)
+        .await
+        .map_err(|e| locate(e, table, |column| format!("values.{column}")))
 }
 
 /// Deletes by key or by guarded filter.
@@ -421,5 +498,5 @@ fn finish(
             "no row with that primary key in this workspace",
         ));
     }
-    Ok(rows_json(&rows))
+    rows_json(&rows)
 }

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::catalog::{Catalog, Column, Table};
 use super::filter::{self, lookup};
-use super::sql::Sql;
+use super::sql::{Sql, json_column};
 use crate::db::Scope;
 use crate::tools::{ToolError, cursor};
 
@@ -177,7 +177,7 @@ pub async fn run(scope: &Scope, catalog: &Catalog, args: QueryArgs) -> Result<Va
         _ => None,
     };
     Ok(json!({
-        "rows": page.iter().map(|r| r.get::<_, Value>("row")).collect::<Vec<_>>(),
+        "rows": page.iter().map(|r| json_column(r, "row")).collect::<Result<Vec<_>, _>>()?,
         "next_cursor": next_cursor,
         "has_more": has_more,
     }))

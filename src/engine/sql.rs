@@ -3,6 +3,8 @@
 
 use tokio_postgres::types::{ToSql, Type};
 
+use crate::tools::{ErrorCode, ToolError};
+
 /// A parameter: every value travels as text (or a text array) and is cast to the column's
 /// real type in SQL, so PostgreSQL's own input functions do the conversion.
 #[derive(Debug, Clone)]
@@ -114,6 +116,20 @@ impl Sql {
         }
         self.push(")::json")
     }
+}
+
+/// A JSON column of a result row. PostgreSQL holds numbers no double can (a sum of large
+/// numerics, a value written by other means): such a result is refused with a clear answer
+/// instead of failing inside the driver.
+pub fn json_column(row: &tokio_postgres::Row, name: &str) -> Result<serde_json::Value, ToolError> {
+    row.try_get::<_, serde_json::Value>(name).map_err(|error| {
+        tracing::debug!(%error, "a result row is not readable as JSON");
+        ToolError::new(
+            ErrorCode::InvalidInput,
+            "the result holds a number too large for JSON (1e308 or more) or JSON nested too \
+             deeply; select other columns or narrow the filter",
+        )
+    })
 }
 
 /// Quotes an identifier the way PostgreSQL does: double quotes, inner quotes doubled.

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
-    Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
-    Tool,
+    CustomRequest, CustomResult, ErrorCode, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -112,6 +112,31 @@ impl ServerHandler for McpEndpoint {
             Err(error) => failure(&error),
         };
         Ok(result.into())
+    }
+
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        // rmcp parses each method it knows into its typed request and falls back to a
+        // custom request only when that fails: a known method arriving here had params
+        // that do not fit it. That is invalid params (-32602), not an unknown method.
+        match request.method.as_str() {
+            "tools/call" => Err(McpError::invalid_params(
+                "tools/call takes params {\"name\": string, \"arguments\": object}; \
+                 arguments, when given, must be a JSON object",
+                None,
+            )),
+            method @ ("tools/list" | "initialize" | "server/discover" | "ping") => Err(
+                McpError::invalid_params(format!("the params of {method} are malformed"), None),
+            ),
+            method => Err(McpError::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!("unknown method {method:?}"),
+                None,
+            )),
+        }
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {

@@ -31,13 +31,15 @@ impl Resolver for SystemResolver {
     }
 }
 
-/// Why a destination was refused. Messages name the host, never a credential.
+/// Why a destination was refused. Messages reach the caller, so they name the host the
+/// caller gave and never what it resolved to: the address (and which internal range it is
+/// in) would map the server's network for whoever asks. That detail is logged instead.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refusal {
     #[error("{host} is not a valid host name")]
     InvalidHost { host: String },
     #[error(
-        "{host} resolves to {address}, which is a private, loopback, link-local or otherwise reserved address"
+        "{host} resolves to an address hdls does not connect to (private, loopback, link-local or otherwise reserved)"
     )]
     Blocked { host: String, address: IpAddr },
     #[error("{host} did not resolve to any address")]
@@ -105,10 +107,12 @@ const BLOCKED_V4: [(Ipv4Addr, u8); 15] = [
     (Ipv4Addr::new(240, 0, 0, 0), 4),
 ];
 
-/// IPv6 special-purpose ranges. Ranges that embed an IPv4 address are handled separately.
-const BLOCKED_V6: [(Ipv6Addr, u8); 9] = [
+/// IPv6 special-purpose ranges. Ranges that embed an IPv4 address are handled separately,
+/// except IPv4-translated addresses (::ffff:0:0:0/96, SIIT), which no public host uses.
+const BLOCKED_V6: [(Ipv6Addr, u8); 11] = [
     (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 128),
     (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1), 128),
+    (Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0), 96),
     (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64),
     (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23),
     (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32),
@@ -116,34 +120,39 @@ const BLOCKED_V6: [(Ipv6Addr, u8); 9] = [
     (Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0), 16),
     (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
     (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
+    // Deprecated site-local (RFC 3879): still routed internally by some networks.
+    (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10),
 ];
 
 /// Whether an address is never a legitimate outbound destination.
 pub fn is_blocked(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => BLOCKED_V4.iter().any(|(net, prefix)| {
-            Cidr {
-                network: IpAddr::V4(*net),
-                prefix: *prefix,
-            }
-            .contains(IpAddr::V4(v4))
-        }),
-        IpAddr::V6(v6) => {
-            if let Some(inner) = embedded_v4(v6) {
-                return is_blocked(IpAddr::V4(inner));
-            }
-            let segments = v6.segments();
-            // Multicast ff00::/8.
-            if segments[0] & 0xff00 == 0xff00 {
-                return true;
-            }
-            BLOCKED_V6.iter().any(|(net, prefix)| {
+    blocked_range(ip).is_some()
+}
+
+/// The reserved range `ip` falls in, for the server log (never for the caller).
+fn blocked_range(ip: IpAddr) -> Option<String> {
+    let find = |list: &[(IpAddr, u8)]| {
+        list.iter()
+            .find(|(network, prefix)| {
                 Cidr {
-                    network: IpAddr::V6(*net),
+                    network: *network,
                     prefix: *prefix,
                 }
-                .contains(IpAddr::V6(v6))
+                .contains(ip)
             })
+            .map(|(network, prefix)| format!("{network}/{prefix}"))
+    };
+    match ip {
+        IpAddr::V4(_) => find(&BLOCKED_V4.map(|(n, p)| (IpAddr::V4(n), p))),
+        IpAddr::V6(v6) => {
+            if let Some(inner) = embedded_v4(v6) {
+                return blocked_range(IpAddr::V4(inner))
+                    .map(|range| format!("{range} (embedded in an IPv6 address)"));
+            }
+            if v6.segments()[0] & 0xff00 == 0xff00 {
+                return Some("ff00::/8".to_owned());
+            }
+            find(&BLOCKED_V6.map(|(n, p)| (IpAddr::V6(n), p)))
         }
     }
 }
@@ -308,6 +317,12 @@ impl Guard {
             });
         }
         if let Some(bad) = addresses.iter().find(|ip| !self.permitted(**ip)) {
+            tracing::warn!(
+                host,
+                address = %bad,
+                range = blocked_range(*bad).as_deref().unwrap_or("?"),
+                "outbound connection refused: reserved address"
+            );
             return Err(Refusal::Blocked {
                 host: host.to_owned(),
                 address: *bad,
@@ -374,6 +389,11 @@ mod tests {
             "fd12:3456::1",
             "fe80::1",
             "febf::1",
+            "fec0::1",
+            "feff:ffff::1",
+            "::ffff:0:8.8.8.8",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:0",
             "ff02::1",
             "ff0e::1",
         ] {
@@ -489,6 +509,49 @@ mod tests {
             guard(&[], &[]).check("empty.example", 443).await,
             Err(Refusal::NoAddress { .. })
         ));
+    }
+
+    #[test]
+    fn translated_and_site_local_ranges_are_blocked_but_their_neighbours_are_not() {
+        // IPv4-translated ::ffff:0:0:0/96 is blocked whatever IPv4 address it carries.
+        assert!(is_blocked(ip("::ffff:0:8.8.8.8")));
+        assert_eq!(
+            blocked_range(ip("::ffff:0:8.8.8.8")).as_deref(),
+            Some("::ffff:0:0:0/96")
+        );
+        assert_eq!(blocked_range(ip("fec0::1")).as_deref(), Some("fec0::/10"));
+        assert!(is_blocked(ip("feff::1")));
+        // Just outside both ranges.
+        assert!(!is_blocked(ip("::fffe:0:808:808")));
+        assert!(!is_blocked(ip("::1:ffff:0:808:808")));
+    }
+
+    #[tokio::test]
+    async fn refusals_never_show_the_resolved_address_or_its_range() {
+        for (answer, range) in [
+            ("10.1.2.3", "10.0.0.0/8"),
+            ("169.254.169.254", "169.254.0.0/16"),
+            ("fd12:3456::7", "fc00::/7"),
+            ("fec0::5", "fec0::/10"),
+            ("::ffff:0:10.9.8.7", "::ffff:0:0:0/96"),
+        ] {
+            let refusal = guard(&[answer], &[])
+                .check("innocent.example", 443)
+                .await
+                .unwrap_err();
+            assert!(matches!(refusal, Refusal::Blocked { .. }), "{answer}");
+            let shown = refusal.to_string();
+            let fetched = crate::net::fetch::FetchError::from(refusal).to_string();
+            for text in [&shown, &fetched] {
+                assert!(!text.contains(answer), "{answer} leaked: {text}");
+                assert!(!text.contains(range), "{range} leaked: {text}");
+                assert!(
+                    text.contains("resolves to an address hdls does not connect to"),
+                    "{text}"
+                );
+            }
+            assert!(shown.starts_with("innocent.example "), "{shown}");
+        }
     }
 
     #[tokio::test]

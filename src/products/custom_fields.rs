@@ -26,11 +26,31 @@ pub struct Entity {
 
 /// Every entity with a `custom` column, by product.
 pub const ENTITIES: &[Entity] = &[
-    Entity { product: Product::Crm, name: "account", table: "accounts" },
-    Entity { product: Product::Crm, name: "contact", table: "contacts" },
-    Entity { product: Product::Crm, name: "deal", table: "deals" },
-    Entity { product: Product::Contacts, name: "contact", table: "contacts" },
-    Entity { product: Product::Contacts, name: "organisation", table: "organisations" },
+    Entity {
+        product: Product::Crm,
+        name: "account",
+        table: "accounts",
+    },
+    Entity {
+        product: Product::Crm,
+        name: "contact",
+        table: "contacts",
+    },
+    Entity {
+        product: Product::Crm,
+        name: "deal",
+        table: "deals",
+    },
+    Entity {
+        product: Product::Contacts,
+        name: "contact",
+        table: "contacts",
+    },
+    Entity {
+        product: Product::Contacts,
+        name: "organisation",
+        table: "organisations",
+    },
 ];
 
 /// The entity `name` of `product`, or `invalid_input` naming the ones there are.
@@ -154,7 +174,11 @@ pub async fn visible(cx: &Cx<'_>, entity: Entity) -> Result<Vec<Definition>, Too
         .scope
         .query(
             VISIBLE_SQL,
-            &[&entity.product.slug(), &entity.name, &owner_id(cx.principal)],
+            &[
+                &entity.product.slug(),
+                &entity.name,
+                &owner_id(cx.principal),
+            ],
         )
         .await?;
     rows.iter()
@@ -196,24 +220,33 @@ pub fn check_against(
         let Some(field) = fields.iter().find(|f| &f.name == name) else {
             return Err(ToolError::invalid_input(
                 &path,
-                format!("there is no custom field {name:?} here (add_custom_field creates one; list_custom_fields lists them)"),
+                format!(
+                    "there is no custom field {name:?} here (add_custom_field creates one; list_custom_fields lists them)"
+                ),
             ));
         };
         if value.is_null() {
             if allow_null {
                 continue;
             }
-            return Err(ToolError::invalid_input(&path, "omit a field instead of sending null"));
+            return Err(ToolError::invalid_input(
+                &path,
+                "omit a field instead of sending null",
+            ));
         }
         let options = field.options.as_deref().unwrap_or_default();
         let fits = match field.field_type {
-            FieldType::Text => value.as_str().is_some_and(|s| s.chars().count() <= MAX_TEXT),
+            FieldType::Text => value
+                .as_str()
+                .is_some_and(|s| s.chars().count() <= MAX_TEXT),
             FieldType::Number => value.as_f64().is_some_and(f64::is_finite),
             FieldType::Boolean => value.is_boolean(),
             FieldType::Date => value
                 .as_str()
                 .is_some_and(|s| s.len() == 10 && time::Date::parse(s, &Iso8601::DATE).is_ok()),
-            FieldType::Select => value.as_str().is_some_and(|s| options.iter().any(|o| o == s)),
+            FieldType::Select => value
+                .as_str()
+                .is_some_and(|s| options.iter().any(|o| o == s)),
             FieldType::Multiselect => value.as_array().is_some_and(|items| {
                 let mut seen = HashSet::new();
                 items.iter().all(|i| {
@@ -229,11 +262,16 @@ pub fn check_against(
                 FieldType::Boolean => "true or false".to_owned(),
                 FieldType::Date => "a date like 2026-03-31".to_owned(),
                 FieldType::Select => format!("one of {}", options.join(", ")),
-                FieldType::Multiselect => format!("a list of distinct values from {}", options.join(", ")),
+                FieldType::Multiselect => {
+                    format!("a list of distinct values from {}", options.join(", "))
+                }
             };
             return Err(ToolError::invalid_input(
                 &path,
-                format!("{name} is a {} field: expected {expected}", field.field_type.as_str()),
+                format!(
+                    "{name} is a {} field: expected {expected}",
+                    field.field_type.as_str()
+                ),
             ));
         }
     }
@@ -255,7 +293,11 @@ pub async fn hide_invisible<'v>(
     if customs.is_empty() {
         return Ok(());
     }
-    let names: HashSet<String> = visible(cx, entity).await?.into_iter().map(|f| f.name).collect();
+    let names: HashSet<String> = visible(cx, entity)
+        .await?
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
     for custom in &mut customs {
         if let Some(object) = custom.as_object_mut() {
             object.retain(|k, _| names.contains(k));
@@ -358,7 +400,10 @@ async fn add_custom_field(cx: &Cx<'_>, args: AddField) -> ToolResult {
     if table.column(&args.name).is_some() {
         return Err(ToolError::invalid_input(
             "name",
-            format!("{} already has a built-in column {:?}", entity.name, args.name),
+            format!(
+                "{} already has a built-in column {:?}",
+                entity.name, args.name
+            ),
         ));
     }
     let options = match (args.field_type.has_options(), args.options) {
@@ -377,15 +422,28 @@ async fn add_custom_field(cx: &Cx<'_>, args: AddField) -> ToolResult {
             Some(options)
         }
         (true, None) => {
-            return Err(ToolError::invalid_input("options", "select and multiselect fields need options"));
+            return Err(ToolError::invalid_input(
+                "options",
+                "select and multiselect fields need options",
+            ));
         }
         (false, Some(_)) => {
-            return Err(ToolError::invalid_input("options", "only select and multiselect fields take options"));
+            return Err(ToolError::invalid_input(
+                "options",
+                "only select and multiselect fields take options",
+            ));
         }
         (false, None) => None,
     };
-    if args.description.as_ref().is_some_and(|d| d.chars().count() > 500) {
-        return Err(ToolError::invalid_input("description", "at most 500 characters"));
+    if args
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 500)
+    {
+        return Err(ToolError::invalid_input(
+            "description",
+            "at most 500 characters",
+        ));
     }
     let owner = owner_id(cx.principal);
     let now = cx.app.clock.now();
@@ -443,7 +501,9 @@ async fn add_custom_field(cx: &Cx<'_>, args: AddField) -> ToolResult {
         description: args.description,
         personal: true,
     };
-    Ok(json!({ "entity": entity.name, "field": field.to_json(), "created_at": timestamp(Some(now)) }))
+    Ok(
+        json!({ "entity": entity.name, "field": field.to_json(), "created_at": timestamp(Some(now)) }),
+    )
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -463,7 +523,10 @@ async fn find_visible(cx: &Cx<'_>, args: &FieldRef) -> Result<(Entity, Definitio
         .into_iter()
         .find(|f| f.name == args.name)
         .ok_or_else(|| {
-            ToolError::not_found(format!("no custom field {:?} on {} that you can see", args.name, entity.name))
+            ToolError::not_found(format!(
+                "no custom field {:?} on {} that you can see",
+                args.name, entity.name
+            ))
         })?;
     Ok((entity, field))
 }
@@ -544,14 +607,23 @@ mod tests {
             field("regions", FieldType::Multiselect, Some(&["eu", "us"])),
         ];
         let ok = |v: Value| check_against(&fields, v.as_object().unwrap(), false).is_ok();
-        assert!(ok(json!({ "quarter": "Q1", "renews": "2026-03-31", "seats": 5, "regions": ["eu"] })));
+        assert!(ok(
+            json!({ "quarter": "Q1", "renews": "2026-03-31", "seats": 5, "regions": ["eu"] })
+        ));
         assert!(!ok(json!({ "quarter": "Q3" })));
         assert!(!ok(json!({ "renews": "2026-02-30" })));
         assert!(!ok(json!({ "seats": "5" })));
         assert!(!ok(json!({ "regions": ["eu", "eu"] })));
         assert!(!ok(json!({ "unknown": 1 })));
-        let err = check_against(&fields, json!({ "seats": true }).as_object().unwrap(), false).unwrap_err();
+        let err = check_against(
+            &fields,
+            json!({ "seats": true }).as_object().unwrap(),
+            false,
+        )
+        .unwrap_err();
         assert_eq!(err.details["path"], "custom.seats");
-        assert!(check_against(&fields, json!({ "seats": null }).as_object().unwrap(), true).is_ok());
+        assert!(
+            check_against(&fields, json!({ "seats": null }).as_object().unwrap(), true).is_ok()
+        );
     }
 }

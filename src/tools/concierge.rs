@@ -164,12 +164,12 @@ struct ProductArg {
 async fn install_product(cx: &Cx<'_>, args: ProductArg) -> ToolResult {
     cx.scope
         .execute(
-            "INSERT INTO hdls.installed_products (product) VALUES ($1)
+            "INSERT INTO hdls.installed_products (product, installed_at) VALUES ($1, $2)
              ON CONFLICT (workspace_id, product) DO UPDATE
                SET uninstalled_at = NULL,
                    installed_at = CASE WHEN hdls.installed_products.uninstalled_at IS NULL
-                                       THEN hdls.installed_products.installed_at ELSE now() END",
-            &[&args.product.slug()],
+                                       THEN hdls.installed_products.installed_at ELSE $2 END",
+            &[&args.product.slug(), &cx.app.clock.now()],
         )
         .await?;
     cx.audit(args.product.slug()).await?;
@@ -184,9 +184,9 @@ async fn uninstall_product(cx: &Cx<'_>, args: ProductArg) -> ToolResult {
     let changed = cx
         .scope
         .execute(
-            "UPDATE hdls.installed_products SET uninstalled_at = now()
+            "UPDATE hdls.installed_products SET uninstalled_at = $2
              WHERE product = $1 AND uninstalled_at IS NULL",
-            &[&args.product.slug()],
+            &[&args.product.slug(), &cx.app.clock.now()],
         )
         .await?;
     if changed == 0 {

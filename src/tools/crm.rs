@@ -133,13 +133,23 @@ async fn create_account(cx: &Cx<'_>, args: CreateAccount) -> ToolResult {
         check_domain(d)?;
     }
     let custom = Value::Object(args.custom.unwrap_or_default());
+    // The injected clock, not the columns' DEFAULT now(): tests move time, and every node
+    // stamps rows from the same source it checks expiries against.
+    let now = cx.app.clock.now();
     let row = cx
         .scope
         .query_one(
             &format!(
-                "INSERT INTO crm.accounts (id, name, domain, custom) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
+                "INSERT INTO crm.accounts (id, name, domain, custom, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING {COLUMNS}"
             ),
-            &[&Uuid::now_v7(), &args.name.trim(), &args.domain, &custom],
+            &[
+                &Uuid::now_v7(),
+                &args.name.trim(),
+                &args.domain,
+                &custom,
+                &now,
+            ],
         )
         .await?;
     Ok(json!({ "account": account_json(&row) }))
@@ -292,7 +302,7 @@ async fn update_account(cx: &Cx<'_>, args: UpdateAccount) -> ToolResult {
                     name = coalesce($2, name),
                     domain = CASE WHEN $3 THEN $4 ELSE domain END,
                     custom = (custom || $5::jsonb) - $6::text[],
-                    updated_at = now()
+                    updated_at = $7
                  WHERE id = $1
                  RETURNING {COLUMNS}"
             ),
@@ -303,6 +313,7 @@ async fn update_account(cx: &Cx<'_>, args: UpdateAccount) -> ToolResult {
                 &args.domain.flatten(),
                 &set,
                 &remove,
+                &cx.app.clock.now(),
             ],
         )
         .await?

@@ -101,6 +101,15 @@ impl ToolError {
         e
     }
 
+    /// The database's report behind this error, if it came from one (for callers that can
+    /// name the offending field from its column or constraint).
+    pub fn db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+        self.source
+            .as_deref()
+            .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+            .and_then(tokio_postgres::Error::as_db_error)
+    }
+
     /// The structured body: `{"error": {"code", "message", …details}}`.
     pub fn to_json(&self) -> Value {
         let mut body = Map::new();
@@ -114,48 +123,48 @@ impl ToolError {
 }
 
 impl From<tokio_postgres::Error> for ToolError {
-    /// Central mapping of driver errors: never echo the server's message, which can carry row values.
+    /// Central mapping of driver errors: never echo the server's message, which can carry row
+    /// values. Whole SQLSTATE classes are mapped, not single codes: every data exception
+    /// (class 22) and integrity violation (class 23) comes from a value a client sent, so a
+    /// code no one listed yet is still the client's `invalid_input` or `conflict`, never
+    /// `internal`.
     #[track_caller]
     fn from(error: tokio_postgres::Error) -> ToolError {
         use tokio_postgres::error::SqlState;
         let location = std::panic::Location::caller();
+        let code = error.code().map(|c| c.code());
+        let class = code.and_then(|c| c.get(..2));
         let mapped = match error.code() {
-            Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::EXCLUSION_VIOLATION => {
                 ToolError::conflict("a record with the same unique value already exists")
             }
-            Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
+            Some(c)
+                if *c == SqlState::FOREIGN_KEY_VIOLATION || *c == SqlState::RESTRICT_VIOLATION =>
+            {
                 ToolError::conflict("the change refers to, or is referred to by, another record")
             }
-            Some(c) if *c == SqlState::CHECK_VIOLATION || *c == SqlState::NOT_NULL_VIOLATION => {
-                ToolError::new(
-                    ErrorCode::InvalidInput,
-                    "a value is outside what this field accepts",
-                )
+            Some(c) if *c == SqlState::NOT_NULL_VIOLATION => ToolError::new(
+                ErrorCode::InvalidInput,
+                "a required value is missing (null)",
+            ),
+            Some(c) if *c == SqlState::CHECK_VIOLATION => ToolError::new(
+                ErrorCode::InvalidInput,
+                "a value is outside what this field accepts",
+            ),
+            // Any other integrity violation: the change clashes with what is stored.
+            _ if class == Some("23") => {
+                ToolError::conflict("the change conflicts with the stored records")
             }
-            Some(c) if *c == SqlState::STRING_DATA_RIGHT_TRUNCATION => {
-                ToolError::new(ErrorCode::InvalidInput, "a value is too long")
-            }
-            // Values the engine passed as text that PostgreSQL's input functions refused, or
-            // patterns it could not use: the caller's input, never a server fault.
+            _ if class == Some("22") => data_exception(error.code()),
+            // Limits of the statement the client's input shaped (too many parameters, too
+            // deep an expression): the input's size, never a server fault.
             Some(c)
-                if *c == SqlState::INVALID_TEXT_REPRESENTATION
-                    || *c == SqlState::INVALID_DATETIME_FORMAT
-                    || *c == SqlState::DATETIME_FIELD_OVERFLOW
-                    || *c == SqlState::NUMERIC_VALUE_OUT_OF_RANGE
-                    || *c == SqlState::INVALID_PARAMETER_VALUE
-                    || *c == SqlState::INVALID_ESCAPE_SEQUENCE
-                    || *c == SqlState::INVALID_REGULAR_EXPRESSION
-                    || *c == SqlState::ARRAY_SUBSCRIPT_ERROR
-                    || *c == SqlState::INVALID_BINARY_REPRESENTATION
-                    || *c == SqlState::UNTRANSLATABLE_CHARACTER
-                    || *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE
-                    || *c == SqlState::DIVISION_BY_ZERO
-                    || *c == SqlState::STATEMENT_TOO_COMPLEX
+                if *c == SqlState::STATEMENT_TOO_COMPLEX
                     || *c == SqlState::PROGRAM_LIMIT_EXCEEDED =>
             {
                 ToolError::new(
                     ErrorCode::InvalidInput,
-                    "a value does not fit its column's type or the operation",
+                    "the request is too large or too complex; make it smaller",
                 )
             }
             Some(c) if *c == SqlState::QUERY_CANCELED => {
@@ -181,11 +190,56 @@ impl From<tokio_postgres::Error> for ToolError {
                 ToolError::new(ErrorCode::Internal, "internal error; it has been logged")
             }
         };
+        if mapped.code != ErrorCode::Internal {
+            // Only the SQLSTATE: a data exception's message quotes the refused value.
+            tracing::debug!(
+                %location,
+                sqlstate = code.unwrap_or(""),
+                answered = mapped.code.as_str(),
+                "database error answered to the caller"
+            );
+        }
         ToolError {
             source: Some(Box::new(error)),
             ..mapped
         }
     }
+}
+
+/// A data exception (SQLSTATE class 22): a value PostgreSQL's input functions or operators
+/// refused. The message names the kind of problem, never the value.
+fn data_exception(code: Option<&tokio_postgres::error::SqlState>) -> ToolError {
+    use tokio_postgres::error::SqlState;
+    let message = match code {
+        Some(c) if *c == SqlState::STRING_DATA_RIGHT_TRUNCATION => "a value is too long",
+        Some(c)
+            if *c == SqlState::NUMERIC_VALUE_OUT_OF_RANGE
+                || *c == SqlState::INTERVAL_FIELD_OVERFLOW =>
+        {
+            "a number is out of range for its column's type"
+        }
+        Some(c) if *c == SqlState::DATETIME_FIELD_OVERFLOW => "a date or time is out of range",
+        Some(c) if *c == SqlState::INVALID_TIME_ZONE_DISPLACEMENT_VALUE => {
+            "a timestamp's UTC offset is out of range (at most ±15:59)"
+        }
+        Some(c) if *c == SqlState::INVALID_DATETIME_FORMAT => "a date or time is not well-formed",
+        Some(c)
+            if *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                || *c == SqlState::UNTRANSLATABLE_CHARACTER =>
+        {
+            "a text value contains a character the database cannot store"
+        }
+        Some(c)
+            if *c == SqlState::INVALID_ESCAPE_SEQUENCE
+                || *c == SqlState::INVALID_REGULAR_EXPRESSION
+                || *c == SqlState::INVALID_ESCAPE_CHARACTER =>
+        {
+            "a pattern is not well-formed"
+        }
+        Some(c) if *c == SqlState::DIVISION_BY_ZERO => "the operation divides by zero",
+        _ => "a value does not fit its column's type or the operation",
+    };
+    ToolError::new(ErrorCode::InvalidInput, message)
 }
 
 /// What may be logged of a driver error: the SQLSTATE and the server's message. Its DETAIL

@@ -51,11 +51,11 @@ pub fn after<K: DeserializeOwned>(cursor: Option<&str>) -> Result<Option<K>, Too
 
 /// One page of rows fetched with `LIMIT limit + 1`: the rows to show, and the cursor for the
 /// next page when the extra row says there is one (`key` is the row's keyset position).
-pub fn page<'r, K: Serialize>(
-    rows: &'r [Row],
+pub fn page<K: Serialize>(
+    rows: &[Row],
     limit: i64,
     key: impl Fn(&Row) -> K,
-) -> (&'r [Row], Option<String>) {
+) -> (&[Row], Option<String>) {
     let shown = usize::try_from(limit).unwrap_or(usize::MAX).min(rows.len());
     let page = rows.get(..shown).unwrap_or(rows);
     let next = (rows.len() > shown)
@@ -92,7 +92,12 @@ pub fn search_pattern(query: Option<&str>) -> Result<Option<String>, ToolError> 
 pub fn text(path: &str, value: &str, min: usize, max: usize) -> Result<String, ToolError> {
     let trimmed = value.trim();
     let n = trimmed.chars().count();
-    if n < min || n > max || trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if n < min
+        || n > max
+        || trimmed
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(ToolError::invalid_input(
             path,
             format!("{path} must be {min} to {max} characters of text"),
@@ -102,11 +107,7 @@ pub fn text(path: &str, value: &str, min: usize, max: usize) -> Result<String, T
 }
 
 /// [`text`] for an optional value.
-pub fn opt_text(
-    path: &str,
-    value: Option<&str>,
-    max: usize,
-) -> Result<Option<String>, ToolError> {
+pub fn opt_text(path: &str, value: Option<&str>, max: usize) -> Result<Option<String>, ToolError> {
     value.map(|v| text(path, v, 1, max)).transpose()
 }
 
@@ -189,11 +190,17 @@ mod tests {
     fn helpers_check_and_normalise() {
         assert_eq!(limit(None).unwrap(), DEFAULT_LIMIT);
         assert!(limit(Some(0)).is_err() && limit(Some(201)).is_err());
-        assert_eq!(search_pattern(Some(" 50%_x ")).unwrap().unwrap(), "%50\\%\\_x%");
+        assert_eq!(
+            search_pattern(Some(" 50%_x ")).unwrap().unwrap(),
+            "%50\\%\\_x%"
+        );
         assert_eq!(search_pattern(Some("  ")).unwrap(), None);
         assert_eq!(email("e", " Ann@Example.COM ").unwrap(), "ann@example.com");
         assert!(email("e", "ann@localhost").is_err());
-        assert_eq!(tags("t", &["a".into(), " a ".into(), "b".into()]).unwrap(), ["a", "b"]);
+        assert_eq!(
+            tags("t", &["a".into(), " a ".into(), "b".into()]).unwrap(),
+            ["a", "b"]
+        );
         assert!(text("n", "", 1, 5).is_err() && text("n", "abcdef", 1, 5).is_err());
     }
 }

@@ -11,6 +11,7 @@ use crate::engine::aggregate::{self, AggregateArgs};
 use crate::engine::catalog::Catalog;
 use crate::engine::mutate::{self, DeleteArgs, InsertArgs, UpdateArgs};
 use crate::engine::query::{self, QueryArgs};
+use crate::engine::sql::Sql;
 use crate::identity::{Endpoint, Product, Role};
 
 /// The power tools for one product's endpoint.
@@ -19,7 +20,8 @@ pub fn tools(product: Product) -> Vec<ToolDef> {
     vec![
         ToolDef::new(
             "list_tables",
-            "List the tables of this product's schema, with a row-count estimate and a description.",
+            "List the tables of this product's schema, with a description and how many rows this workspace \
+             has in each (counted up to 1000; more shows as \"1000+\").",
             here,
             Role::Reader,
             Effect::Read,
@@ -95,14 +97,54 @@ async fn catalog(cx: &Cx<'_>) -> Result<Arc<Catalog>, ToolError> {
 #[serde(deny_unknown_fields)]
 struct NoArgs {}
 
+/// Counting stops here: a table's count costs at most this many rows, and past it the
+/// answer is "1000+".
+const COUNT_CAP: i64 = 1000;
+
 async fn list_tables(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
     let catalog = catalog(cx).await?;
+    let counts = row_counts(cx, &catalog).await?;
     let tables: Vec<_> = catalog
         .tables
         .values()
-        .map(|t| json!({ "name": t.name, "description": t.description, "row_estimate": t.row_estimate }))
+        .zip(counts)
+        .map(|(t, n)| {
+            let rows = if n > COUNT_CAP {
+                json!(format!("{COUNT_CAP}+"))
+            } else {
+                json!(n)
+            };
+            json!({ "name": t.name, "description": t.description, "rows": rows })
+        })
         .collect();
     Ok(json!({ "schema": catalog.schema, "tables": tables }))
+}
+
+/// This workspace's rows per table, in the catalog's table order, each counted up to one
+/// past the cap. The counts run in the caller's Scope, so row-level security limits them
+/// to the caller's workspace: the planner's `reltuples` would count every tenant's rows.
+/// One statement for all tables, one round trip.
+async fn row_counts(cx: &Cx<'_>, catalog: &Catalog) -> Result<Vec<i64>, ToolError> {
+    if catalog.tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = Sql::new();
+    sql.push("SELECT ARRAY[");
+    for (i, table) in catalog.tables.values().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("(SELECT count(*) FROM (SELECT 1 FROM ")
+            .table(&catalog.schema, &table.name)
+            .push(&format!(" LIMIT {}) s)", COUNT_CAP + 1));
+    }
+    sql.push("]::int8[] AS counts");
+    let rows = cx.scope.query_sql(&sql).await?;
+    let counts: Vec<i64> = rows.first().map(|r| r.get("counts")).unwrap_or_default();
+    if counts.len() != catalog.tables.len() {
+        return Err(ToolError::internal("row counts do not match the tables"));
+    }
+    Ok(counts)
 }
 
 #[derive(Deserialize, JsonSchema)]

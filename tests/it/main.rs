@@ -3,9 +3,11 @@
 mod harness;
 
 mod audit;
+mod bad_input;
 mod browser;
 mod change_events;
 mod cli;
+mod clock;
 mod credentials;
 mod database_roles;
 mod embedded_serve;
@@ -22,6 +24,7 @@ mod power_fuzz;
 mod power_refusals;
 mod power_tools;
 mod products;
+mod protocol_errors;
 mod refusal_costs;
 mod role_matrix;
 mod statement_timeout;

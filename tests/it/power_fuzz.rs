@@ -1248,3 +1248,308 @@ async fn absurdly_deep_json_is_refused_before_any_tool_runs() {
         response.status()
     );
 }
+
+/// Values at and past the edges of PostgreSQL's ranges for each column type.
+fn extremes(column: &str) -> Vec<Value> {
+    let long = |n: usize| json!("x".repeat(n));
+    let mut values = match column {
+        "at_zone" | "happened_at" => vec![
+            json!("2024-01-01T00:00:00+23:59"),
+            json!("2024-01-01T00:00:00-23:59"),
+            json!("2024-01-01T00:00:00+16:00"),
+            json!("2024-01-01T00:00:00-15:59"),
+            json!("2024-01-01T00:00:00+15:59"),
+            json!("0000-01-01T00:00:00Z"),
+            json!("0001-01-01T00:00:00+15:59"),
+            json!("9999-12-31T23:59:59-15:59"),
+            json!("2024-06-30T23:59:60Z"),
+            json!("2024-01-01T00:00:00.123456789123Z"),
+            json!("2024-01-01t00:00:00z"),
+            json!("+10000-01-01T00:00:00Z"),
+            json!("294277-01-01T00:00:00Z"),
+            json!("infinity"),
+            json!("epoch"),
+            json!("now"),
+        ],
+        "at_local" => vec![
+            json!("2024-01-01T00:00:00+23:59"),
+            json!("2024-01-01T00:00:00+15:59"),
+            json!("2024-01-01 00:00:00-1559"),
+            json!("0000-01-01T00:00:00"),
+            json!("9999-12-31T23:59:59.999999999"),
+            json!("294277-01-01T00:00:00"),
+            json!("2024-01-01 00:00:00 BC"),
+            json!("-infinity"),
+        ],
+        "day" => vec![
+            json!("0000-01-01"),
+            json!("0001-01-01"),
+            json!("9999-12-31"),
+            json!("5874898-01-01"),
+            json!("2023-02-29"),
+            json!("2024-02-29"),
+            json!("infinity"),
+        ],
+        "price" | "amount" | "big" => vec![
+            json!("1e1000"),
+            json!("1e1001"),
+            json!("-1e-1000"),
+            json!("1e-9999"),
+            json!("1e300"),
+            json!(1e300),
+            json!(-1e300),
+            json!("999.995"),
+            json!("-999.994"),
+            json!("9999999999.995"),
+            json!("9".repeat(199)),
+            json!(format!("0.{}1", "0".repeat(190))),
+            json!(u64::MAX),
+            json!(i64::MIN),
+        ],
+        "ratio" | "wide" => vec![
+            json!("1e39"),
+            json!("3.4028235e38"),
+            json!("1e309"),
+            json!("-1e-400"),
+            json!("1e-46"),
+            json!(f64::MAX),
+            json!(f64::MIN_POSITIVE),
+            json!("+Infinity"),
+            json!("-inf"),
+            json!("nan"),
+            json!("-nan"),
+            json!("0x10"),
+            json!("1_000"),
+        ],
+        "qty" | "slot" => vec![
+            json!("2147483648"),
+            json!("-2147483649"),
+            json!(i64::MAX),
+            json!("9223372036854775808"),
+            json!(1.5),
+            json!("1e3"),
+            json!(2_147_483_647),
+        ],
+        "title" | "label" | "code" => vec![
+            long(100_001),
+            long(99_999),
+            long(21),
+            json!("é".repeat(20)),
+            json!("ABCDEFGHI"),
+            json!("ABCDEFGH"),
+            json!("lower"),
+            json!(""),
+            json!("a\u{0}b"),
+            json!("\u{FFFF}\u{10FFFF}"),
+        ],
+        "clock" => vec![
+            json!("12:00:00+23:59"),
+            json!("12:00:00+15:59"),
+            json!("24:00:01"),
+            json!("25:61:00"),
+            json!("allballs"),
+        ],
+        "span" => vec![
+            json!("2147483648 years"),
+            json!("178000000 years"),
+            json!("-178000000 years"),
+            json!("1 fortnight"),
+            json!("P1Y2M"),
+            json!("infinity"),
+        ],
+        "tags" => vec![
+            json!(["abcd"]),
+            json!(["abc", null]),
+            json!(vec!["a"; 1001]),
+            json!([["nested"]]),
+        ],
+        _ => Vec::new(),
+    };
+    // Every type also meets the special float spellings and junk.
+    values.extend([
+        json!("NaN"),
+        json!("Infinity"),
+        json!("-Infinity"),
+        json!(""),
+        json!(" "),
+        json!(true),
+        json!({ "n": 1 }),
+    ]);
+    values
+}
+
+/// Seeded calls whose shape is always right and whose values sit at or past the edges of
+/// PostgreSQL's ranges: out-of-range timestamps and UTC offsets, huge numerics, overlong
+/// text, NaN and Infinity spelled every way. Every answer is a success or a clean refusal;
+/// `internal` (or a protocol error) is a failure.
+#[tokio::test]
+async fn values_past_postgres_ranges_never_get_internal() {
+    let seed = std::env::var("HDLS_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(DEFAULT_SEED);
+    eprintln!("edge-value fuzz seed: {seed} (replay with HDLS_FUZZ_SEED={seed})");
+    let env = TestEnv::start().await;
+    probe_table(&env).await;
+    let crm = crate::bad_input::edge_table(&env, "edges").await;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tables: [(&str, &[&str]); 2] = [
+        (
+            "edge",
+            &[
+                "code", "label", "price", "ratio", "wide", "big", "qty", "at_local", "at_zone",
+                "day", "clock", "span", "slot", "tags",
+            ],
+        ),
+        (
+            "probe",
+            &["title", "amount", "qty", "ratio", "happened_at", "day"],
+        ),
+    ];
+    let base = |table: &str| -> Value {
+        if table == "edge" {
+            json!({ "label": "ok" })
+        } else {
+            json!({ "title": "ok" })
+        }
+    };
+    let mut ids: Vec<(String, String)> = Vec::new();
+    for (table, _) in tables {
+        let row = crm
+            .ok(
+                "insert_record",
+                json!({ "table": table, "values": base(table) }),
+            )
+            .await;
+        ids.push((
+            table.to_owned(),
+            row["rows"][0]["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let mut failures: Vec<String> = Vec::new();
+    let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+    for i in 0..600 {
+        let (table, columns) = tables[rng.random_range(0..tables.len())];
+        let column = columns[rng.random_range(0..columns.len())];
+        let choices = extremes(column);
+        let value = choices[rng.random_range(0..choices.len())].clone();
+        let key_id = ids
+            .iter()
+            .filter(|(t, _)| t == table)
+            .map(|(_, id)| id.clone())
+            .next_back()
+            .unwrap_or_default();
+        let op = match column {
+            "clock" | "span" => "eq",
+            "tags" => "contains",
+            _ => ["eq", "neq", "lt", "gte"][rng.random_range(0..4)],
+        };
+        let condition = json!({ "column": column, "op": op, "value": value });
+        let (tool, args) = match rng.random_range(0..6) {
+            0 | 1 => {
+                let mut values = base(table);
+                values[column] = value.clone();
+                ("insert_record", json!({ "table": table, "values": values }))
+            }
+            2 => (
+                "update_record",
+                json!({ "table": table, "key": { "id": key_id }, "values": { column: value } }),
+            ),
+            3 => (
+                "query_records",
+                json!({ "table": table, "filter": condition, "limit": 5 }),
+            ),
+            4 => (
+                "aggregate_records",
+                json!({ "table": table, "filter": { "not": condition },
+                        "aggregates": [{ "fn": "count" }] }),
+            ),
+            _ => (
+                "update_record",
+                json!({ "table": table, "filter": condition, "max_rows": 1000,
+                        "values": { column: value } }),
+            ),
+        };
+        let params = CallToolRequestParams::new(tool.to_owned())
+            .with_arguments(args.as_object().cloned().unwrap_or_default());
+        let what = format!("seed {seed}, call #{i}: {tool} {}", shown(&args));
+        let call = crm.service.call_tool(params);
+        let result = match tokio::time::timeout(std::time::Duration::from_secs(30), call).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => {
+                failures.push(format!("{what}\n    → protocol error: {e}"));
+                continue;
+            }
+            Err(_) => {
+                failures.push(format!("{what}\n    → no answer within 30 s"));
+                break;
+            }
+        };
+        let body = result.structured_content.clone().unwrap_or(Value::Null);
+        if result.is_error != Some(true) {
+            *outcomes.entry(format!("{tool}: ok")).or_default() += 1;
+            if tool == "insert_record"
+                && let Some(id) = body["rows"][0]["id"].as_str()
+            {
+                ids.push((table.to_owned(), id.to_owned()));
+            }
+            continue;
+        }
+        let code = body["error"]["code"]
+            .as_str()
+            .unwrap_or("<none>")
+            .to_owned();
+        *outcomes.entry(format!("{tool}: {code}")).or_default() += 1;
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        let allowed = match code.as_str() {
+            "invalid_input" => true,
+            // An exclusion constraint on `slot`: a second row with the same slot.
+            "conflict" => column == "slot",
+            _ => false,
+        };
+        if !allowed {
+            failures.push(format!("{what}\n    → {code}: {}", shown(&body)));
+        }
+        let lower = message.to_lowercase();
+        if [
+            "syntax",
+            "violates",
+            "sqlstate",
+            "error:",
+            "db error",
+            "out of range:",
+        ]
+        .iter()
+        .any(|raw| lower.contains(raw))
+        {
+            failures.push(format!("{what}\n    → a raw database message: {message}"));
+        }
+        // Digits alone may coincide with a stated limit; words and dates may not appear.
+        if let Some(text) = value.as_str()
+            && text.len() >= 8
+            && text
+                .bytes()
+                .any(|b| b.is_ascii_alphabetic() || b == b' ' || b == b':')
+            && message.contains(text)
+        {
+            failures.push(format!(
+                "{what}\n    → the message echoes the value: {message}"
+            ));
+        }
+        if failures.len() >= 25 {
+            break;
+        }
+    }
+    eprintln!("outcomes: {outcomes:#?}");
+    assert!(
+        failures.is_empty(),
+        "seed {seed}: {} failures (replay with HDLS_FUZZ_SEED={seed}):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    // The edges PostgreSQL accepts were exercised, not only refusals.
+    for tool in ["insert_record", "update_record", "query_records"] {
+        let ok = outcomes.get(&format!("{tool}: ok")).copied().unwrap_or(0);
+        assert!(ok >= 10, "only {ok} {tool} calls succeeded: {outcomes:#?}");
+    }
+}

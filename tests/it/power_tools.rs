@@ -234,7 +234,8 @@ async fn list_and_describe_come_from_the_live_catalog() {
         .find(|t| t["name"] == "probe")
         .unwrap();
     assert_eq!(probe["description"], "Probe rows for tests");
-    assert!(probe.get("row_estimate").is_some(), "{probe}");
+    assert_eq!(probe["rows"], 0, "{probe}");
+    assert!(probe.get("row_estimate").is_none(), "{probe}");
 
     let described = crm.ok("describe_table", json!({ "table": "probe" })).await;
     assert_eq!(described["table"], "probe");
@@ -1616,6 +1617,65 @@ async fn writes_by_batch_key_and_guarded_filter() {
         .unwrap()
         .get(0);
     assert_eq!(elsewhere, 0);
+}
+
+/// `list_tables` counts the caller's rows only: PostgreSQL's planner estimate (`reltuples`)
+/// covers every workspace, so it would reveal how much data other tenants keep.
+#[tokio::test]
+async fn list_tables_counts_only_this_workspaces_rows_up_to_a_cap() {
+    let env = TestEnv::start().await;
+    probe_table(&env).await;
+    let (_, small) = crm_as(&env, "small", Role::Reader).await;
+    let (big_ws, big) = crm_as(&env, "big", Role::Reader).await;
+    let (_, small_member) = crm_as(&env, "small-writer", Role::Member).await;
+    seed_six(&small_member, 0xa, "").await;
+    let su = env.db.connect_superuser().await;
+    su.execute(
+        "INSERT INTO crm.probe (workspace_id, title)
+         SELECT $1, 'big ' || g FROM generate_series(1, 1000) g",
+        &[&big_ws],
+    )
+    .await
+    .unwrap();
+    // Make the planner's estimate exact, so a leak of it would show 1006.
+    su.batch_execute("ANALYZE crm.probe").await.unwrap();
+    let rows = |listed: &Value, table: &str| -> Value {
+        listed["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == table)
+            .unwrap_or_else(|| panic!("no {table} in {listed}"))["rows"]
+            .clone()
+    };
+    let listed = small_member.ok("list_tables", no_args()).await;
+    assert_eq!(rows(&listed, "probe"), 6, "{listed}");
+    assert!(
+        listed["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("row_estimate").is_none()),
+        "{listed}"
+    );
+    let listed = small.ok("list_tables", no_args()).await;
+    assert_eq!(rows(&listed, "probe"), 0, "{listed}");
+    assert_eq!(rows(&listed, "accounts"), 0, "{listed}");
+    let listed = big.ok("list_tables", no_args()).await;
+    assert_eq!(rows(&listed, "probe"), 1000, "exactly the cap: {listed}");
+    su.execute(
+        "INSERT INTO crm.probe (workspace_id, title) VALUES ($1, 'one more')",
+        &[&big_ws],
+    )
+    .await
+    .unwrap();
+    let listed = big.ok("list_tables", no_args()).await;
+    assert_eq!(rows(&listed, "probe"), "1000+", "{listed}");
+    // The small workspace's count is still its own.
+    let listed = small_member.ok("list_tables", no_args()).await;
+    assert_eq!(rows(&listed, "probe"), 6, "{listed}");
+    let described = big.ok("describe_table", json!({ "table": "probe" })).await;
+    assert!(described.get("row_estimate").is_none(), "{described}");
 }
 
 #[tokio::test]
