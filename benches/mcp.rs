@@ -11,7 +11,7 @@ use hdls::app::{App, PublicUrl};
 use hdls::clock::SystemClock;
 use hdls::db::embedded::Cluster;
 use hdls::db::{DbTarget, Pools, RUNTIME_ROLE, connect, migrate, setup};
-use hdls::tools::crm::SEARCH_SQL;
+use hdls::products::crm::SEARCH_SQL;
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ClientConfig};
 use rmcp::transport::StreamableHttpClientTransport;

@@ -51,7 +51,7 @@ impl App {
         crate::net::fetch::install_tls_provider();
         App {
             catalog: Arc::new(CatalogCache::default()),
-            registry: Registry::standard(),
+            registry: crate::products::registry(),
             clock,
             public,
             enforce_limits: true,

@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::db::Scope;
+use crate::error::ToolError;
 use crate::identity::{CredentialKind, Principal};
-use crate::tools::ToolError;
 
 /// Action names, one per privileged or credential event (`noun.verb`).
 pub mod actions {

@@ -8,8 +8,8 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::error::ToolError;
 use crate::identity::{CredentialKind, Persona, Principal, Product, Role};
-use crate::tools::ToolError;
 
 /// The credential a new one was minted through.
 #[derive(Debug, Clone, PartialEq, Eq)]

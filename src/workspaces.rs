@@ -9,8 +9,8 @@ use uuid::Uuid;
 use crate::audit::{self, actions};
 use crate::auth::api_key::{self, MintedKey};
 use crate::db::{Pools, Scope};
+use crate::error::ToolError;
 use crate::identity::{Principal, Product, Role};
-use crate::tools::ToolError;
 
 /// A new workspace and its first owner key (shown once).
 #[derive(Debug, Serialize)]

@@ -11,9 +11,9 @@ use uuid::Uuid;
 use crate::audit;
 use crate::credentials;
 use crate::db::Scope;
+use crate::error::ToolError;
 use crate::identity::{CredentialKind, CredentialRef, Persona, Principal, Product, Role};
 use crate::secret;
-use crate::tools::ToolError;
 
 /// Every key starts with this, so secret scanners and humans recognise it.
 pub const PREFIX: &str = "hdls_";

@@ -12,9 +12,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::engine::sql::Sql;
+use crate::error::ToolError;
 use crate::identity::Principal;
 use crate::limits;
-use crate::tools::ToolError;
 
 /// Prepared statements kept per pooled connection before the cache is emptied.
 const MAX_CACHED_STATEMENTS: usize = 256;

@@ -8,7 +8,7 @@ use super::catalog::{Catalog, Kind};
 use super::filter::{self, lookup};
 use super::sql::{Sql, json_column};
 use crate::db::Scope;
-use crate::tools::ToolError;
+use crate::error::ToolError;
 
 const MAX_AGGREGATES: usize = 20;
 const MAX_GROUPS: usize = 8;

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Value, json};
 
 use crate::db::Scope;
-use crate::tools::ToolError;
+use crate::error::ToolError;
 
 /// Columns the engine never shows or writes: the tenant stamp belongs to the database.
 pub const SYSTEM_COLUMNS: [&str; 1] = ["workspace_id"];

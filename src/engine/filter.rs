@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::catalog::{Kind, Table};
 use super::sql::Sql;
 use super::values::{self, MAX_ARRAY};
-use crate::tools::ToolError;
+use crate::error::ToolError;
 
 /// Deepest nesting accepted.
 const MAX_DEPTH: usize = 16;

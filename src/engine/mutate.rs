@@ -9,7 +9,7 @@ use super::filter::{self, lookup};
 use super::sql::{Sql, json_column};
 use super::values;
 use crate::db::Scope;
-use crate::tools::ToolError;
+use crate::error::ToolError;
 
 /// Most rows one insert_record call may write.
 pub const MAX_INSERT: usize = 100;

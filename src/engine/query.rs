@@ -7,8 +7,9 @@ use sha2::{Digest, Sha256};
 use super::catalog::{Catalog, Column, Table};
 use super::filter::{self, lookup};
 use super::sql::{Sql, json_column};
+use crate::cursor;
 use crate::db::Scope;
-use crate::tools::{ToolError, cursor};
+use crate::error::ToolError;
 
 /// Most rows per page.
 pub const MAX_LIMIT: i64 = 200;

@@ -3,7 +3,7 @@
 
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::tools::{ErrorCode, ToolError};
+use crate::error::{ErrorCode, ToolError};
 
 /// A parameter: every value travels as text (or a text array) and is cast to the column's
 /// real type in SQL, so PostgreSQL's own input functions do the conversion.

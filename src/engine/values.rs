@@ -5,7 +5,7 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 
 use super::catalog::{Column, Kind, Limits};
-use crate::tools::ToolError;
+use crate::error::ToolError;
 
 /// Longest text value accepted in a filter or a write.
 const MAX_TEXT: usize = 100_000;
@@ -543,7 +543,7 @@ mod tests {
             "2024-02-30T00:00:00Z",
         ] {
             let e = scalar(&Kind::Timestamptz, "at", &s(bad), "values.at").unwrap_err();
-            assert_eq!(e.code, crate::tools::ErrorCode::InvalidInput, "{bad}");
+            assert_eq!(e.code, crate::error::ErrorCode::InvalidInput, "{bad}");
             assert_eq!(e.details["path"], "values.at", "{bad}");
         }
         assert_eq!(

@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
-use crate::tools::{ErrorCode, ToolError};
+use crate::error::{ErrorCode, ToolError};
 
 /// How long a call waits for a slot by default before it is refused.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(2);

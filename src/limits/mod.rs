@@ -21,7 +21,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
-use crate::tools::{ErrorCode, ToolError};
+use crate::error::{ErrorCode, ToolError};
 
 /// The admission statement: `$1` the workspace, `$2` the time of the call.
 pub const ADMIT_SQL: &str =

@@ -12,8 +12,9 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::Value;
 
 use crate::app::App;
+use crate::error::ToolError;
 use crate::identity::{Endpoint, Principal};
-use crate::tools::ToolError;
+use crate::tools::custom_fields;
 
 /// One MCP endpoint (concierge or a product) bound to the shared app state.
 #[derive(Clone)]
@@ -84,11 +85,39 @@ impl ServerHandler for McpEndpoint {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let principal = Self::principal(&context)?;
-        let tools: Vec<Tool> = self
+        let visible: Vec<&crate::tools::ToolDef> = self
             .app
             .registry
             .visible(self.endpoint, &principal)
-            .map(|t| t.to_mcp())
+            .collect();
+        // Tools that take custom-field values get that argument typed with the fields this
+        // caller sees; one query, only when such a tool is listed.
+        let custom = match self.endpoint {
+            Endpoint::Product(product) if visible.iter().any(|t| t.custom_entity.is_some()) => {
+                match custom_fields::argument_schemas(&self.app, &principal, product).await {
+                    Ok(schemas) => schemas,
+                    Err(error) => {
+                        tracing::warn!(%error, "custom field schemas unavailable; listing the generic ones");
+                        Default::default()
+                    }
+                }
+            }
+            _ => Default::default(),
+        };
+        let tools: Vec<Tool> = visible
+            .iter()
+            .map(|t| {
+                let mut tool = t.to_mcp();
+                let typed = t.custom_entity.and_then(|e| custom.get(e.name));
+                if let Some(schema) = typed {
+                    let mut input = (*tool.input_schema).clone();
+                    if let Some(Value::Object(properties)) = input.get_mut("properties") {
+                        properties.insert("custom".into(), schema.clone());
+                    }
+                    tool.input_schema = Arc::new(input);
+                }
+                tool
+            })
             .collect();
         // The list depends on the credential: only that caller may cache it.
         Ok(ListToolsResult::with_all_items(tools).with_cache_scope(CacheScope::Private))

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::app::App;
+use crate::error::ToolError;
 use crate::identity::{CredentialKind, CredentialRef, Endpoint, Persona, Principal, Product, Role};
-use crate::tools::ToolError;
 
 /// How long an access token lives.
 pub const ACCESS_TTL: time::Duration = time::Duration::minutes(10);

@@ -581,7 +581,7 @@ pub async fn decide(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
             .auth
             .get()
             .await
-            .map_err(crate::tools::ToolError::from_pool)?;
+            .map_err(crate::error::ToolError::from_pool)?;
         let tx = client.transaction().await?;
         let code = grants::create_with_code(
             &tx,
@@ -612,7 +612,7 @@ pub async fn decide(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
         )
         .await?;
         tx.commit().await?;
-        Ok::<_, crate::tools::ToolError>(code)
+        Ok::<_, crate::error::ToolError>(code)
     }
     .await;
     let code = match code {

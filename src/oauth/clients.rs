@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use url::Url;
 
 use crate::app::App;
+use crate::error::ToolError;
 use crate::net::fetch;
-use crate::tools::ToolError;
 
 /// Most redirect URIs one client may register.
 const MAX_REDIRECT_URIS: usize = 10;

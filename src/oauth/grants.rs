@@ -7,9 +7,9 @@ use uuid::Uuid;
 use super::access;
 use crate::app::App;
 use crate::audit;
+use crate::error::ToolError;
 use crate::identity::{Product, Role};
 use crate::secret;
-use crate::tools::ToolError;
 
 /// How long an authorization code is valid.
 pub const CODE_TTL: time::Duration = time::Duration::minutes(5);

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::grants::{CODE_TTL, REFRESH_IDLE};
 use crate::clock::Clock;
-use crate::tools::ToolError;
+use crate::error::ToolError;
 
 /// How often housekeeping runs.
 pub const EVERY: Duration = Duration::from_secs(600);

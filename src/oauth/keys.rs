@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::RwLock;
 
+use crate::error::ToolError;
 use crate::master_key::MasterKey;
 use crate::secret;
-use crate::tools::ToolError;
 
 /// How long a retired key still verifies (access tokens live 10 minutes).
 pub const RETIRED_GRACE: time::Duration = time::Duration::minutes(15);

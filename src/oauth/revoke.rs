@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::{access, grants};
 use crate::app::App;
 use crate::audit;
+use crate::error::ToolError;
 use crate::secret;
-use crate::tools::ToolError;
 
 /// `POST /oauth/revoke`. Always 200 for a well-formed request, known token or not (RFC 7009 §2.2).
 pub async fn revoke(State(app): State<Arc<App>>, body: Bytes) -> Response {

@@ -15,8 +15,8 @@ use super::access::ACCESS_TTL;
 use super::grants::{self, Grant, Issued};
 use crate::app::App;
 use crate::audit;
+use crate::error::ToolError;
 use crate::secret;
-use crate::tools::ToolError;
 
 /// An OAuth error response (RFC 6749 §5.2).
 pub struct OAuthError {

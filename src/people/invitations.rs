@@ -15,9 +15,9 @@ use uuid::Uuid;
 use super::{normalize_email, password, throttle};
 use crate::audit;
 use crate::db::Scope;
+use crate::error::ToolError;
 use crate::identity::{Principal, Role};
 use crate::secret;
-use crate::tools::ToolError;
 
 /// How long an invitation link stays valid.
 pub const VALID: time::Duration = time::Duration::days(7);
@@ -200,7 +200,7 @@ pub async fn accept(
         None => {
             let hash = match password::hash(password_text).await {
                 Ok(h) => h,
-                Err(e) if e.code == crate::tools::ErrorCode::InvalidInput => {
+                Err(e) if e.code == crate::error::ErrorCode::InvalidInput => {
                     return Ok(Err(Refused::Rules(e.message)));
                 }
                 Err(e) => return Err(e),

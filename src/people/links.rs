@@ -6,8 +6,8 @@ use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::error::ToolError;
 use crate::secret;
-use crate::tools::ToolError;
 
 /// How long a set-password link stays valid.
 pub const SET_PASSWORD_VALID: time::Duration = time::Duration::days(7);

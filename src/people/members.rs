@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::audit;
 use crate::db::Scope;
+use crate::error::ToolError;
 use crate::identity::{Principal, Role};
-use crate::tools::ToolError;
 
 /// A member as the tools show it.
 #[derive(Debug, Serialize)]

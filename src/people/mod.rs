@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit;
+use crate::error::ToolError;
 use crate::identity::Role;
-use crate::tools::ToolError;
 
 /// Normalises an email address for storage and lookup: trimmed, lowercase, shaped like
 /// `local@domain`. (Deliverability is the mail server's business, not ours.)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use tokio::sync::Semaphore;
 
-use crate::tools::ToolError;
+use crate::error::ToolError;
 
 /// One concurrent hash per core.
 static HASHING: LazyLock<Semaphore> = LazyLock::new(|| {
@@ -124,7 +124,7 @@ mod tests {
         let refused = bounded_by(&slots, Duration::from_millis(10), || ())
             .await
             .unwrap_err();
-        assert_eq!(refused.code, crate::tools::ErrorCode::Unavailable);
+        assert_eq!(refused.code, crate::error::ErrorCode::Unavailable);
         drop(held);
         assert!(
             bounded_by(&slots, Duration::from_millis(10), || ())

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{normalize_email, password, throttle};
-use crate::tools::ToolError;
+use crate::error::ToolError;
 
 /// Why a sign-in did not succeed. `Invalid` never says which of email or password was wrong.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 
-use crate::tools::ToolError;
+use crate::error::ToolError;
 
 /// Failed attempts allowed per account in one window.
 pub const PER_ACCOUNT: i32 = 5;

@@ -2,12 +2,8 @@
 
 pub mod args;
 mod call;
-pub mod concierge;
-pub mod crm;
-pub mod cursor;
-mod error;
+pub mod custom_fields;
 pub mod named;
-pub mod people;
 pub mod power;
 
 use std::future::Future;
@@ -19,8 +15,9 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use crate::cursor;
+pub use crate::error::{ErrorCode, ToolError};
 pub use call::call;
-pub use error::{ErrorCode, ToolError};
 
 use crate::app::App;
 use crate::db::Scope;
@@ -92,6 +89,9 @@ pub struct ToolDef {
     pub effect: Effect,
     /// Set for privileged tools: allowed calls and refused attempts go to the audit log.
     pub audit_action: Option<&'static str>,
+    /// The entity whose custom fields the tool's `custom` argument takes: `tools/list` then
+    /// types that argument with the fields the caller sees.
+    pub custom_entity: Option<named::Entity>,
     input_schema: Arc<JsonObject>,
     handler: Handler,
 }
@@ -143,6 +143,7 @@ impl ToolDef {
             personas: AGENTS,
             effect,
             audit_action: None,
+            custom_entity: None,
             input_schema: rmcp::handler::server::tool::schema_for_type::<A>(),
             handler,
         }
@@ -151,6 +152,12 @@ impl ToolDef {
     /// Restricts or widens the personas that may call this tool.
     pub fn personas(mut self, personas: &'static [Persona]) -> ToolDef {
         self.personas = personas;
+        self
+    }
+
+    /// Declares that the tool's `custom` argument holds `entity`'s custom fields.
+    pub fn custom_fields(mut self, entity: named::Entity) -> ToolDef {
+        self.custom_entity = Some(entity);
         self
     }
 
@@ -217,14 +224,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The registry of all shipped tools.
-    pub fn standard() -> Registry {
-        let mut tools = concierge::tools();
-        tools.extend(people::tools());
-        tools.extend(crm::tools());
-        for product in crate::identity::Product::ALL {
-            tools.extend(power::tools(product));
-        }
+    /// A registry of these tools (see `crate::products::registry` for the shipped one).
+    pub fn new(tools: Vec<ToolDef>) -> Registry {
         Registry { tools }
     }
 

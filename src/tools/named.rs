@@ -9,7 +9,17 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{ToolError, cursor};
+use super::{Cx, ToolError, cursor};
+use crate::identity::Product;
+
+/// An entity of a product that carries custom fields: its product, its name in tools (as in
+/// `add_custom_field {entity}`), its table in the product's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entity {
+    pub product: Product,
+    pub name: &'static str,
+    pub table: &'static str,
+}
 
 /// Largest page a list or search returns.
 pub const MAX_LIMIT: i64 = 200;
@@ -170,6 +180,21 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Checks that `user_id` is a member of the caller's workspace (owners, assignees).
+pub async fn member(cx: &Cx<'_>, path: &str, user_id: Uuid) -> Result<(), ToolError> {
+    let found = cx
+        .scope
+        .query_opt("SELECT 1 FROM hdls.members WHERE user_id = $1", &[&user_id])
+        .await?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(ToolError::invalid_input(
+            path,
+            format!("{user_id} is not a member of this workspace (see list_members)"),
+        )),
+    }
 }
 
 /// Splits custom values of an update into the ones to set (a JSON object) and the names to

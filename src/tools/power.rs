@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::{Cx, Effect, ToolDef, ToolError, ToolResult};
+use super::{Cx, Effect, ToolDef, ToolError, ToolResult, custom_fields};
 use crate::engine::aggregate::{self, AggregateArgs};
 use crate::engine::catalog::Catalog;
 use crate::engine::mutate::{self, DeleteArgs, InsertArgs, UpdateArgs};
@@ -157,9 +157,21 @@ struct TableArg {
 async fn describe_table(cx: &Cx<'_>, args: TableArg) -> ToolResult {
     let catalog = catalog(cx).await?;
     let table = catalog.table("table", &args.table)?;
-    // Custom field definitions arrive with the custom-fields capability; until then a
-    // table's `custom` jsonb column holds free-form fields and the list is empty.
-    Ok(table.describe(json!([])))
+    // The custom fields the caller sees on this table's entity, if it has one.
+    let fields = match cx.endpoint {
+        Endpoint::Product(product) => {
+            match custom_fields::entities_of(product).find(|e| e.table == table.name) {
+                Some(entity) => custom_fields::visible(cx, *entity)
+                    .await?
+                    .iter()
+                    .map(custom_fields::Definition::to_json)
+                    .collect(),
+                None => Vec::new(),
+            }
+        }
+        Endpoint::Concierge => Vec::new(),
+    };
+    Ok(table.describe(Value::Array(fields)))
 }
 
 async fn query_records(cx: &Cx<'_>, args: QueryArgs) -> ToolResult {

@@ -13,8 +13,8 @@ use super::{client_address, pages, session};
 use crate::app::App;
 use crate::people::{self, invitations};
 
-fn internal(error: crate::tools::ToolError) -> Response {
-    if error.code == crate::tools::ErrorCode::Unavailable {
+fn internal(error: crate::error::ToolError) -> Response {
+    if error.code == crate::error::ErrorCode::Unavailable {
         // Busy (the bound on concurrent password hashing) or the database is away: 503.
         return pages::message(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::error::ToolError;
 use crate::secret;
-use crate::tools::ToolError;
 
 pub const SESSION_COOKIE: &str = "hdls_session";
 pub const CSRF_COOKIE: &str = "hdls_csrf";

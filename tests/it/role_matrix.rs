@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use hdls::db::OWNER_ROLE;
 use hdls::identity::{Endpoint, Persona, Product, Role};
-use hdls::tools::{Registry, ToolDef};
+use hdls::tools::ToolDef;
 use serde_json::json;
 
 use crate::harness::{Mcp, TestEnv};
@@ -55,7 +55,7 @@ async fn every_tool_is_listed_and_callable_exactly_from_its_minimum_role() {
         .await
         .unwrap();
 
-    let registry = Registry::standard();
+    let registry = hdls::products::registry();
     let mut clients: HashMap<(Role, Endpoint), Mcp> = HashMap::new();
     for role in Role::ALL {
         let key = env.key(ws, role).await;
@@ -130,7 +130,7 @@ async fn every_tool_is_listed_and_callable_exactly_from_its_minimum_role() {
 /// minimum role, with the reason in the refusal.
 #[test]
 fn every_persona_and_role_is_permitted_exactly_what_the_registry_declares() {
-    let registry = Registry::standard();
+    let registry = hdls::products::registry();
     for persona in all_personas() {
         for role in Role::ALL {
             let principal = principal(persona, role);
@@ -246,7 +246,7 @@ async fn an_admin_cannot_revoke_an_owner_key() {
 #[test]
 fn the_customer_persona_sees_none_of_the_agent_tools() {
     let customer = principal(Persona::Customer, Role::Owner);
-    let registry = Registry::standard();
+    let registry = hdls::products::registry();
     for endpoint in Endpoint::ALL {
         assert_eq!(
             registry.visible(endpoint, &customer).count(),

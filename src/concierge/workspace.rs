@@ -1,4 +1,4 @@
-//! Concierge (control plane) tools on `/api/mcp`: identity, products, API keys.
+//! The workspace's own tools on the concierge: identity, products, API keys, usage, audit.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -6,13 +6,14 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::args::parse_duration;
-use super::cursor;
-use super::{Cx, Effect, ToolDef, ToolError, ToolResult, timestamp};
 use crate::audit::actions;
 use crate::auth::api_key;
 use crate::identity::{Endpoint, Product, Role};
 use crate::limits;
+use crate::tools::args::parse_duration;
+use crate::tools::cursor;
+use crate::tools::named::NoArgs;
+use crate::tools::{Cx, Effect, ToolDef, ToolError, ToolResult, timestamp};
 
 const HERE: Endpoint = Endpoint::Concierge;
 
@@ -109,10 +110,6 @@ pub fn tools() -> Vec<ToolDef> {
         ),
     ]
 }
-
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct NoArgs {}
 
 async fn whoami(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
     let p = cx.principal;

@@ -6,10 +6,11 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Cx, Effect, ToolDef, ToolError, ToolResult, timestamp};
 use crate::audit::actions;
 use crate::identity::{Endpoint, Role};
 use crate::people::{invitations, members};
+use crate::tools::named::NoArgs;
+use crate::tools::{Cx, Effect, ToolDef, ToolError, ToolResult, timestamp};
 
 const HERE: Endpoint = Endpoint::Concierge;
 
@@ -129,10 +130,6 @@ async fn invite_teammate(cx: &Cx<'_>, args: InviteArgs) -> ToolResult {
         "notice": "The link is shown once and works once. Unless it was emailed, send it to your teammate over a channel you trust.",
     }))
 }
-
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct NoArgs {}
 
 async fn list_members(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
     let members = members::list(cx.scope).await?;

@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::ToolError;
+use crate::error::ToolError;
 
 /// Encodes a keyset position. Opaque to clients; not a secret and not signed, because
 /// every value in it is re-checked by the query (RLS included) when it comes back.

@@ -6,23 +6,19 @@
 //! sees it, in tool schemas, `describe_table` and outputs. `promote_custom_field` makes it a
 //! team field. Values ride in the entity's `custom` jsonb, under the field's name.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::format_description::well_known::Iso8601;
 
+use crate::app::App;
+use crate::db::Scope;
 use crate::identity::{Endpoint, Principal, Product, Role};
 use crate::tools::{Cx, Effect, ToolDef, ToolError, ToolResult, timestamp};
 
-/// An entity that carries custom fields: its product, its name in tools, its table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entity {
-    pub product: Product,
-    pub name: &'static str,
-    pub table: &'static str,
-}
+pub use crate::tools::named::Entity;
 
 /// Every entity with a `custom` column, by product.
 pub const ENTITIES: &[Entity] = &[
@@ -149,7 +145,8 @@ impl Definition {
         schema
     }
 
-    fn to_json(&self) -> Value {
+    /// The definition as tools show it.
+    pub fn to_json(&self) -> Value {
         json!({
             "name": self.name,
             "type": self.field_type.as_str(),
@@ -168,6 +165,16 @@ const VISIBLE_SQL: &str = "SELECT name, type, options, description, owner IS NOT
      WHERE product = $1 AND entity = $2 AND removed_at IS NULL AND (owner IS NULL OR owner = $3)
      ORDER BY name";
 
+fn definition(r: &tokio_postgres::Row) -> Result<Definition, ToolError> {
+    Ok(Definition {
+        name: r.get("name"),
+        field_type: FieldType::parse(r.get("type"))?,
+        options: r.get("options"),
+        description: r.get("description"),
+        personal: r.get("personal"),
+    })
+}
+
 /// The fields of `entity` the caller sees (team fields and their own personal ones).
 pub async fn visible(cx: &Cx<'_>, entity: Entity) -> Result<Vec<Definition>, ToolError> {
     let rows = cx
@@ -181,17 +188,52 @@ pub async fn visible(cx: &Cx<'_>, entity: Entity) -> Result<Vec<Definition>, Too
             ],
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Definition {
-                name: r.get("name"),
-                field_type: FieldType::parse(r.get("type"))?,
-                options: r.get("options"),
-                description: r.get("description"),
-                personal: r.get("personal"),
-            })
-        })
-        .collect()
+    rows.iter().map(definition).collect()
+}
+
+/// For `tools/list`: the schema of the `custom` argument of each entity of `product`, typed
+/// with the fields this caller sees (so the tool list varies by credential; it is marked
+/// private to the caller).
+pub async fn argument_schemas(
+    app: &App,
+    principal: &Principal,
+    product: Product,
+) -> Result<HashMap<&'static str, Value>, ToolError> {
+    let scope = Scope::begin(&app.pools.runtime, principal).await?;
+    let rows = scope
+        .query(
+            "SELECT entity, name, type, options, description, owner IS NOT NULL AS personal
+             FROM hdls.custom_fields
+             WHERE product = $1 AND removed_at IS NULL AND (owner IS NULL OR owner = $2)
+             ORDER BY entity, name",
+            &[&product.slug(), &owner_id(principal)],
+        )
+        .await?;
+    scope.commit().await?;
+    let mut schemas = HashMap::new();
+    for entity in entities_of(product) {
+        let mut properties = Map::new();
+        for row in rows
+            .iter()
+            .filter(|r| r.get::<_, &str>("entity") == entity.name)
+        {
+            let field = definition(row)?;
+            properties.insert(field.name.clone(), field.value_schema());
+        }
+        schemas.insert(
+            entity.name,
+            json!({
+                "type": "object",
+                "description": format!(
+                    "Custom field values of this {} by field name (add_custom_field adds fields).",
+                    entity.name
+                ),
+                "properties": properties,
+                "additionalProperties": false,
+            }),
+        );
+    }
+    Ok(schemas)
 }
 
 /// Checks values a caller writes into `entity`'s `custom`: each names a field the caller sees

@@ -1,0 +1,15 @@
+//! The concierge (`/api/mcp`): the control plane of a workspace. Its tools manage the
+//! workspace itself (identity, products, keys, usage, audit) and its team (members,
+//! invitations, OAuth connections).
+
+mod team;
+mod workspace;
+
+use crate::tools::ToolDef;
+
+/// Every concierge tool.
+pub fn tools() -> Vec<ToolDef> {
+    let mut tools = workspace::tools();
+    tools.extend(team::tools());
+    tools
+}
