@@ -173,6 +173,20 @@ fn condition(
 
     let name =
         column_name.ok_or_else(|| ToolError::invalid_input(&column_path, "column is required"))?;
+    // `custom.renewal_quarter`: one key of a jsonb column (custom fields).
+    if let Some((column_name, key)) = name.split_once('.') {
+        let column = lookup(table, column_name, &column_path)?;
+        return json_key_condition(
+            sql,
+            alias,
+            column,
+            key,
+            op,
+            value,
+            &column_path,
+            &value_path,
+        );
+    }
     let column = lookup(table, name, &column_path)?;
     let kind = &column.kind;
     let refuse = |what: &str| {
@@ -303,6 +317,140 @@ fn condition(
                 format!(
                     "unknown op {other:?}: use eq, neq, lt, lte, gt, gte, in, like, ilike, is_null, contains or search"
                 ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A condition on one key of a jsonb column (`custom.tier`): the key is a bound parameter,
+/// values compare as JSON (numbers numerically, strings and ISO dates as text), `like` and
+/// `ilike` match the key's text, `is_null` is true for a missing key or a JSON null.
+#[allow(clippy::too_many_arguments)]
+fn json_key_condition(
+    sql: &mut Sql,
+    alias: &str,
+    column: &super::catalog::Column,
+    key: &str,
+    op: &str,
+    value: &Value,
+    column_path: &str,
+    value_path: &str,
+) -> Result<(), ToolError> {
+    if column.kind != Kind::Jsonb {
+        return Err(ToolError::invalid_input(
+            column_path,
+            format!(
+                "{} is not a jsonb column, so it has no keys to filter on",
+                column.name
+            ),
+        ));
+    }
+    let key_ok = key.len() <= 63
+        && key.starts_with(|c: char| c.is_ascii_lowercase())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !key_ok {
+        return Err(ToolError::invalid_input(
+            column_path,
+            "a key is a lowercase letter, then lowercase letters, digits or underscores",
+        ));
+    }
+    let field = |sql: &mut Sql, arrow: &str| {
+        sql.push(alias).push(".").ident(&column.name).push(arrow);
+        sql.value(Some(key.to_owned()), "text");
+    };
+    let json_value = |v: &Value| -> Result<String, ToolError> {
+        if v.is_null() {
+            return Err(ToolError::invalid_input(
+                value_path,
+                "value is required; use is_null to match a missing value",
+            ));
+        }
+        Ok(v.to_string())
+    };
+    match op {
+        "eq" | "neq" | "lt" | "lte" | "gt" | "gte" => {
+            let symbol = match op {
+                "eq" => " = ",
+                "neq" => " <> ",
+                "lt" => " < ",
+                "lte" => " <= ",
+                "gt" => " > ",
+                _ => " >= ",
+            };
+            let literal = json_value(value)?;
+            sql.push("(");
+            field(sql, " -> ");
+            sql.push(")").push(symbol);
+            sql.value(Some(literal), "jsonb");
+        }
+        "in" => {
+            let items = value
+                .as_array()
+                .filter(|a| !a.is_empty() && a.len() <= MAX_ARRAY)
+                .ok_or_else(|| {
+                    ToolError::invalid_input(
+                        value_path,
+                        format!("in takes a non-empty array (at most {MAX_ARRAY})"),
+                    )
+                })?;
+            let items = items
+                .iter()
+                .map(|v| json_value(v).map(Some))
+                .collect::<Result<Vec<_>, _>>()?;
+            sql.push("(");
+            field(sql, " -> ");
+            sql.push(") = ANY(");
+            sql.array(items, "jsonb[]").push(")");
+        }
+        "like" | "ilike" => {
+            let pattern = value.as_str().ok_or_else(|| {
+                ToolError::invalid_input(value_path, "a text pattern is required")
+            })?;
+            let trailing = pattern.bytes().rev().take_while(|b| *b == b'\\').count();
+            if trailing % 2 == 1 || pattern.len() > 1000 || pattern.contains('\0') {
+                return Err(ToolError::invalid_input(
+                    value_path,
+                    "a pattern of at most 1000 bytes, not ending with a lone backslash",
+                ));
+            }
+            sql.push("(");
+            field(sql, " ->> ");
+            sql.push(if op == "like" { ") LIKE " } else { ") ILIKE " });
+            sql.value(Some(pattern.to_owned()), "text");
+        }
+        "is_null" => {
+            let is_null = match value {
+                Value::Null => true,
+                Value::Bool(b) => *b,
+                _ => {
+                    return Err(ToolError::invalid_input(
+                        value_path,
+                        "is_null takes true or false",
+                    ));
+                }
+            };
+            sql.push("coalesce(jsonb_typeof(");
+            field(sql, " -> ");
+            sql.push(if is_null {
+                "), 'null') = 'null'"
+            } else {
+                "), 'null') <> 'null'"
+            });
+        }
+        "contains" => {
+            let literal = json_value(value)?;
+            sql.push("(");
+            field(sql, " -> ");
+            sql.push(") @> ");
+            sql.value(Some(literal), "jsonb");
+        }
+        other => {
+            return Err(ToolError::invalid_input(
+                &format!("{}.op", column_path.trim_end_matches(".column")),
+                format!("{other:?} does not apply to a key of {}", column.name),
             ));
         }
     }

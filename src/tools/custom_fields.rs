@@ -365,7 +365,8 @@ pub fn tools(product: Product) -> Vec<ToolDef> {
         ),
         ToolDef::new(
             "promote_custom_field",
-            "Make a personal custom field a team field, seen by everyone in the workspace. Needs admin or owner.",
+            "Make a custom field (anyone's personal field, by name) a team field, seen by everyone in the \
+             workspace. Needs admin or owner.",
             here,
             Role::Admin,
             Effect::IdempotentWrite,
@@ -573,16 +574,27 @@ async fn find_visible(cx: &Cx<'_>, args: &FieldRef) -> Result<(Entity, Definitio
     Ok((entity, field))
 }
 
+/// An admin promotes any member's personal field by name: that is how a field someone
+/// tried out becomes the team's.
 async fn promote_custom_field(cx: &Cx<'_>, args: FieldRef) -> ToolResult {
-    let (entity, mut field) = find_visible(cx, &args).await?;
-    cx.scope
-        .execute(
-            "UPDATE hdls.custom_fields SET owner = NULL WHERE product = $1 AND entity = $2 AND name = $3",
-            &[&entity.product.slug(), &entity.name, &field.name],
+    let product = product_of(cx)?;
+    let entity = entity(product, &args.entity)?;
+    let row = cx
+        .scope
+        .query_opt(
+            "UPDATE hdls.custom_fields SET owner = NULL
+             WHERE product = $1 AND entity = $2 AND name = $3 AND removed_at IS NULL
+             RETURNING name, type, options, description, false AS personal",
+            &[&product.slug(), &entity.name, &args.name],
         )
-        .await?;
-    field.personal = false;
-    Ok(json!({ "entity": entity.name, "field": field.to_json() }))
+        .await?
+        .ok_or_else(|| {
+            ToolError::not_found(format!(
+                "no custom field {:?} on {}",
+                args.name, entity.name
+            ))
+        })?;
+    Ok(json!({ "entity": entity.name, "field": definition(&row)?.to_json() }))
 }
 
 #[derive(Deserialize, JsonSchema)]
