@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{Cx, Effect, ToolDef, ToolError, ToolResult, custom_fields};
 use crate::engine::aggregate::{self, AggregateArgs};
@@ -176,7 +176,60 @@ async fn describe_table(cx: &Cx<'_>, args: TableArg) -> ToolResult {
 
 async fn query_records(cx: &Cx<'_>, args: QueryArgs) -> ToolResult {
     let catalog = catalog(cx).await?;
-    query::run(cx.scope, &catalog, args).await
+    let entity = custom_entity(cx, &args.table);
+    let result = query::run(cx.scope, &catalog, args).await?;
+    shown(cx, entity, result).await
+}
+
+/// The custom-field entity behind a table of this endpoint's product, if any.
+fn custom_entity(cx: &Cx<'_>, table: &str) -> Option<custom_fields::Entity> {
+    match cx.endpoint {
+        Endpoint::Product(product) => custom_fields::entities_of(product)
+            .find(|e| e.table == table)
+            .copied(),
+        Endpoint::Concierge => None,
+    }
+}
+
+/// Hides, in a result's `rows`, the custom values the caller does not see (another person's
+/// personal fields, removed fields), as the named tools do.
+async fn shown(
+    cx: &Cx<'_>,
+    entity: Option<custom_fields::Entity>,
+    mut result: Value,
+) -> ToolResult {
+    if let (Some(entity), Some(Value::Array(rows))) = (entity, result.get_mut("rows")) {
+        custom_fields::hide_invisible(
+            cx,
+            entity,
+            rows.iter_mut().filter_map(|r| r.get_mut("custom")),
+        )
+        .await?;
+    }
+    Ok(result)
+}
+
+/// Checks `custom` values written through the power tools against the fields the caller sees
+/// (the whole object is written, so it is checked whole).
+async fn check_custom(
+    cx: &Cx<'_>,
+    entity: Option<custom_fields::Entity>,
+    rows: &[&Map<String, Value>],
+) -> Result<(), ToolError> {
+    let Some(entity) = entity else { return Ok(()) };
+    for row in rows {
+        match row.get("custom") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(values)) => custom_fields::check(cx, entity, values, false).await?,
+            Some(_) => {
+                return Err(ToolError::invalid_input(
+                    "values.custom",
+                    "custom must be an object of custom field values",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn aggregate_records(cx: &Cx<'_>, args: AggregateArgs) -> ToolResult {
@@ -186,15 +239,28 @@ async fn aggregate_records(cx: &Cx<'_>, args: AggregateArgs) -> ToolResult {
 
 async fn insert_record(cx: &Cx<'_>, args: InsertArgs) -> ToolResult {
     let catalog = catalog(cx).await?;
-    mutate::insert(cx.scope, &catalog, args).await
+    let entity = custom_entity(cx, &args.table);
+    let rows: Vec<&Map<String, Value>> = args
+        .values
+        .iter()
+        .chain(args.rows.iter().flatten())
+        .collect();
+    check_custom(cx, entity, &rows).await?;
+    let result = mutate::insert(cx.scope, &catalog, args).await?;
+    shown(cx, entity, result).await
 }
 
 async fn update_record(cx: &Cx<'_>, args: UpdateArgs) -> ToolResult {
     let catalog = catalog(cx).await?;
-    mutate::update(cx.scope, &catalog, args).await
+    let entity = custom_entity(cx, &args.table);
+    check_custom(cx, entity, &[&args.values]).await?;
+    let result = mutate::update(cx.scope, &catalog, args).await?;
+    shown(cx, entity, result).await
 }
 
 async fn delete_record(cx: &Cx<'_>, args: DeleteArgs) -> ToolResult {
     let catalog = catalog(cx).await?;
-    mutate::delete(cx.scope, &catalog, args).await
+    let entity = custom_entity(cx, &args.table);
+    let result = mutate::delete(cx.scope, &catalog, args).await?;
+    shown(cx, entity, result).await
 }

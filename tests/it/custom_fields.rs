@@ -105,6 +105,18 @@ async fn personal_fields_are_the_creators_until_promoted() {
         .ok("describe_table", json!({ "table": "accounts" }))
         .await;
     assert_eq!(described["custom_fields"], json!([]));
+    // Nor through the power tools, reading or writing.
+    let rows = them
+        .ok("query_records", json!({ "table": "accounts" }))
+        .await;
+    assert_eq!(rows["rows"][0]["custom"], json!({}), "{rows}");
+    let refused = them
+        .err(
+            "insert_record",
+            json!({ "table": "accounts", "values": { "name": "P", "custom": { "tier": "gold" } } }),
+        )
+        .await;
+    assert_eq!(refused["path"], "custom.tier", "{refused}");
     // Its name is taken all the same: one jsonb key per name.
     let taken = them
         .err(
