@@ -47,14 +47,28 @@ const refused = await crm.callTool({ name: "get_account", arguments: { id: "not-
 check(refused.isError === true, "a bad id was not refused");
 check(refused.structuredContent?.error?.code === "invalid_input", `error: ${JSON.stringify(refused)}`);
 
-// A bad credential is refused at connect time.
+// A bad credential is refused at connect time, with HTTP 401 (recorded from the transport's
+// own requests, so a connection error or a crash cannot pass for the refusal).
+const statuses = [];
+const recordingFetch = async (url, init) => {
+  const response = await fetch(url, init);
+  statuses.push(response.status);
+  return response;
+};
 let rejected = false;
 try {
-  await connect("/api/mcp", "hdls_0000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+  const transport = new StreamableHTTPClientTransport(new URL(base + "/api/mcp"), {
+    requestInit: {
+      headers: { Authorization: "Bearer hdls_0000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" },
+    },
+    fetch: recordingFetch,
+  });
+  await new Client({ name: "hdls-interop-ts", version: "1.0.0" }).connect(transport);
 } catch {
   rejected = true;
 }
 check(rejected, "an unknown key was accepted");
+check(statuses.includes(401), `an unknown key was not refused with 401: ${statuses}`);
 
 await concierge.close();
 await crm.close();
