@@ -9,6 +9,7 @@ mod change_events;
 mod cli;
 mod clock;
 mod credentials;
+mod crm;
 mod custom_fields;
 mod database_roles;
 mod embedded_serve;

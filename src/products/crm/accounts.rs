@@ -99,14 +99,7 @@ fn account_json(row: &Row) -> Value {
 
 /// Renders accounts with only the custom fields the caller sees.
 async fn shown(cx: &Cx<'_>, rows: &[Row]) -> Result<Vec<Value>, ToolError> {
-    let mut accounts: Vec<Value> = rows.iter().map(account_json).collect();
-    custom_fields::hide_invisible(
-        cx,
-        ENTITY,
-        accounts.iter_mut().filter_map(|a| a.get_mut("custom")),
-    )
-    .await?;
-    Ok(accounts)
+    super::shown(cx, ENTITY, rows, account_json).await
 }
 
 fn not_found(id: Uuid) -> ToolError {
