@@ -111,8 +111,13 @@ impl ServerHandler for McpEndpoint {
                 let typed = t.custom_entity.and_then(|e| custom.get(e.name));
                 if let Some(schema) = typed {
                     let mut input = (*tool.input_schema).clone();
+                    let schema = if t.custom_clears {
+                        custom_fields::clearable(schema)
+                    } else {
+                        schema.clone()
+                    };
                     if let Some(Value::Object(properties)) = input.get_mut("properties") {
-                        properties.insert("custom".into(), schema.clone());
+                        properties.insert("custom".into(), schema);
                     }
                     tool.input_schema = Arc::new(input);
                 }

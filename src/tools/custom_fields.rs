@@ -236,6 +236,17 @@ pub async fn argument_schemas(
     Ok(schemas)
 }
 
+/// The `custom` argument schema of an update tool: each field also takes null (clear it).
+pub fn clearable(schema: &Value) -> Value {
+    let mut schema = schema.clone();
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        for value in properties.values_mut() {
+            *value = json!({ "anyOf": [value.take(), { "type": "null" }] });
+        }
+    }
+    schema
+}
+
 /// Checks values a caller writes into `entity`'s `custom`: each names a field the caller sees
 /// and fits its type. With `allow_null`, a null removes that field's value (updates).
 pub async fn check(

@@ -92,6 +92,8 @@ pub struct ToolDef {
     /// The entity whose custom fields the tool's `custom` argument takes: `tools/list` then
     /// types that argument with the fields the caller sees.
     pub custom_entity: Option<named::Entity>,
+    /// Whether a null in that argument clears a field's value (update tools).
+    pub custom_clears: bool,
     input_schema: Arc<JsonObject>,
     handler: Handler,
 }
@@ -144,6 +146,7 @@ impl ToolDef {
             effect,
             audit_action: None,
             custom_entity: None,
+            custom_clears: false,
             input_schema: rmcp::handler::server::tool::schema_for_type::<A>(),
             handler,
         }
@@ -158,6 +161,13 @@ impl ToolDef {
     /// Declares that the tool's `custom` argument holds `entity`'s custom fields.
     pub fn custom_fields(mut self, entity: named::Entity) -> ToolDef {
         self.custom_entity = Some(entity);
+        self
+    }
+
+    /// Like [`ToolDef::custom_fields`] for an update: a null value clears that field.
+    pub fn custom_field_changes(mut self, entity: named::Entity) -> ToolDef {
+        self.custom_entity = Some(entity);
+        self.custom_clears = true;
         self
     }
 

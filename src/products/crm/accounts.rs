@@ -58,7 +58,7 @@ pub fn tools() -> Vec<ToolDef> {
             Effect::IdempotentWrite,
             update_account,
         )
-        .custom_fields(ENTITY),
+        .custom_field_changes(ENTITY),
         ToolDef::new(
             "delete_account",
             "Delete an account by id. Its contacts and deals stay, no longer linked to it; its notes go with it.",

@@ -61,7 +61,7 @@ pub fn tools() -> Vec<ToolDef> {
             Effect::IdempotentWrite,
             update_contact,
         )
-        .custom_fields(ENTITY),
+        .custom_field_changes(ENTITY),
         ToolDef::new(
             "delete_contact",
             "Delete a contact by id. Its deals stay, no longer linked to it; its notes go with it.",

@@ -68,7 +68,7 @@ pub fn tools() -> Vec<ToolDef> {
             Effect::IdempotentWrite,
             update_deal,
         )
-        .custom_fields(ENTITY),
+        .custom_field_changes(ENTITY),
         ToolDef::new(
             "delete_deal",
             "Delete a deal by id, with its stage history and notes.",
