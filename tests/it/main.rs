@@ -8,6 +8,7 @@ mod browser;
 mod change_events;
 mod cli;
 mod clock;
+mod contacts;
 mod credentials;
 mod crm;
 mod custom_fields;

@@ -1,9 +1,20 @@
 //! Contacts (`/api/mcp/contacts`): the workspace's address book of people and
-//! organisations. Tables in the `contacts` schema (migration V9).
+//! organisations. Tables in the `contacts` schema (migrations V9, V11).
 
+mod import;
+mod organisations;
+mod people;
+
+use crate::identity::{Endpoint, Product};
 use crate::tools::ToolDef;
 
-/// The address book's named tools.
+const HERE: Endpoint = Endpoint::Product(Product::Contacts);
+
+/// The address book's named tools (the power tools and custom-field tools are added by the
+/// registry).
 pub fn tools() -> Vec<ToolDef> {
-    Vec::new()
+    let mut tools = people::tools();
+    tools.extend(organisations::tools());
+    tools.extend(import::tools());
+    tools
 }
