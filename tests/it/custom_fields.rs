@@ -149,9 +149,14 @@ async fn personal_fields_are_the_creators_until_promoted() {
     assert_eq!(listed["fields"]["account"][0]["scope"], "team");
     let seen = them.ok("get_account", json!({ "id": id })).await;
     assert_eq!(seen["account"]["custom"]["tier"], "gold");
+    let update = custom_schema(&them, "update_account").await;
     assert_eq!(
-        custom_schema(&them, "update_account").await["properties"]["tier"]["type"],
-        "string"
+        update["properties"]["tier"]["anyOf"][0]["type"], "string",
+        "{update}"
+    );
+    assert_eq!(
+        update["properties"]["tier"]["anyOf"][1]["type"], "null",
+        "an update clears a field with null"
     );
 }
 
