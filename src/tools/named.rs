@@ -197,6 +197,19 @@ pub async fn member(cx: &Cx<'_>, path: &str, user_id: Uuid) -> Result<(), ToolEr
     }
 }
 
+/// Checks the new value of an update's clearable field: absent stays absent, null stays null
+/// (clear it), a value goes through `check`.
+pub fn change<T, U>(
+    field: &Option<Option<T>>,
+    check: impl FnOnce(&T) -> Result<U, ToolError>,
+) -> Result<Option<Option<U>>, ToolError> {
+    match field {
+        Some(Some(value)) => Ok(Some(Some(check(value)?))),
+        Some(None) => Ok(Some(None)),
+        None => Ok(None),
+    }
+}
+
 /// Splits custom values of an update into the ones to set (a JSON object) and the names to
 /// clear (given as null).
 pub fn custom_changes(values: serde_json::Map<String, Value>) -> (Value, Vec<String>) {

@@ -229,10 +229,7 @@ struct UpdateOrganisation {
 
 async fn update_organisation(cx: &Cx<'_>, args: UpdateOrganisation) -> ToolResult {
     let name = named::opt_text("name", args.name.as_deref(), 500)?;
-    let domain = match &args.domain {
-        Some(Some(d)) => Some(Some(named::domain("domain", d)?)),
-        other => other.clone(),
-    };
+    let domain = named::change(&args.domain, |d| named::domain("domain", d))?;
     let custom = args.custom.unwrap_or_default();
     custom_fields::check(cx, ENTITY, &custom, true).await?;
     let (set, clear) = named::custom_changes(custom);

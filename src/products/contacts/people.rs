@@ -382,14 +382,8 @@ struct UpdateContact {
 
 async fn update_contact(cx: &Cx<'_>, args: UpdateContact) -> ToolResult {
     let name = named::opt_text("name", args.name.as_deref(), 500)?;
-    let email = match &args.email {
-        Some(Some(e)) => Some(Some(named::email("email", e)?)),
-        other => other.clone(),
-    };
-    let phone = match &args.phone {
-        Some(Some(p)) => Some(Some(phone("phone", p)?)),
-        other => other.clone(),
-    };
+    let email = named::change(&args.email, |e| named::email("email", e))?;
+    let phone = named::change(&args.phone, |p| phone("phone", p))?;
     let tags = args
         .tags
         .as_deref()

@@ -316,14 +316,8 @@ struct UpdateAccount {
 
 async fn update_account(cx: &Cx<'_>, args: UpdateAccount) -> ToolResult {
     let name = named::opt_text("name", args.name.as_deref(), 500)?;
-    let domain = match &args.domain {
-        Some(Some(d)) => Some(Some(named::domain("domain", d)?)),
-        other => other.clone(),
-    };
-    let industry = match &args.industry {
-        Some(Some(i)) => Some(Some(named::text("industry", i, 1, 200)?)),
-        other => other.clone(),
-    };
+    let domain = named::change(&args.domain, |d| named::domain("domain", d))?;
+    let industry = named::change(&args.industry, |i| named::text("industry", i, 1, 200))?;
     if let Some(Some(owner)) = args.owner {
         named::member(cx, "owner", owner).await?;
     }

@@ -324,22 +324,10 @@ struct UpdateContact {
 
 async fn update_contact(cx: &Cx<'_>, args: UpdateContact) -> ToolResult {
     let first_name = named::opt_text("first_name", args.first_name.as_deref(), 200)?;
-    let last_name = match &args.last_name {
-        Some(Some(n)) => Some(Some(named::text("last_name", n, 1, 200)?)),
-        other => other.clone(),
-    };
-    let email = match &args.email {
-        Some(Some(e)) => Some(Some(named::email("email", e)?)),
-        other => other.clone(),
-    };
-    let phone = match &args.phone {
-        Some(Some(p)) => Some(Some(phone(p)?)),
-        other => other.clone(),
-    };
-    let title = match &args.title {
-        Some(Some(t)) => Some(Some(named::text("title", t, 1, 200)?)),
-        other => other.clone(),
-    };
+    let last_name = named::change(&args.last_name, |n| named::text("last_name", n, 1, 200))?;
+    let email = named::change(&args.email, |e| named::email("email", e))?;
+    let phone = named::change(&args.phone, |p| phone(p))?;
+    let title = named::change(&args.title, |t| named::text("title", t, 1, 200))?;
     let tags = args
         .tags
         .as_deref()
