@@ -79,6 +79,15 @@ impl Serve {
         self.log.lock().unwrap().clone()
     }
 
+    /// Waits up to 30 s for `needle` to reach the captured log (the reader thread may lag).
+    fn wait_for_log(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.log().contains(needle) && std::time::Instant::now() < deadline {
+            // Polling for a condition with a bound, not a sleep that guesses a duration.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Reads printed lines until the concierge URL appears (and, on first start, the key and
     /// the owner's set-password link).
     fn read_banner(&self) -> Banner {
@@ -203,6 +212,9 @@ async fn serve_on_an_empty_data_dir_then_restart() {
     let last = if key.ends_with('x') { 'y' } else { 'x' };
     let wrong = format!("{}{last}", &key[..key.len() - 1]);
     assert!(Mcp::try_connect(&url, &wrong).await.is_err());
+    // The log is read from the child's stderr by another thread: wait (bounded) until the
+    // refusal's line has arrived, rather than reading whatever has arrived so far.
+    first.wait_for_log("credential refused");
     let log = first.log();
     first.interrupt_and_wait();
     assert!(

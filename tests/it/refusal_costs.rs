@@ -186,10 +186,12 @@ async fn a_workspace_at_its_concurrency_bound_does_not_block_another() {
     }
     // Wait until both are really inside the database, waiting on the lock.
     let watcher = env.db.connect_superuser().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let waiting: i64 = watcher
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE%'",
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'UPDATE%'",
                 &[],
             )
             .await
@@ -198,6 +200,10 @@ async fn a_workspace_at_its_concurrency_bound_does_not_block_another() {
         if waiting >= 2 {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two updates never reached the lock"
+        );
         tokio::task::yield_now().await;
     }
     let refused = a_client.err("search_accounts", no_args()).await;
