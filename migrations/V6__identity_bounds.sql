@@ -10,12 +10,14 @@
 --    revoked with it, transitively, by a trigger, so no revocation path can forget it.
 
 ALTER TABLE hdls_identity.users ADD COLUMN address_proven_at timestamptz;
--- People who joined only through invitation links have not proven their address; everyone
--- else got their password from an operator-issued link (or has none yet).
+-- People whose account an invitation link created (same instant as its acceptance) have not
+-- proven their address; everyone else got their password from an operator-issued link (or
+-- has none yet), even if they later joined another workspace through an invitation.
 ALTER TABLE hdls.invitations NO FORCE ROW LEVEL SECURITY;
 UPDATE hdls_identity.users u SET address_proven_at = u.created_at
 WHERE u.password_hash IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM hdls.invitations i WHERE i.accepted_by = u.user_id);
+  AND NOT EXISTS (SELECT 1 FROM hdls.invitations i
+                  WHERE i.accepted_by = u.user_id AND i.accepted_at = u.created_at);
 ALTER TABLE hdls.invitations FORCE ROW LEVEL SECURITY;
 GRANT UPDATE (address_proven_at) ON hdls_identity.users TO hdls_auth;
 
@@ -113,3 +115,25 @@ $$;
 -- Housekeeping forgets OAuth clients nobody connected within a day (anonymous registration
 -- must not grow the table without end).
 GRANT DELETE ON hdls_identity.oauth_clients TO hdls_auth;
+
+-- Keys minted before this migration: their maker, from created_by (`key_<hex>` or
+-- `grant_<uuid>`), a key minted over OAuth bounded by its connection's products, and keys
+-- whose maker is already revoked revoked now (the trigger above cascades further down).
+ALTER TABLE hdls.api_keys NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE hdls.oauth_grants NO FORCE ROW LEVEL SECURITY;
+UPDATE hdls.api_keys k SET parent_key_id = substr(k.created_by, 5)
+WHERE k.created_by ~ '^key_[0-9a-f]{16}$';
+UPDATE hdls.api_keys k
+SET parent_grant_id = g.grant_id, products = g.products
+FROM hdls.oauth_grants g
+WHERE k.created_by ~ '^grant_[0-9a-f-]{36}$'
+  AND g.workspace_id = k.workspace_id AND g.grant_id = substr(k.created_by, 7)::uuid;
+UPDATE hdls.api_keys k
+SET revoked_at = statement_timestamp(), revoked_reason = 'its minter was revoked before revocation cascaded'
+WHERE k.revoked_at IS NULL
+  AND (EXISTS (SELECT 1 FROM hdls.api_keys p
+               WHERE p.workspace_id = k.workspace_id AND p.key_id = k.parent_key_id AND p.revoked_at IS NOT NULL)
+       OR EXISTS (SELECT 1 FROM hdls.oauth_grants g
+                  WHERE g.workspace_id = k.workspace_id AND g.grant_id = k.parent_grant_id AND g.revoked_at IS NOT NULL));
+ALTER TABLE hdls.api_keys FORCE ROW LEVEL SECURITY;
+ALTER TABLE hdls.oauth_grants FORCE ROW LEVEL SECURITY;

@@ -24,6 +24,27 @@ pub struct AddressWindow {
     limit: u32,
     window: time::Duration,
     counters: Mutex<HashMap<IpAddr, (OffsetDateTime, u32)>>,
+    /// Set while the table is full of live windows: untracked addresses are refused until then.
+    saturated_until: Mutex<Option<OffsetDateTime>>,
+}
+
+/// What an address is counted as: an IPv6 address by its /64 (one subscriber usually holds a
+/// whole /64, so counting single addresses would give them 2^64 fresh counters), an IPv4
+/// address (or an IPv4-mapped IPv6 one) as itself.
+fn subject(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                for s in segments.iter_mut().skip(4) {
+                    *s = 0;
+                }
+                IpAddr::V6(std::net::Ipv6Addr::from(segments))
+            }
+        },
+        v4 => v4,
+    }
 }
 
 impl AddressWindow {
@@ -33,13 +54,23 @@ impl AddressWindow {
             limit,
             window,
             counters: Mutex::new(HashMap::new()),
+            saturated_until: Mutex::new(None),
         }
     }
 
     /// Seconds until `address` may try again, if it is over the bound now.
     pub fn blocked(&self, address: IpAddr, now: OffsetDateTime) -> Option<u64> {
+        let address = subject(address);
         let counters = self.counters.lock().ok()?;
-        let (start, failures) = counters.get(&address)?;
+        let Some((start, failures)) = counters.get(&address) else {
+            // An address we could not start counting while the table was full waits too.
+            let until = (*self.saturated_until.lock().ok()?)?;
+            return (until > now).then(|| {
+                u64::try_from((until - now).whole_seconds())
+                    .unwrap_or(0)
+                    .max(1)
+            });
+        };
         let ends = *start + self.window;
         (*failures >= self.limit && ends > now).then(|| {
             u64::try_from((ends - now).whole_seconds())
@@ -53,12 +84,18 @@ impl AddressWindow {
         let Ok(mut counters) = self.counters.lock() else {
             return;
         };
-        if counters.len() >= MAX_TRACKED {
+        let address = subject(address);
+        if counters.len() >= MAX_TRACKED && !counters.contains_key(&address) {
             let window = self.window;
             counters.retain(|_, (start, _)| *start + window > now);
             if counters.len() >= MAX_TRACKED {
-                // Still full of live windows: drop them all rather than grow without bound.
-                counters.clear();
+                // Still full of live windows: a flood from more addresses than we track. Fail
+                // closed for newcomers (see `blocked`) rather than forget anyone's count.
+                self.saturated_until
+                    .lock()
+                    .map(|mut until| *until = Some(now + window))
+                    .ok();
+                return;
             }
         }
         let entry = counters.entry(address).or_insert((now, 0));

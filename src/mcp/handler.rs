@@ -94,7 +94,14 @@ impl ServerHandler for McpEndpoint {
         // caller sees; one query, only when such a tool is listed.
         let custom = match self.endpoint {
             Endpoint::Product(product) if visible.iter().any(|t| t.custom_entity.is_some()) => {
-                match custom_fields::argument_schemas(&self.app, &principal, product).await {
+                // A database query like a tool call's, so it takes the workspace's slot too.
+                let schemas = match self.app.workspace_gate.enter(principal.workspace_id).await {
+                    Ok(_slot) => {
+                        custom_fields::argument_schemas(&self.app, &principal, product).await
+                    }
+                    Err(busy) => Err(busy),
+                };
+                match schemas {
                     Ok(schemas) => schemas,
                     Err(error) => {
                         tracing::warn!(%error, "custom field schemas unavailable; listing the generic ones");

@@ -128,6 +128,50 @@ pub async fn peek(
     .transpose()
 }
 
+/// Whether the credential that made an invitation still stands behind it: not revoked or
+/// expired, and (for a person's connection) still a member with at least the invited role.
+/// An invitation is a credential minted through another; revoking the maker (or removing or
+/// demoting its member) must leave its links unable to add anyone.
+async fn inviter_still_vouches(
+    tx: &impl deadpool_postgres::GenericClient,
+    workspace_id: Uuid,
+    invited_by: &str,
+    invited_as: Role,
+    now: OffsetDateTime,
+) -> Result<bool, ToolError> {
+    let at_least = |role: &str| role.parse::<Role>().is_ok_and(|r| r >= invited_as);
+    if invited_by == "cli" {
+        return Ok(true);
+    }
+    if let Some(key_id) = invited_by.strip_prefix("key_") {
+        let row = tx
+            .query_opt(
+                "SELECT role FROM hdls.api_keys
+                 WHERE workspace_id = $1 AND key_id = $2 AND revoked_at IS NULL
+                   AND (expires_at IS NULL OR expires_at > $3)",
+                &[&workspace_id, &key_id, &now],
+            )
+            .await?;
+        return Ok(row.is_some_and(|r| at_least(r.get(0))));
+    }
+    if let Some(grant) = invited_by.strip_prefix("grant_") {
+        let Ok(grant_id) = grant.parse::<Uuid>() else {
+            return Ok(false);
+        };
+        let row = tx
+            .query_opt(
+                "SELECT m.role FROM hdls.oauth_grants g
+                 JOIN hdls_identity.usable_memberships m
+                   ON m.workspace_id = g.workspace_id AND m.user_id = g.user_id
+                 WHERE g.workspace_id = $1 AND g.grant_id = $2 AND g.revoked_at IS NULL",
+                &[&workspace_id, &grant_id],
+            )
+            .await?;
+        return Ok(row.is_some_and(|r| at_least(r.get(0))));
+    }
+    Ok(false)
+}
+
 /// Why accepting did not work.
 #[derive(Debug)]
 pub enum Refused {
@@ -161,7 +205,7 @@ pub async fn accept(
     let tx = client.transaction().await?;
     let Some(invite) = tx
         .query_opt(
-            "SELECT i.workspace_id, i.invitation_id, i.email, i.role, w.name
+            "SELECT i.workspace_id, i.invitation_id, i.email, i.role, i.invited_by, w.name
              FROM hdls.invitations i JOIN hdls.workspaces w USING (workspace_id)
              WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.expires_at > $2
              FOR UPDATE OF i",
@@ -174,6 +218,10 @@ pub async fn accept(
     let workspace_id: Uuid = invite.get("workspace_id");
     let email: String = invite.get("email");
     let role: String = invite.get("role");
+    let invited_as: Role = role.parse().map_err(ToolError::internal)?;
+    if !inviter_still_vouches(&tx, workspace_id, invite.get("invited_by"), invited_as, now).await? {
+        return Ok(Err(Refused::Link));
+    }
     let subjects = throttle::Subjects::new(&email, address);
     if let Err(minutes) = throttle::attempt(&tx, &subjects, now).await? {
         // The attempt is counted even though nothing else happens.

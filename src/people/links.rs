@@ -77,6 +77,13 @@ pub async fn use_set_password(
         &[&user_id, &hash, &now],
     )
     .await?;
+    // Any other link still out for this person dies with this one: a stale link must not
+    // reset the password just chosen.
+    tx.execute(
+        "UPDATE hdls_identity.user_links SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL",
+        &[&user_id, &now],
+    )
+    .await?;
     super::end_sessions_and_connections(&tx, user_id, "password changed", now).await?;
     tx.commit().await?;
     Ok(Some(user_id))

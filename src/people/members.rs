@@ -118,11 +118,31 @@ pub async fn change_role(
             &[&user_id, &role.as_str()],
         )
         .await?;
+    // A demoted person's connections carry the lower role at once; keys they minted through
+    // those connections above the new role would not, so they are revoked (and, by the
+    // cascade, what those keys minted).
+    let revoked = if role < member.role {
+        scope
+            .execute(
+                "UPDATE hdls.api_keys SET revoked_at = $3, revoked_reason = 'minter demoted'
+                 WHERE revoked_at IS NULL
+                   AND array_position(ARRAY['reader','member','admin','owner'], role)
+                       > array_position(ARRAY['reader','member','admin','owner'], $2::text)
+                   AND parent_grant_id IN (SELECT grant_id FROM hdls.oauth_grants WHERE user_id = $1)",
+                &[&user_id, &role.as_str(), &now],
+            )
+            .await?
+    } else {
+        0
+    };
     audit::record(
         scope,
         actor,
         audit::actions::MEMBER_ROLE_CHANGE,
-        Some(&format!("{} {} -> {role}", member.email, member.role)),
+        Some(&format!(
+            "{} {} -> {role}; {revoked} key(s) above the new role revoked",
+            member.email, member.role
+        )),
         audit::Outcome::Allowed,
         now,
     )

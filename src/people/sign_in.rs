@@ -43,9 +43,13 @@ pub async fn sign_in(
         Some(r) => (Some(r.get::<_, Uuid>(0)), r.get::<_, Option<String>>(1)),
         None => (None, None),
     };
+    // The connection goes back to the pool while the hash runs (or waits for a hashing
+    // slot): a sign-in flood must not starve credential lookups that share this pool.
+    drop(client);
     if password::verify(password_text, stored).await?
         && let Some(user_id) = user_id
     {
+        let client = auth.get().await.map_err(ToolError::from_pool)?;
         throttle::clear_account(&client, &subjects).await?;
         return Ok(Ok(user_id));
     }

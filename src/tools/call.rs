@@ -17,10 +17,12 @@ pub async fn call(
     principal: &Principal,
     args: Value,
 ) -> Result<Value, ToolError> {
+    // Every call that will use a database connection, refused ones included, takes a slot
+    // first: otherwise a flood of refusals could hold the whole runtime pool.
+    let _slot = app.workspace_gate.enter(principal.workspace_id).await?;
     if let Err(refusal) = tool.permits(principal) {
         return Err(refuse_unpermitted(app, tool, principal, &args, refusal).await);
     }
-    let _slot = app.workspace_gate.enter(principal.workspace_id).await?;
     let scope = if app.enforce_limits {
         Scope::begin_admitted(&app.pools.runtime, principal, app.clock.now()).await?
     } else {

@@ -510,6 +510,7 @@ async fn add_custom_field(cx: &Cx<'_>, args: AddField) -> ToolResult {
         )
         .await?;
     let field_type = args.field_type.as_str();
+    let mut personal = true;
     match existing {
         None => {
             cx.scope
@@ -521,7 +522,18 @@ async fn add_custom_field(cx: &Cx<'_>, args: AddField) -> ToolResult {
                 )
                 .await?;
         }
-        Some(row) if row.get::<_, bool>("removed") => {
+        Some(row)
+            if row.get::<_, bool>("removed") && {
+                // Only whoever could see the removed field gets its values back: its
+                // creator, or for a team field an admin. Anyone else would be handed
+                // someone's hidden values by choosing the same name.
+                let owner_then: Option<&str> = row.get("owner");
+                match owner_then {
+                    Some(o) => o == owner,
+                    None => cx.principal.role >= Role::Admin,
+                }
+            } =>
+        {
             if row.get::<_, &str>("type") != field_type {
                 return Err(ToolError::conflict(format!(
                     "a removed {} field {:?} still holds values; add it again with type {} or choose another name",
@@ -530,13 +542,13 @@ async fn add_custom_field(cx: &Cx<'_>, args: AddField) -> ToolResult {
                     row.get::<_, &str>("type")
                 )));
             }
-            // Back, with its values, as a personal field of whoever re-added it.
+            // Back, with its values and its scope (personal stays personal, team stays team).
+            personal = row.get::<_, Option<&str>>("owner").is_some();
             cx.scope
                 .execute(
-                    "UPDATE hdls.custom_fields SET removed_at = NULL, owner = $4, options = $5, description = $6,
-                            created_by = $4, created_at = $7
+                    "UPDATE hdls.custom_fields SET removed_at = NULL, options = $4, description = $5
                      WHERE product = $1 AND entity = $2 AND name = $3",
-                    &[&product.slug(), &entity.name, &args.name, &owner, &options, &args.description, &now],
+                    &[&product.slug(), &entity.name, &args.name, &options, &args.description],
                 )
                 .await?;
         }
@@ -553,7 +565,7 @@ async fn add_custom_field(cx: &Cx<'_>, args: AddField) -> ToolResult {
         field_type: args.field_type,
         options,
         description: args.description,
-        personal: true,
+        personal,
     };
     Ok(
         json!({ "entity": entity.name, "field": field.to_json(), "created_at": timestamp(Some(now)) }),

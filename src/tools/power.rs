@@ -177,8 +177,87 @@ async fn describe_table(cx: &Cx<'_>, args: TableArg) -> ToolResult {
 async fn query_records(cx: &Cx<'_>, args: QueryArgs) -> ToolResult {
     let catalog = catalog(cx).await?;
     let entity = custom_entity(cx, &args.table);
+    if let Some(entity) = entity {
+        let guard = CustomGuard::load(cx, entity).await?;
+        guard.filter(args.filter.as_ref(), "filter")?;
+        for (i, key) in args.sort.iter().flatten().enumerate() {
+            guard.whole_column(&key.column, &format!("sort[{i}].column"))?;
+        }
+    }
     let result = query::run(cx.scope, &catalog, args).await?;
     shown(cx, entity, result).await
+}
+
+/// What the power tools may do with an entity's `custom` column for this caller. Values of
+/// fields the caller does not see must not come back, nor be inferable: so a filter may name
+/// only the caller's visible fields (`custom.<name>`), and the whole column may not be
+/// filtered, sorted, grouped or aggregated (its other keys would leak through the answer).
+struct CustomGuard {
+    visible: Vec<String>,
+}
+
+impl CustomGuard {
+    async fn load(cx: &Cx<'_>, entity: custom_fields::Entity) -> Result<CustomGuard, ToolError> {
+        let visible = custom_fields::visible(cx, entity)
+            .await?
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        Ok(CustomGuard { visible })
+    }
+
+    /// Refuses the whole `custom` column (or any key of it) where whole values would leak.
+    fn whole_column(&self, column: &str, path: &str) -> Result<(), ToolError> {
+        if column == "custom" || column.starts_with("custom.") {
+            return Err(ToolError::invalid_input(
+                path,
+                "custom fields cannot be sorted, grouped or aggregated here; filter on custom.<name> instead",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks every condition of a filter tree.
+    fn filter(&self, filter: Option<&Value>, path: &str) -> Result<(), ToolError> {
+        let Some(node) = filter else { return Ok(()) };
+        match node {
+            Value::Object(object) => {
+                for (key, value) in object {
+                    match (key.as_str(), value) {
+                        ("column", Value::String(column)) => self.condition(column, path)?,
+                        ("and" | "or", Value::Array(items)) => {
+                            for (i, item) in items.iter().enumerate() {
+                                self.filter(Some(item), &format!("{path}.{key}[{i}]"))?;
+                            }
+                        }
+                        ("not", inner) => self.filter(Some(inner), &format!("{path}.not"))?,
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn condition(&self, column: &str, path: &str) -> Result<(), ToolError> {
+        let path = format!("{path}.column");
+        if column == "custom" {
+            return Err(ToolError::invalid_input(
+                &path,
+                "filter on one custom field at a time: custom.<name>",
+            ));
+        }
+        if let Some(name) = column.strip_prefix("custom.")
+            && !self.visible.iter().any(|v| v == name)
+        {
+            return Err(ToolError::invalid_input(
+                &path,
+                format!("there is no custom field {name:?} here (list_custom_fields lists them)"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The custom-field entity behind a table of this endpoint's product, if any.
@@ -234,6 +313,25 @@ async fn check_custom(
 
 async fn aggregate_records(cx: &Cx<'_>, args: AggregateArgs) -> ToolResult {
     let catalog = catalog(cx).await?;
+    if let Some(entity) = custom_entity(cx, &args.table) {
+        let guard = CustomGuard::load(cx, entity).await?;
+        guard.filter(args.filter.as_ref(), "filter")?;
+        for (i, group) in args.group_by.iter().flatten().enumerate() {
+            let column = match group {
+                Value::String(c) => Some(c.as_str()),
+                Value::Object(o) => o.get("column").and_then(Value::as_str),
+                _ => None,
+            };
+            if let Some(column) = column {
+                guard.whole_column(column, &format!("group_by[{i}]"))?;
+            }
+        }
+        for (i, aggregate) in args.aggregates.iter().enumerate() {
+            if let Some(column) = &aggregate.column {
+                guard.whole_column(column, &format!("aggregates[{i}].column"))?;
+            }
+        }
+    }
     aggregate::run(cx.scope, &catalog, args).await
 }
 
@@ -253,7 +351,22 @@ async fn insert_record(cx: &Cx<'_>, args: InsertArgs) -> ToolResult {
 async fn update_record(cx: &Cx<'_>, args: UpdateArgs) -> ToolResult {
     let catalog = catalog(cx).await?;
     let entity = custom_entity(cx, &args.table);
-    check_custom(cx, entity, &[&args.values]).await?;
+    if let Some(entity) = entity {
+        // Writing `custom` whole would erase values the caller cannot see (other people's
+        // personal fields, removed fields); the named update tools merge instead.
+        if args.values.contains_key("custom") {
+            return Err(ToolError::invalid_input(
+                "values.custom",
+                format!(
+                    "custom fields are changed with update_{} (it merges them), not update_record",
+                    entity.name
+                ),
+            ));
+        }
+        CustomGuard::load(cx, entity)
+            .await?
+            .filter(args.filter.as_ref(), "filter")?;
+    }
     let result = mutate::update(cx.scope, &catalog, args).await?;
     shown(cx, entity, result).await
 }
@@ -261,6 +374,11 @@ async fn update_record(cx: &Cx<'_>, args: UpdateArgs) -> ToolResult {
 async fn delete_record(cx: &Cx<'_>, args: DeleteArgs) -> ToolResult {
     let catalog = catalog(cx).await?;
     let entity = custom_entity(cx, &args.table);
+    if let Some(entity) = entity {
+        CustomGuard::load(cx, entity)
+            .await?
+            .filter(args.filter.as_ref(), "filter")?;
+    }
     let result = mutate::delete(cx.scope, &catalog, args).await?;
     shown(cx, entity, result).await
 }

@@ -307,3 +307,95 @@ async fn removed_fields_hide_their_values_and_bring_them_back() {
     let back = owner.ok("get_account", json!({ "id": id })).await;
     assert_eq!(back["account"]["custom"]["tier"], "gold");
 }
+
+#[tokio::test]
+async fn the_power_tools_never_reveal_fields_the_caller_cannot_see() {
+    let env = TestEnv::start().await;
+    let (ws, _) = env.workspace("Inference").await;
+    let alice = env
+        .client("/api/mcp/crm", &env.key(ws, Role::Member).await)
+        .await;
+    let bob = env
+        .client("/api/mcp/crm", &env.key(ws, Role::Member).await)
+        .await;
+    alice
+        .ok(
+            "add_custom_field",
+            json!({ "entity": "account", "name": "salary", "type": "number" }),
+        )
+        .await;
+    alice
+        .ok(
+            "create_account",
+            json!({ "name": "Secret", "custom": { "salary": 90000 } }),
+        )
+        .await;
+    for (tool, args, path) in [
+        (
+            "query_records",
+            json!({ "table": "accounts", "filter": { "column": "custom.salary", "op": "gt", "value": 1 } }),
+            "filter.column",
+        ),
+        (
+            "query_records",
+            json!({ "table": "accounts", "filter": { "not": { "column": "custom", "op": "contains", "value": {} } } }),
+            "filter.not.column",
+        ),
+        (
+            "query_records",
+            json!({ "table": "accounts", "sort": [{ "column": "custom" }] }),
+            "sort[0].column",
+        ),
+        (
+            "aggregate_records",
+            json!({ "table": "accounts", "aggregates": [{ "fn": "count" }], "group_by": ["custom"] }),
+            "group_by[0]",
+        ),
+        (
+            "update_record",
+            json!({ "table": "accounts", "filter": { "column": "name", "op": "eq", "value": "Secret" },
+                    "max_rows": 1, "values": { "custom": {} } }),
+            "values.custom",
+        ),
+    ] {
+        let refused = bob.err(tool, args).await;
+        assert_eq!(refused["code"], "invalid_input", "{tool}: {refused}");
+        assert_eq!(refused["path"], path, "{tool}: {refused}");
+    }
+    // Alice, who sees her field, may filter on it.
+    let found = alice
+        .ok(
+            "query_records",
+            json!({ "table": "accounts", "filter": { "column": "custom.salary", "op": "gt", "value": 1 } }),
+        )
+        .await;
+    assert_eq!(found["rows"].as_array().unwrap().len(), 1);
+    // Nor does re-adding a removed field hand its values to someone else.
+    alice
+        .ok(
+            "remove_custom_field",
+            json!({ "entity": "account", "name": "salary" }),
+        )
+        .await;
+    let refused = bob
+        .err(
+            "add_custom_field",
+            json!({ "entity": "account", "name": "salary", "type": "number" }),
+        )
+        .await;
+    assert_eq!(refused["code"], "conflict", "{refused}");
+    assert!(
+        !refused["message"].as_str().unwrap().contains("number"),
+        "{refused}"
+    );
+    alice
+        .ok(
+            "add_custom_field",
+            json!({ "entity": "account", "name": "salary", "type": "number" }),
+        )
+        .await;
+    let rows = alice
+        .ok("query_records", json!({ "table": "accounts" }))
+        .await;
+    assert_eq!(rows["rows"][0]["custom"]["salary"], 90000);
+}

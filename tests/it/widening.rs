@@ -505,3 +505,78 @@ async fn parallel_wrong_passwords_stop_at_the_limit() {
     // And the right password is now refused too, until the window ends.
     assert!(!signs_in(&env, "target@example.com", PASSWORD).await);
 }
+
+#[tokio::test]
+async fn demoting_a_person_revokes_the_keys_they_minted_above_their_new_role() {
+    let env = TestEnv::start().await;
+    let authorized = oauth_support::authorize(&env, Role::Admin, &["crm"], "/api/mcp").await;
+    let tokens = authorized.tokens(&env).await;
+    let by_oauth = env.client("/api/mcp", &tokens.access).await;
+    let admin_key = by_oauth
+        .ok("mint_api_key", json!({ "role": "admin" }))
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reader_key = by_oauth
+        .ok("mint_api_key", json!({ "role": "reader" }))
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let owner = env.client("/api/mcp", &authorized.owner_key).await;
+    let user = user_id(&env, &authorized.email).await;
+    owner
+        .ok(
+            "change_member_role",
+            json!({ "user_id": user, "role": "reader" }),
+        )
+        .await;
+    assert_eq!(
+        oauth_support::probe(&env, "/api/mcp", &admin_key).await.0,
+        StatusCode::UNAUTHORIZED,
+        "an admin key outlived its minter's demotion"
+    );
+    assert_eq!(
+        oauth_support::probe(&env, "/api/mcp", &reader_key).await.0,
+        StatusCode::OK,
+        "a key within the new role stays"
+    );
+}
+
+#[tokio::test]
+async fn an_invitation_dies_with_the_credential_that_made_it() {
+    let env = TestEnv::start().await;
+    let (ws, owner_key) = env.workspace("Inviters").await;
+    let admin_key = env.key(ws, Role::Admin).await;
+    let link = invite(&env, &admin_key, "late@example.com", "admin").await;
+    let key_id = env
+        .client("/api/mcp", &admin_key)
+        .await
+        .ok("whoami", json!({}))
+        .await["credential"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.client("/api/mcp", &owner_key)
+        .await
+        .ok("revoke_api_key", json!({ "key_id": key_id }))
+        .await;
+    let (status, body) = accept(&env, &link, PASSWORD).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(no_person_with(&env, "late@example.com").await);
+}
+
+/// True when no person with this address exists (nothing was created by a dead link).
+async fn no_person_with(env: &TestEnv, email: &str) -> bool {
+    env.db
+        .connect_superuser()
+        .await
+        .query_opt(
+            "SELECT 1 FROM hdls_identity.users WHERE email = $1",
+            &[&email],
+        )
+        .await
+        .unwrap()
+        .is_none()
+}
