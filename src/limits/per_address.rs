@@ -127,4 +127,22 @@ mod tests {
                 .is_none()
         );
     }
+
+    #[test]
+    fn an_ipv6_subscriber_is_counted_by_its_slash_64() {
+        let throttle = AddressWindow::new(2, time::Duration::minutes(1));
+        let now = OffsetDateTime::UNIX_EPOCH;
+        throttle.record("2001:db8:1:2::1".parse().unwrap(), now);
+        throttle.record("2001:db8:1:2:ffff::9".parse().unwrap(), now);
+        assert!(
+            throttle
+                .blocked("2001:db8:1:2::77".parse().unwrap(), now)
+                .is_some()
+        );
+        assert!(
+            throttle
+                .blocked("2001:db8:1:3::1".parse().unwrap(), now)
+                .is_none()
+        );
+    }
 }
