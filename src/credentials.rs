@@ -87,6 +87,7 @@ pub fn bound(
     role: Role,
     products: Option<Vec<Product>>,
     expires_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
 ) -> Result<Bounded, ToolError> {
     if actor.persona != Persona::Agent {
         return Err(ToolError::forbidden(
@@ -120,11 +121,13 @@ pub fn bound(
         ps.dedup();
         ps
     });
-    // An OAuth principal's expiry is its access token's (minutes); the connection behind it
-    // has none and bounds what it mints by revocation instead.
+    // An OAuth principal's expiry is its access token's (minutes). The connection behind it
+    // lives while it is used: its refresh token dies after REFRESH_IDLE unused. What it mints
+    // lives at most that long from now (and dies at once if the connection is revoked).
     let ceiling = match actor.credential.kind {
         CredentialKind::ApiKey => actor.expires_at,
-        _ => None,
+        CredentialKind::OauthToken => Some(now + crate::oauth::grants::REFRESH_IDLE),
+        CredentialKind::Cli | CredentialKind::User => None,
     };
     let expires_at = match (expires_at, ceiling) {
         (None, ceiling) => ceiling,
@@ -175,9 +178,9 @@ mod tests {
     fn role_products_and_expiry_are_bounded() {
         let now = OffsetDateTime::UNIX_EPOCH;
         let admin = key(Role::Admin, Some(vec![Product::Crm]), Some(now));
-        assert!(bound(&admin, Role::Owner, None, None).is_err());
-        assert!(bound(&admin, Role::Admin, Some(vec![Product::Support]), None).is_err());
-        let b = bound(&admin, Role::Reader, None, None).unwrap();
+        assert!(bound(&admin, Role::Owner, None, None, now).is_err());
+        assert!(bound(&admin, Role::Admin, Some(vec![Product::Support]), None, now).is_err());
+        let b = bound(&admin, Role::Reader, None, None, now).unwrap();
         assert_eq!(b.products, Some(vec![Product::Crm]));
         assert_eq!(b.expires_at, Some(now));
         assert_eq!(b.maker, Maker::Key("00000000000000aa".into()));
@@ -186,13 +189,14 @@ mod tests {
                 &admin,
                 Role::Reader,
                 None,
-                Some(now + time::Duration::days(1))
+                Some(now + time::Duration::days(1)),
+                now
             )
             .is_err()
         );
         let open = key(Role::Owner, None, None);
         assert_eq!(
-            bound(&open, Role::Owner, None, None).unwrap().products,
+            bound(&open, Role::Owner, None, None, now).unwrap().products,
             None
         );
     }

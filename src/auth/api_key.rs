@@ -213,7 +213,7 @@ pub async fn mint(
     expires_at: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> Result<MintedKey, ToolError> {
-    let bounded = credentials::bound(actor, role, products, expires_at)?;
+    let bounded = credentials::bound(actor, role, products, expires_at, now)?;
     let key = generate();
     scope
         .execute(

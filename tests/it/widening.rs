@@ -308,6 +308,20 @@ async fn an_oauth_connection_mints_only_keys_within_it_and_they_die_with_it() {
         .ok("mint_api_key", json!({ "role": "admin" }))
         .await;
     assert_eq!(child["products"], json!(["crm"]));
+    // …and lives no longer than an unused connection can (its refresh idle limit).
+    let expires: time::OffsetDateTime = time::OffsetDateTime::parse(
+        child["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(expires <= env.clock_now() + hdls::oauth::grants::REFRESH_IDLE);
+    let forever = concierge
+        .err(
+            "mint_api_key",
+            json!({ "role": "reader", "expires_in": "3650d" }),
+        )
+        .await;
+    assert_eq!(forever["code"], "forbidden", "{forever}");
     let connection = child["minted_by"].as_str().unwrap().to_owned();
     assert!(connection.starts_with("grant_"), "{child}");
     let child_key = child["key"].as_str().unwrap().to_owned();
