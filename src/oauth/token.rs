@@ -153,9 +153,12 @@ async fn authorization_code(
     let used_at: Option<OffsetDateTime> = row.get("used_at");
     if used_at.is_some() {
         // A code presented twice was intercepted or replayed: everything issued from it goes,
-        // but only on the word of the code's own client. A stranger holding a spent code
-        // learns nothing and changes nothing.
-        if row.get::<_, &str>("client_id") != client_id {
+        // but only on the word of the code's own client, proven by its PKCE verifier (a
+        // client_id is public). A stranger holding a spent code learns nothing and changes
+        // nothing.
+        let own_client = row.get::<_, &str>("client_id") == client_id
+            && verifier.is_some_and(|v| verifier_matches(&row, v));
+        if !own_client {
             return Err(oauth_error("invalid_grant", "unknown authorization code"));
         }
         grants::revoke_by_client(
@@ -249,19 +252,24 @@ fn check_code(
             "code_verifier is required (PKCE)",
         ));
     };
-    let well_formed = (43..=128).contains(&verifier.len())
-        && verifier
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
-    let computed = secret::b64url(&Sha256::digest(verifier.as_bytes()));
-    let challenge: &str = row.get("code_challenge");
-    if !well_formed || !secret::equal(computed.as_bytes(), challenge.as_bytes()) {
+    if !verifier_matches(row, verifier) {
         return Err(oauth_error(
             "invalid_grant",
             "code_verifier does not match the code_challenge",
         ));
     }
     Ok(())
+}
+
+/// Whether `verifier` is the PKCE verifier of the code's S256 challenge.
+fn verifier_matches(row: &tokio_postgres::Row, verifier: &str) -> bool {
+    let well_formed = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    let computed = secret::b64url(&Sha256::digest(verifier.as_bytes()));
+    let challenge: &str = row.get("code_challenge");
+    well_formed && secret::equal(computed.as_bytes(), challenge.as_bytes())
 }
 
 async fn refresh(

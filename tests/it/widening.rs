@@ -474,6 +474,19 @@ async fn a_stranger_holding_a_spent_code_changes_nothing() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "invalid_grant");
+    // Nor does one who knows the client's (public) id but not its PKCE verifier.
+    let (status, _) = oauth_support::token(
+        &env,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &authorized.code),
+            ("client_id", &authorized.client_id),
+            ("redirect_uri", oauth_support::REDIRECT),
+            ("code_verifier", &"x".repeat(43)),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     // The connection is untouched: its refresh token still works.
     let (status, body) = authorized.refresh(&env, &tokens.refresh).await;
     assert_eq!(status, StatusCode::OK, "{body}");
