@@ -215,6 +215,15 @@ impl Principal {
         self.products.contains(&product)
     }
 
+    /// Who acts, as records name them (note authors, stage history, personal custom fields):
+    /// the person behind an OAuth connection (`user:<uuid>`), else the credential itself.
+    pub fn author_id(&self) -> String {
+        match self.user_id {
+            Some(user) => format!("user:{user}"),
+            None => self.credential.id.clone(),
+        }
+    }
+
     /// The operator's identity for `hdls admin …` commands acting on one workspace.
     pub fn operator(workspace_id: Uuid, workspace_name: String) -> Principal {
         Principal {

@@ -73,18 +73,21 @@ impl Scope {
         if let Some(id) = principal.principal_id {
             statements.push(format!("SET LOCAL hdls.principal_id = '{id}'"));
         }
-        // Who and when, for change events (migration V7): the credential id is server-made
-        // (`key_<hex>`, `grant_<uuid>`, `cli`), checked here anyway since it becomes a literal.
-        if let Some(at) = call_at
-            && principal
-                .credential
-                .id
-                .bytes()
+        // Who and when, for change events (migration V7) and the "who" columns the database
+        // stamps (V12): the credential, the time, the author. All server-made (`key_<hex>`,
+        // `grant_<uuid>`, `user:<uuid>`, `cli`), checked here anyway since they become a literal.
+        let author = principal.author_id();
+        let safe = |s: &str| {
+            s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':'))
+        };
+        if let Some(at) = call_at
+            && safe(&principal.credential.id)
+            && safe(&author)
         {
             let millis = at.unix_timestamp_nanos() / 1_000_000;
             statements.push(format!(
-                "SET LOCAL hdls.call = '{} {millis}'",
+                "SET LOCAL hdls.call = '{} {millis} {author}'",
                 principal.credential.id
             ));
         }

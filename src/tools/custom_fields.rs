@@ -76,10 +76,7 @@ pub fn entities_of(product: Product) -> impl Iterator<Item = &'static Entity> {
 /// Whose personal fields a caller sees: the person behind an OAuth connection, else the
 /// credential itself (an API key, the operator).
 pub fn owner_id(principal: &Principal) -> String {
-    match principal.user_id {
-        Some(user) => format!("user:{user}"),
-        None => principal.credential.id.clone(),
-    }
+    principal.author_id()
 }
 
 /// A field's type.

@@ -1319,3 +1319,53 @@ async fn deleting_records_unlinks_what_points_at_them_and_deletes_their_notes() 
     crm.ok("delete_deal", json!({ "id": deal })).await;
     assert_eq!(notes("deal").await, 0);
 }
+
+#[tokio::test]
+async fn who_wrote_a_note_is_stamped_by_the_database_not_the_caller() {
+    let env = TestEnv::start().await;
+    let (ws, owner) = workspace(&env, "Stamps").await;
+    let account = owner
+        .ok("create_account", json!({ "name": "Stamped" }))
+        .await["account"]["id"]
+        .clone();
+    let alice_key = env.key(ws, Role::Member).await;
+    let alice = env.client("/api/mcp/crm", &alice_key).await;
+    let note = alice
+        .ok(
+            "add_note",
+            json!({ "record_type": "account", "record_id": account, "body": "mine" }),
+        )
+        .await["note"]
+        .clone();
+    let bob_key = env.key(ws, Role::Member).await;
+    let bob = env.client("/api/mcp/crm", &bob_key).await;
+    // Through the power tools, Bob cannot write in Alice's name…
+    let forged = bob
+        .ok(
+            "insert_record",
+            json!({ "table": "notes", "values": {
+                "id": Uuid::now_v7(), "record_type": "account", "record_id": account,
+                "body": "forged", "author": note["author"], "created_at": "2026-01-01T00:00:00Z" } }),
+        )
+        .await;
+    assert_eq!(
+        forged["rows"][0]["author"],
+        credential_id(&env, &bob_key).await.as_str(),
+        "{forged}"
+    );
+    // …nor rewrite who wrote hers.
+    let rewritten = bob
+        .ok(
+            "update_record",
+            json!({ "table": "notes", "key": { "id": note["id"] }, "values": { "author": "cli" } }),
+        )
+        .await;
+    assert_eq!(
+        rewritten["rows"][0]["author"], note["author"],
+        "{rewritten}"
+    );
+    assert_eq!(
+        note["author"],
+        credential_id(&env, &alice_key).await.as_str()
+    );
+}
