@@ -194,6 +194,17 @@ mod tests {
             )
             .is_err()
         );
+        let mut customer = key(Role::Owner, None, None);
+        customer.persona = Persona::Customer;
+        assert_eq!(
+            bound(&customer, Role::Reader, None, None, now)
+                .unwrap_err()
+                .code,
+            crate::error::ErrorCode::Forbidden
+        );
+        let mut signed_in = key(Role::Owner, None, None);
+        signed_in.credential.kind = CredentialKind::User;
+        assert!(bound(&signed_in, Role::Reader, None, None, now).is_err());
         let open = key(Role::Owner, None, None);
         assert_eq!(
             bound(&open, Role::Owner, None, None, now).unwrap().products,

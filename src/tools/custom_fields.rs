@@ -73,12 +73,6 @@ pub fn entities_of(product: Product) -> impl Iterator<Item = &'static Entity> {
     ENTITIES.iter().filter(move |e| e.product == product)
 }
 
-/// Whose personal fields a caller sees: the person behind an OAuth connection, else the
-/// credential itself (an API key, the operator).
-pub fn owner_id(principal: &Principal) -> String {
-    principal.author_id()
-}
-
 /// A field's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -181,7 +175,7 @@ pub async fn visible(cx: &Cx<'_>, entity: Entity) -> Result<Vec<Definition>, Too
             &[
                 &entity.product.slug(),
                 &entity.name,
-                &owner_id(cx.principal),
+                &cx.principal.author_id(),
             ],
         )
         .await?;
@@ -203,7 +197,7 @@ pub async fn argument_schemas(
              FROM hdls.custom_fields
              WHERE product = $1 AND removed_at IS NULL AND (owner IS NULL OR owner = $2)
              ORDER BY entity, name",
-            &[&product.slug(), &owner_id(principal)],
+            &[&product.slug(), &principal.author_id()],
         )
         .await?;
     scope.commit().await?;
@@ -356,6 +350,38 @@ pub async fn hide_invisible<'v>(
     Ok(())
 }
 
+/// Renders rows with `render`, showing only the custom values the caller sees: the one way
+/// every named tool shows records of an entity with custom fields.
+pub async fn render(
+    cx: &Cx<'_>,
+    entity: Entity,
+    rows: &[tokio_postgres::Row],
+    render: fn(&tokio_postgres::Row) -> Value,
+) -> Result<Vec<Value>, ToolError> {
+    let mut records: Vec<Value> = rows.iter().map(render).collect();
+    hide_invisible(
+        cx,
+        entity,
+        records.iter_mut().filter_map(|r| r.get_mut("custom")),
+    )
+    .await?;
+    Ok(records)
+}
+
+/// [`render`] for one row.
+pub async fn render_one(
+    cx: &Cx<'_>,
+    entity: Entity,
+    row: &tokio_postgres::Row,
+    render_row: fn(&tokio_postgres::Row) -> Value,
+) -> Result<Value, ToolError> {
+    Ok(render(cx, entity, std::slice::from_ref(row), render_row)
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default())
+}
+
 /// The custom-field tools of one product endpoint.
 pub fn tools(product: Product) -> Vec<ToolDef> {
     let here = Endpoint::Product(product);
@@ -496,7 +522,7 @@ async fn add_custom_field(cx: &Cx<'_>, args: AddField) -> ToolResult {
             "at most 500 characters",
         ));
     }
-    let owner = owner_id(cx.principal);
+    let owner = cx.principal.author_id();
     let now = cx.app.clock.now();
     let existing = cx
         .scope

@@ -182,6 +182,29 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+/// `not_found` for a record of kind `what` (e.g. "account") the workspace does not have.
+pub fn not_found(what: &str, id: Uuid) -> ToolError {
+    ToolError::not_found(format!("no {what} {id} in this workspace"))
+}
+
+/// Deletes one record by id from `table` (a schema-qualified name written in code, never from
+/// a client); `not_found` when the workspace has no such record.
+pub async fn delete_by_id(
+    cx: &Cx<'_>,
+    table: &'static str,
+    what: &str,
+    id: Uuid,
+) -> Result<Value, ToolError> {
+    let deleted = cx
+        .scope
+        .execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&id])
+        .await?;
+    if deleted == 0 {
+        return Err(not_found(what, id));
+    }
+    Ok(serde_json::json!({ "id": id, "deleted": true }))
+}
+
 /// Checks that `user_id` is a member of the caller's workspace (owners, assignees).
 pub async fn member(cx: &Cx<'_>, path: &str, user_id: Uuid) -> Result<(), ToolError> {
     let found = cx

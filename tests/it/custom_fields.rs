@@ -48,6 +48,21 @@ async fn the_seed_example_works_as_written() {
         )
         .await;
     assert!(none["rows"].as_array().unwrap().is_empty());
+    // A key path only on a jsonb column.
+    let refused = crm
+        .err(
+            "query_records",
+            json!({ "table": "accounts", "filter": { "column": "name.first", "op": "eq", "value": "A" } }),
+        )
+        .await;
+    assert_eq!(refused["path"], "filter.column", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a jsonb column"),
+        "{refused}"
+    );
     let described = crm
         .ok("describe_table", json!({ "table": "accounts" }))
         .await;

@@ -77,28 +77,8 @@ fn organisation_json(row: &Row) -> Value {
     })
 }
 
-/// Renders organisations with only the custom fields the caller sees.
-async fn shown(cx: &Cx<'_>, rows: &[Row]) -> Result<Vec<Value>, ToolError> {
-    let mut organisations: Vec<Value> = rows.iter().map(organisation_json).collect();
-    custom_fields::hide_invisible(
-        cx,
-        ENTITY,
-        organisations.iter_mut().filter_map(|o| o.get_mut("custom")),
-    )
-    .await?;
-    Ok(organisations)
-}
-
-async fn one(cx: &Cx<'_>, row: &Row) -> Result<Value, ToolError> {
-    Ok(shown(cx, std::slice::from_ref(row))
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_default())
-}
-
 fn not_found(id: Uuid) -> ToolError {
-    ToolError::not_found(format!("no organisation {id} in this workspace"))
+    named::not_found("organisation", id)
 }
 
 /// Checks that organisation `id` is in this workspace, for tools that link a contact to it:
@@ -152,7 +132,9 @@ async fn create_organisation(cx: &Cx<'_>, args: CreateOrganisation) -> ToolResul
             ],
         )
         .await?;
-    Ok(json!({ "organisation": one(cx, &row).await? }))
+    Ok(
+        json!({ "organisation": custom_fields::render_one(cx, ENTITY, &row, organisation_json).await? }),
+    )
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -194,7 +176,7 @@ async fn search_organisations(cx: &Cx<'_>, args: SearchOrganisations) -> ToolRes
     let (page, next_cursor) = named::page(&rows, limit, |r| {
         (r.get::<_, String>("name"), r.get::<_, Uuid>("id"))
     });
-    let mut organisations = shown(cx, page).await?;
+    let mut organisations = custom_fields::render(cx, ENTITY, page, organisation_json).await?;
     for (organisation, row) in organisations.iter_mut().zip(page) {
         if let Some(object) = organisation.as_object_mut() {
             object.insert(
@@ -257,7 +239,9 @@ async fn update_organisation(cx: &Cx<'_>, args: UpdateOrganisation) -> ToolResul
         )
         .await?
         .ok_or_else(|| not_found(args.id))?;
-    Ok(json!({ "organisation": one(cx, &row).await? }))
+    Ok(
+        json!({ "organisation": custom_fields::render_one(cx, ENTITY, &row, organisation_json).await? }),
+    )
 }
 
 async fn delete_organisation(cx: &Cx<'_>, args: IdArg) -> ToolResult {

@@ -123,28 +123,8 @@ fn contact_json(row: &Row) -> Value {
     })
 }
 
-/// Renders contacts with only the custom fields the caller sees.
-async fn shown(cx: &Cx<'_>, rows: &[Row]) -> Result<Vec<Value>, ToolError> {
-    let mut contacts: Vec<Value> = rows.iter().map(contact_json).collect();
-    custom_fields::hide_invisible(
-        cx,
-        ENTITY,
-        contacts.iter_mut().filter_map(|c| c.get_mut("custom")),
-    )
-    .await?;
-    Ok(contacts)
-}
-
-async fn one(cx: &Cx<'_>, row: &Row) -> Result<Value, ToolError> {
-    Ok(shown(cx, std::slice::from_ref(row))
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_default())
-}
-
 fn not_found(id: Uuid) -> ToolError {
-    ToolError::not_found(format!("no contact {id} in this workspace"))
+    named::not_found("contact", id)
 }
 
 /// A phone number as written (1 to 50 characters).
@@ -262,7 +242,9 @@ async fn create_contact(cx: &Cx<'_>, args: CreateContact) -> ToolResult {
         .await
         .map_err(|e| refine(e, "tags"))?;
     match (row, email) {
-        (Some(row), _) => Ok(json!({ "contact": one(cx, &row).await? })),
+        (Some(row), _) => Ok(
+            json!({ "contact": custom_fields::render_one(cx, ENTITY, &row, contact_json).await? }),
+        ),
         (None, Some(email)) => match holder_of(cx, &email, None).await? {
             Some(existing) => Err(email_taken(existing)),
             // The holder went between the two statements: the caller can simply retry.
@@ -285,7 +267,7 @@ async fn get_contact(cx: &Cx<'_>, args: IdArg) -> ToolResult {
         )
         .await?
         .ok_or_else(|| not_found(args.id))?;
-    Ok(json!({ "contact": one(cx, &row).await? }))
+    Ok(json!({ "contact": custom_fields::render_one(cx, ENTITY, &row, contact_json).await? }))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -346,7 +328,7 @@ async fn search_contacts(cx: &Cx<'_>, args: SearchContacts) -> ToolResult {
         (r.get::<_, String>("name"), r.get::<_, Uuid>("id"))
     });
     Ok(json!({
-        "contacts": shown(cx, page).await?,
+        "contacts": custom_fields::render(cx, ENTITY, page, contact_json).await?,
         "has_more": next_cursor.is_some(),
         "next_cursor": next_cursor,
     }))
@@ -448,18 +430,11 @@ async fn update_contact(cx: &Cx<'_>, args: UpdateContact) -> ToolResult {
         .await
         .map_err(|e| refine(e, "tags"))?
         .ok_or_else(|| not_found(args.id))?;
-    Ok(json!({ "contact": one(cx, &row).await? }))
+    Ok(json!({ "contact": custom_fields::render_one(cx, ENTITY, &row, contact_json).await? }))
 }
 
 async fn delete_contact(cx: &Cx<'_>, args: IdArg) -> ToolResult {
-    let deleted = cx
-        .scope
-        .execute("DELETE FROM contacts.contacts WHERE id = $1", &[&args.id])
-        .await?;
-    if deleted == 0 {
-        return Err(not_found(args.id));
-    }
-    Ok(json!({ "id": args.id, "deleted": true }))
+    named::delete_by_id(cx, "contacts.contacts", "contact", args.id).await
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -562,7 +537,7 @@ async fn merge_contacts(cx: &Cx<'_>, args: MergeContacts) -> ToolResult {
         )
         .await?;
     Ok(json!({
-        "contact": one(cx, &row).await?,
+        "contact": custom_fields::render_one(cx, ENTITY, &row, contact_json).await?,
         "merged_id": args.merge_id,
         "filled": filled,
     }))

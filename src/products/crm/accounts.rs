@@ -97,13 +97,8 @@ fn account_json(row: &Row) -> Value {
     })
 }
 
-/// Renders accounts with only the custom fields the caller sees.
-async fn shown(cx: &Cx<'_>, rows: &[Row]) -> Result<Vec<Value>, ToolError> {
-    super::shown(cx, ENTITY, rows, account_json).await
-}
-
 fn not_found(id: Uuid) -> ToolError {
-    ToolError::not_found(format!("no account {id} in this workspace"))
+    named::not_found("account", id)
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -162,8 +157,8 @@ async fn create_account(cx: &Cx<'_>, args: CreateAccount) -> ToolResult {
             ],
         )
         .await?;
-    let account = shown(cx, std::slice::from_ref(&row)).await?;
-    Ok(json!({ "account": account.into_iter().next() }))
+    let account = custom_fields::render_one(cx, ENTITY, &row, account_json).await?;
+    Ok(json!({ "account": account }))
 }
 
 async fn get_account(cx: &Cx<'_>, args: IdArg) -> ToolResult {
@@ -175,11 +170,7 @@ async fn get_account(cx: &Cx<'_>, args: IdArg) -> ToolResult {
         )
         .await?
         .ok_or_else(|| not_found(args.id))?;
-    let mut account = shown(cx, std::slice::from_ref(&row))
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+    let mut account = custom_fields::render_one(cx, ENTITY, &row, account_json).await?;
     let contacts: i64 = cx
         .scope
         .query_one(
@@ -280,7 +271,7 @@ async fn search_accounts(cx: &Cx<'_>, args: SearchAccounts) -> ToolResult {
         (r.get::<_, String>("name"), r.get::<_, Uuid>("id"))
     });
     Ok(json!({
-        "accounts": shown(cx, page).await?,
+        "accounts": custom_fields::render(cx, ENTITY, page, account_json).await?,
         "has_more": next_cursor.is_some(),
         "next_cursor": next_cursor,
     }))
@@ -361,17 +352,10 @@ async fn update_account(cx: &Cx<'_>, args: UpdateAccount) -> ToolResult {
         )
         .await?
         .ok_or_else(|| not_found(args.id))?;
-    let account = shown(cx, std::slice::from_ref(&row)).await?;
-    Ok(json!({ "account": account.into_iter().next() }))
+    let account = custom_fields::render_one(cx, ENTITY, &row, account_json).await?;
+    Ok(json!({ "account": account }))
 }
 
 async fn delete_account(cx: &Cx<'_>, args: IdArg) -> ToolResult {
-    let deleted = cx
-        .scope
-        .execute("DELETE FROM crm.accounts WHERE id = $1", &[&args.id])
-        .await?;
-    if deleted == 0 {
-        return Err(not_found(args.id));
-    }
-    Ok(json!({ "id": args.id, "deleted": true }))
+    named::delete_by_id(cx, "crm.accounts", "account", args.id).await
 }

@@ -105,7 +105,7 @@ fn contact_json(row: &Row) -> Value {
 }
 
 fn not_found(id: Uuid) -> ToolError {
-    ToolError::not_found(format!("no contact {id} in this workspace"))
+    named::not_found("contact", id)
 }
 
 /// The refusal for an email another contact has, naming that contact so the caller can use it.
@@ -217,7 +217,7 @@ async fn create_contact(cx: &Cx<'_>, args: CreateContact) -> ToolResult {
             None => ToolError::conflict("another contact has this email address; retry"),
         });
     };
-    let contact = super::shown_one(cx, ENTITY, &row, contact_json).await?;
+    let contact = custom_fields::render_one(cx, ENTITY, &row, contact_json).await?;
     Ok(json!({ "contact": contact }))
 }
 
@@ -230,7 +230,7 @@ async fn get_contact(cx: &Cx<'_>, args: IdArg) -> ToolResult {
         )
         .await?
         .ok_or_else(|| not_found(args.id))?;
-    let contact = super::shown_one(cx, ENTITY, &row, contact_json).await?;
+    let contact = custom_fields::render_one(cx, ENTITY, &row, contact_json).await?;
     Ok(json!({ "contact": contact }))
 }
 
@@ -280,7 +280,7 @@ async fn search_contacts(cx: &Cx<'_>, args: SearchContacts) -> ToolResult {
         (r.get::<_, String>("first_name"), r.get::<_, Uuid>("id"))
     });
     Ok(json!({
-        "contacts": super::shown(cx, ENTITY, page, contact_json).await?,
+        "contacts": custom_fields::render(cx, ENTITY, page, contact_json).await?,
         "has_more": next_cursor.is_some(),
         "next_cursor": next_cursor,
     }))
@@ -386,17 +386,10 @@ async fn update_contact(cx: &Cx<'_>, args: UpdateContact) -> ToolResult {
         )
         .await?
         .ok_or_else(|| not_found(args.id))?;
-    let contact = super::shown_one(cx, ENTITY, &row, contact_json).await?;
+    let contact = custom_fields::render_one(cx, ENTITY, &row, contact_json).await?;
     Ok(json!({ "contact": contact }))
 }
 
 async fn delete_contact(cx: &Cx<'_>, args: IdArg) -> ToolResult {
-    let deleted = cx
-        .scope
-        .execute("DELETE FROM crm.contacts WHERE id = $1", &[&args.id])
-        .await?;
-    if deleted == 0 {
-        return Err(not_found(args.id));
-    }
-    Ok(json!({ "id": args.id, "deleted": true }))
+    named::delete_by_id(cx, "crm.contacts", "contact", args.id).await
 }

@@ -127,7 +127,7 @@ fn deal_json(row: &Row) -> Value {
 }
 
 fn not_found(id: Uuid) -> ToolError {
-    ToolError::not_found(format!("no deal {id} in this workspace"))
+    named::not_found("deal", id)
 }
 
 /// The digits a numeric(18, 2) holds before the decimal point.
@@ -211,7 +211,7 @@ fn nullable_amount_schema(_: &mut SchemaGenerator) -> Schema {
 /// Who made a change, as the stage history records it: the person behind an OAuth connection
 /// (`user:<uuid>`), else the credential.
 fn actor(cx: &Cx<'_>) -> String {
-    custom_fields::owner_id(cx.principal)
+    cx.principal.author_id()
 }
 
 async fn record_move(
@@ -322,7 +322,7 @@ async fn create_deal(cx: &Cx<'_>, args: CreateDeal) -> ToolResult {
         )
         .await?;
     record_move(cx, id, None, &stage, now).await?;
-    let deal = super::shown_one(cx, ENTITY, &row, deal_json).await?;
+    let deal = custom_fields::render_one(cx, ENTITY, &row, deal_json).await?;
     Ok(json!({ "deal": deal }))
 }
 
@@ -335,7 +335,7 @@ async fn get_deal(cx: &Cx<'_>, args: IdArg) -> ToolResult {
         )
         .await?
         .ok_or_else(|| not_found(args.id))?;
-    let mut deal = super::shown_one(cx, ENTITY, &row, deal_json).await?;
+    let mut deal = custom_fields::render_one(cx, ENTITY, &row, deal_json).await?;
     let history = cx
         .scope
         .query(
@@ -426,7 +426,7 @@ async fn search_deals(cx: &Cx<'_>, args: SearchDeals) -> ToolResult {
         (r.get::<_, String>("name"), r.get::<_, Uuid>("id"))
     });
     Ok(json!({
-        "deals": super::shown(cx, ENTITY, page, deal_json).await?,
+        "deals": custom_fields::render(cx, ENTITY, page, deal_json).await?,
         "has_more": next_cursor.is_some(),
         "next_cursor": next_cursor,
     }))
@@ -531,19 +531,12 @@ async fn update_deal(cx: &Cx<'_>, args: UpdateDeal) -> ToolResult {
         )
         .await?
         .ok_or_else(|| not_found(args.id))?;
-    let deal = super::shown_one(cx, ENTITY, &row, deal_json).await?;
+    let deal = custom_fields::render_one(cx, ENTITY, &row, deal_json).await?;
     Ok(json!({ "deal": deal }))
 }
 
 async fn delete_deal(cx: &Cx<'_>, args: IdArg) -> ToolResult {
-    let deleted = cx
-        .scope
-        .execute("DELETE FROM crm.deals WHERE id = $1", &[&args.id])
-        .await?;
-    if deleted == 0 {
-        return Err(not_found(args.id));
-    }
-    Ok(json!({ "id": args.id, "deleted": true }))
+    named::delete_by_id(cx, "crm.deals", "deal", args.id).await
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -591,7 +584,7 @@ async fn move_deal_stage(cx: &Cx<'_>, args: MoveStage) -> ToolResult {
             )
             .await?
     };
-    let deal = super::shown_one(cx, ENTITY, &row, deal_json).await?;
+    let deal = custom_fields::render_one(cx, ENTITY, &row, deal_json).await?;
     Ok(json!({ "deal": deal, "from_stage": from, "changed": changed }))
 }
 

@@ -9,11 +9,8 @@ mod pipeline;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::tools::custom_fields::{self, Entity};
 use crate::tools::{Cx, ToolDef, ToolError};
 
 /// The CRM's named tools (the power tools and custom-field tools are added by the registry).
@@ -71,35 +68,4 @@ impl Record {
             _ => Ok(()),
         }
     }
-}
-
-/// Renders rows of an entity with custom fields, keeping only the custom values the caller sees.
-async fn shown(
-    cx: &Cx<'_>,
-    entity: Entity,
-    rows: &[Row],
-    render: fn(&Row) -> Value,
-) -> Result<Vec<Value>, ToolError> {
-    let mut records: Vec<Value> = rows.iter().map(render).collect();
-    custom_fields::hide_invisible(
-        cx,
-        entity,
-        records.iter_mut().filter_map(|r| r.get_mut("custom")),
-    )
-    .await?;
-    Ok(records)
-}
-
-/// [`shown`] for one row.
-async fn shown_one(
-    cx: &Cx<'_>,
-    entity: Entity,
-    row: &Row,
-    render: fn(&Row) -> Value,
-) -> Result<Value, ToolError> {
-    Ok(shown(cx, entity, std::slice::from_ref(row), render)
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_default())
 }

@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use super::Record;
 use crate::identity::{Endpoint, Product, Role};
-use crate::tools::custom_fields;
 use crate::tools::named::{self, IdArg};
 use crate::tools::{Cx, Effect, ToolDef, ToolError, ToolResult, timestamp};
 
@@ -99,7 +98,7 @@ async fn add_note(cx: &Cx<'_>, args: AddNote) -> ToolResult {
                 &args.record_type.as_str(),
                 &args.record_id,
                 &body,
-                &custom_fields::owner_id(cx.principal),
+                &cx.principal.author_id(),
                 &cx.app.clock.now(),
             ],
         )
@@ -173,7 +172,7 @@ async fn delete_note(cx: &Cx<'_>, args: IdArg) -> ToolResult {
         .await?
         .ok_or_else(|| ToolError::not_found(format!("no note {} in this workspace", args.id)))?
         .get(0);
-    if author != custom_fields::owner_id(cx.principal) && cx.principal.role < Role::Admin {
+    if author != cx.principal.author_id() && cx.principal.role < Role::Admin {
         return Err(ToolError::forbidden(
             "only a note's author, or an admin or owner, may delete it",
         ));
