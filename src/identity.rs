@@ -215,12 +215,14 @@ impl Principal {
         self.products.contains(&product)
     }
 
-    /// Who acts, as records name them (note authors, stage history, personal custom fields):
-    /// the person behind an OAuth connection (`user:<uuid>`), else the credential itself.
+    /// Who acts, as records name them (note authors, stage history, personal custom fields,
+    /// ticket replies): a customer as their requester (`requester:<uuid>`), the person behind
+    /// an OAuth connection (`user:<uuid>`), else the credential itself.
     pub fn author_id(&self) -> String {
-        match self.user_id {
-            Some(user) => format!("user:{user}"),
-            None => self.credential.id.clone(),
+        match (self.persona, self.principal_id, self.user_id) {
+            (Persona::Customer, Some(requester), _) => format!("requester:{requester}"),
+            (_, _, Some(user)) => format!("user:{user}"),
+            _ => self.credential.id.clone(),
         }
     }
 

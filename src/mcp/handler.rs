@@ -141,7 +141,7 @@ impl ServerHandler for McpEndpoint {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let principal = Self::principal(&context)?;
-        let Some(tool) = self.app.registry.find(self.endpoint, &request.name) else {
+        let Some(tool) = self.app.registry.find(self.endpoint, &request.name, principal.persona) else {
             return Err(McpError::invalid_params(
                 format!("unknown tool {:?} on this endpoint", request.name),
                 None,
@@ -181,11 +181,12 @@ impl ServerHandler for McpEndpoint {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        // Used by rmcp for Mcp-Param header validation, without request context. Safe:
-        // each tool name has exactly one schema per endpoint, whoever calls.
+        // Used by rmcp for Mcp-Param header validation, without request context. A name has
+        // one schema per endpoint and persona; the agent's is given, since the customer tools
+        // that share a name take a subset of the agent tool's arguments.
         self.app
             .registry
-            .find(self.endpoint, name)
+            .find(self.endpoint, name, crate::identity::Persona::Agent)
             .map(|t| t.to_mcp())
     }
 }

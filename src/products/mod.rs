@@ -4,6 +4,7 @@
 
 pub mod contacts;
 pub mod crm;
+pub mod support;
 
 use crate::identity::Product;
 use crate::tools::{Registry, ToolDef, custom_fields, power};
@@ -11,6 +12,7 @@ use crate::tools::{Registry, ToolDef, custom_fields, power};
 /// Every product's tools: named tools, custom-field tools where it has entities, power tools.
 pub fn tools() -> Vec<ToolDef> {
     let mut tools = crm::tools();
+    tools.extend(support::tools());
     tools.extend(contacts::tools());
     for product in Product::ALL {
         if custom_fields::entities_of(product).next().is_some() {

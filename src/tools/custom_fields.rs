@@ -38,6 +38,16 @@ pub const ENTITIES: &[Entity] = &[
         table: "deals",
     },
     Entity {
+        product: Product::Support,
+        name: "requester",
+        table: "requesters",
+    },
+    Entity {
+        product: Product::Support,
+        name: "ticket",
+        table: "tickets",
+    },
+    Entity {
         product: Product::Contacts,
         name: "contact",
         table: "contacts",

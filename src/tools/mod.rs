@@ -100,6 +100,8 @@ pub struct ToolDef {
 
 /// Personas for tools only the team's own operators use.
 pub const AGENTS: &[Persona] = &[Persona::Agent];
+/// Personas for the customer allowlist (support's customer tools).
+pub const CUSTOMERS: &[Persona] = &[Persona::Customer];
 
 /// Adapts `async fn(&Cx, Args) -> ToolResult` items to the registry's erased handler type.
 pub trait ToolFn<'a, A>: Send + Sync + 'static {
@@ -235,7 +237,21 @@ pub struct Registry {
 
 impl Registry {
     /// A registry of these tools (see `crate::products::registry` for the shipped one).
+    /// Two tools may share a name on one endpoint only for different personas (support's
+    /// `create_ticket` is one tool for agents and another, narrower one for customers).
     pub fn new(tools: Vec<ToolDef>) -> Registry {
+        for (i, a) in tools.iter().enumerate() {
+            for b in &tools[..i] {
+                assert!(
+                    a.name != b.name
+                        || a.endpoint != b.endpoint
+                        || !a.personas.iter().any(|p| b.personas.contains(p)),
+                    "tool {} is declared twice on {} for the same persona",
+                    a.name,
+                    a.endpoint.name()
+                );
+            }
+        }
         Registry { tools }
     }
 
@@ -249,9 +265,12 @@ impl Registry {
         self.tools.iter()
     }
 
-    /// A tool by name on one endpoint.
-    pub fn find(&self, endpoint: Endpoint, name: &str) -> Option<&ToolDef> {
-        self.on(endpoint).find(|t| t.name == name)
+    /// A tool by name on one endpoint, as a caller of `persona` means it: that persona's tool
+    /// of the name if there is one, else any tool of the name (whose permit rule then refuses).
+    pub fn find(&self, endpoint: Endpoint, name: &str, persona: Persona) -> Option<&ToolDef> {
+        let mut named = self.on(endpoint).filter(|t| t.name == name).peekable();
+        let first = named.peek().copied();
+        named.find(|t| t.personas.contains(&persona)).or(first)
     }
 
     /// The tools this principal may call on this endpoint.
