@@ -273,6 +273,36 @@ async fn auth_role_reads_credentials_but_no_product_data() {
         "permission denied for schema crm",
         "auth role reading product data",
     );
+    // In support it reads only what a customer credential's check needs: whether its
+    // requester still exists and is enabled (migration V13). No ticket, no other column.
+    for (statement, reason) in [
+        (
+            "SELECT * FROM support.tickets",
+            "permission denied for table tickets",
+        ),
+        (
+            "SELECT * FROM support.ticket_entries",
+            "permission denied for table ticket_entries",
+        ),
+        (
+            "SELECT custom FROM support.requesters",
+            "permission denied for table requesters",
+        ),
+        (
+            "UPDATE support.requesters SET disabled_at = NULL",
+            "permission denied for table requesters",
+        ),
+    ] {
+        assert_refused(
+            auth.batch_execute(statement).await,
+            &SqlState::INSUFFICIENT_PRIVILEGE,
+            reason,
+            &format!("auth role running {statement}"),
+        );
+    }
+    auth.batch_execute("SELECT id, disabled_at FROM support.requesters")
+        .await
+        .expect("the credential path checks a customer's requester");
     for (statement, reason) in [
         (
             "INSERT INTO hdls.workspaces (name) VALUES ('x')",
