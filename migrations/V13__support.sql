@@ -106,6 +106,9 @@ CREATE TABLE support.tickets (
     resolution_due_at     timestamptz NOT NULL,
     -- Set while the ticket is pending: the resolution clock is paused since then.
     resolution_paused_at  timestamptz,
+    -- How long the ticket was pending before (added to the resolution due time), so a new
+    -- priority's target is counted from creation whatever the policies were meanwhile.
+    resolution_paused_for interval NOT NULL DEFAULT interval '0',
     resolved_at           timestamptz,
     -- Customer satisfaction: one rating, by the customer, once the ticket is resolved.
     csat_score            smallint CHECK (csat_score BETWEEN 1 AND 5),
@@ -175,6 +178,7 @@ BEGIN
     NEW.resolution_due_at := NEW.created_at + targets.resolution;
     NEW.first_responded_at := NULL;
     NEW.resolution_paused_at := CASE WHEN NEW.status = 'pending' THEN NEW.created_at END;
+    NEW.resolution_paused_for := interval '0';
     NEW.resolved_at := CASE WHEN NEW.status IN ('resolved', 'closed') THEN NEW.created_at END;
     NEW.csat_score := NULL;
     NEW.csat_comment := NULL;
@@ -194,7 +198,6 @@ CREATE FUNCTION support.ticket_changed() RETURNS trigger
 AS $$
 DECLARE
     at          timestamptz := hdls.call_time();
-    old_targets record;
     new_targets record;
 BEGIN
     IF NOT hdls.acting_as_agent() THEN
@@ -208,6 +211,7 @@ BEGIN
     NEW.first_response_due_at := OLD.first_response_due_at;
     NEW.resolution_due_at := OLD.resolution_due_at;
     NEW.resolution_paused_at := OLD.resolution_paused_at;
+    NEW.resolution_paused_for := OLD.resolution_paused_for;
     NEW.resolved_at := OLD.resolved_at;
     NEW.csat_at := OLD.csat_at;
     -- The first response is recorded once (by the thread trigger), never moved or cleared.
@@ -215,15 +219,15 @@ BEGIN
         NEW.first_responded_at := OLD.first_responded_at;
     END IF;
     IF NEW.priority <> OLD.priority THEN
-        SELECT * INTO old_targets FROM support.sla_targets(OLD.priority);
         SELECT * INTO new_targets FROM support.sla_targets(NEW.priority);
         NEW.first_response_due_at := OLD.created_at + new_targets.first_response;
-        -- Keeps the time the ticket spent pending.
-        NEW.resolution_due_at := OLD.resolution_due_at - old_targets.resolution + new_targets.resolution;
+        -- Keeps the time the ticket spent pending (a pause still running is added when it ends).
+        NEW.resolution_due_at := OLD.created_at + new_targets.resolution + OLD.resolution_paused_for;
     END IF;
     IF NEW.status <> OLD.status THEN
         IF OLD.resolution_paused_at IS NOT NULL THEN
             NEW.resolution_due_at := NEW.resolution_due_at + greatest(at - OLD.resolution_paused_at, interval '0');
+            NEW.resolution_paused_for := OLD.resolution_paused_for + greatest(at - OLD.resolution_paused_at, interval '0');
             NEW.resolution_paused_at := NULL;
         END IF;
         IF NEW.status = 'pending' THEN
