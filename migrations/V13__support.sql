@@ -192,7 +192,7 @@ CREATE TRIGGER ticket_opened BEFORE INSERT ON support.tickets
 -- A changed ticket. Whoever changes it (a named tool, a power tool, the thread trigger):
 -- * a customer may only reopen their own ticket (a reply does that) and rate it;
 -- * the SLA columns follow the status and priority, from the call's time;
--- * a rating is given once, on a resolved or closed ticket, and never rewritten.
+-- * a rating is given once, by the customer, on a resolved or closed ticket, and never rewritten.
 CREATE FUNCTION support.ticket_changed() RETURNS trigger
     LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog
 AS $$
@@ -240,6 +240,10 @@ BEGIN
         END IF;
     END IF;
     IF (NEW.csat_score, NEW.csat_comment) IS DISTINCT FROM (OLD.csat_score, OLD.csat_comment) THEN
+        -- The rating is the customer's word: no agent writes it (through any tool).
+        IF hdls.acting_as_agent() THEN
+            RAISE EXCEPTION 'only the customer rates a ticket' USING ERRCODE = 'insufficient_privilege';
+        END IF;
         IF OLD.csat_score IS NOT NULL THEN
             RAISE EXCEPTION 'this ticket has been rated already' USING ERRCODE = 'check_violation';
         END IF;

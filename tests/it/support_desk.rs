@@ -894,7 +894,21 @@ async fn the_summary_counts_tickets_breaches_and_recent_ratings() {
             )
             .await;
     }
-    // Ratings: one 40 days ago (outside the window), two now.
+    // The rating is the customer's: no agent tool writes it, the power tools included.
+    let forged = owner
+        .err(
+            "update_record",
+            json!({ "table": "tickets", "key": { "id": e["id"] }, "values": { "csat_score": 5 } }),
+        )
+        .await;
+    assert_eq!(forged["code"], "forbidden", "{forged}");
+    // The database's refusal (the ticket trigger), not a tool's.
+    assert_eq!(
+        forged["message"], "the operation is not permitted",
+        "{forged}"
+    );
+    assert_eq!(ticket(&owner, &e["id"]).await["rating"], Value::Null);
+    // Ratings (as the customer's would be written): one 40 days ago, outside the window, one now.
     rate(&env, &d, 1, env.clock_now() - Duration::days(40)).await;
     env.clock.advance(Duration::minutes(90));
     rate(&env, &e, 4, env.clock_now()).await;
