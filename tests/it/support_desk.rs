@@ -1072,3 +1072,56 @@ async fn ticket_custom_fields_are_typed_inside_values() {
         .clone();
     assert_eq!(r["custom"], json!({ "tier": "gold" }));
 }
+
+#[tokio::test]
+async fn another_workspace_sees_none_of_the_desk() {
+    let env = TestEnv::start().await;
+    let (_, a) = desk(&env, "desk a").await;
+    let (_, b) = desk(&env, "desk b").await;
+    let t = open(&a, "private", "same@x.example", "urgent").await;
+    let requester = t["requester"]["id"].clone();
+    // The same address is a separate requester in each workspace: no conflict across them.
+    let theirs = b
+        .ok("create_requester", json!({ "email": "SAME@x.example" }))
+        .await["requester"]
+        .clone();
+    assert_ne!(theirs["id"], requester);
+    for (tool, args) in [
+        ("get_ticket", json!({ "id": t["id"] })),
+        ("update_ticket", json!({ "id": t["id"], "subject": "mine" })),
+        ("assign_ticket", json!({ "id": t["id"], "assignee": null })),
+        (
+            "set_ticket_status",
+            json!({ "id": t["id"], "status": "closed" }),
+        ),
+        (
+            "reply",
+            json!({ "ticket_id": t["id"], "body": "hi", "internal": true }),
+        ),
+        ("get_requester", json!({ "id": requester })),
+        (
+            "update_requester",
+            json!({ "id": requester, "disabled": true }),
+        ),
+    ] {
+        assert_eq!(b.err_code(tool, args).await, "not_found", "{tool}");
+    }
+    invalid_at(
+        &b,
+        "create_ticket",
+        json!({ "values": { "subject": "s", "body": "b", "requester_id": requester } }),
+        "values.requester_id",
+    )
+    .await;
+    let listed = b.ok("list_tickets", no_args()).await;
+    assert_eq!(listed["tickets"], json!([]));
+    let summary = b.ok("support_summary", no_args()).await;
+    assert_eq!(summary["total"], 0);
+    assert_eq!(summary["breached"]["total"], 0);
+    // A's ticket is as it was.
+    let mine = ticket(&a, &t["id"]).await;
+    assert_eq!(mine["subject"], "private");
+    assert_eq!(mine["status"], "open");
+    let thread = a.ok("get_ticket", json!({ "id": t["id"] })).await["thread"].clone();
+    assert_eq!(thread.as_array().unwrap().len(), 1);
+}
