@@ -106,6 +106,9 @@ CREATE TABLE support.tickets (
     resolution_due_at     timestamptz NOT NULL,
     -- Set while the ticket is pending: the resolution clock is paused since then.
     resolution_paused_at  timestamptz,
+    -- How long the ticket was pending before (added to the resolution due time), so a new
+    -- priority's target is counted from creation whatever the policies were meanwhile.
+    resolution_paused_for interval NOT NULL DEFAULT interval '0',
     resolved_at           timestamptz,
     -- Customer satisfaction: one rating, by the customer, once the ticket is resolved.
     csat_score            smallint CHECK (csat_score BETWEEN 1 AND 5),
@@ -175,6 +178,7 @@ BEGIN
     NEW.resolution_due_at := NEW.created_at + targets.resolution;
     NEW.first_responded_at := NULL;
     NEW.resolution_paused_at := CASE WHEN NEW.status = 'pending' THEN NEW.created_at END;
+    NEW.resolution_paused_for := interval '0';
     NEW.resolved_at := CASE WHEN NEW.status IN ('resolved', 'closed') THEN NEW.created_at END;
     NEW.csat_score := NULL;
     NEW.csat_comment := NULL;
@@ -188,13 +192,12 @@ CREATE TRIGGER ticket_opened BEFORE INSERT ON support.tickets
 -- A changed ticket. Whoever changes it (a named tool, a power tool, the thread trigger):
 -- * a customer may only reopen their own ticket (a reply does that) and rate it;
 -- * the SLA columns follow the status and priority, from the call's time;
--- * a rating is given once, on a resolved or closed ticket, and never rewritten.
+-- * a rating is given once, by the customer, on a resolved or closed ticket, and never rewritten.
 CREATE FUNCTION support.ticket_changed() RETURNS trigger
     LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog
 AS $$
 DECLARE
     at          timestamptz := hdls.call_time();
-    old_targets record;
     new_targets record;
 BEGIN
     IF NOT hdls.acting_as_agent() THEN
@@ -208,6 +211,7 @@ BEGIN
     NEW.first_response_due_at := OLD.first_response_due_at;
     NEW.resolution_due_at := OLD.resolution_due_at;
     NEW.resolution_paused_at := OLD.resolution_paused_at;
+    NEW.resolution_paused_for := OLD.resolution_paused_for;
     NEW.resolved_at := OLD.resolved_at;
     NEW.csat_at := OLD.csat_at;
     -- The first response is recorded once (by the thread trigger), never moved or cleared.
@@ -215,15 +219,15 @@ BEGIN
         NEW.first_responded_at := OLD.first_responded_at;
     END IF;
     IF NEW.priority <> OLD.priority THEN
-        SELECT * INTO old_targets FROM support.sla_targets(OLD.priority);
         SELECT * INTO new_targets FROM support.sla_targets(NEW.priority);
         NEW.first_response_due_at := OLD.created_at + new_targets.first_response;
-        -- Keeps the time the ticket spent pending.
-        NEW.resolution_due_at := OLD.resolution_due_at - old_targets.resolution + new_targets.resolution;
+        -- Keeps the time the ticket spent pending (a pause still running is added when it ends).
+        NEW.resolution_due_at := OLD.created_at + new_targets.resolution + OLD.resolution_paused_for;
     END IF;
     IF NEW.status <> OLD.status THEN
         IF OLD.resolution_paused_at IS NOT NULL THEN
             NEW.resolution_due_at := NEW.resolution_due_at + greatest(at - OLD.resolution_paused_at, interval '0');
+            NEW.resolution_paused_for := OLD.resolution_paused_for + greatest(at - OLD.resolution_paused_at, interval '0');
             NEW.resolution_paused_at := NULL;
         END IF;
         IF NEW.status = 'pending' THEN
@@ -236,6 +240,10 @@ BEGIN
         END IF;
     END IF;
     IF (NEW.csat_score, NEW.csat_comment) IS DISTINCT FROM (OLD.csat_score, OLD.csat_comment) THEN
+        -- The rating is the customer's word: no agent writes it (through any tool).
+        IF hdls.acting_as_agent() THEN
+            RAISE EXCEPTION 'only the customer rates a ticket' USING ERRCODE = 'insufficient_privilege';
+        END IF;
         IF OLD.csat_score IS NOT NULL THEN
             RAISE EXCEPTION 'this ticket has been rated already' USING ERRCODE = 'check_violation';
         END IF;

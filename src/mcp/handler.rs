@@ -48,6 +48,29 @@ fn success(value: Value) -> CallToolResult {
     CallToolResult::structured(value)
 }
 
+/// The properties object that holds a tool's `custom` argument: at the top, or inside a
+/// `values` object (support's `create_ticket {values: {…, custom}}`, whose schema is inlined).
+fn custom_slot(
+    input: &mut serde_json::Map<String, Value>,
+) -> Option<&mut serde_json::Map<String, Value>> {
+    let top = input.get("properties")?.as_object()?;
+    let nested = !top.contains_key("custom")
+        && top
+            .get("values")
+            .and_then(|v| v.get("properties"))
+            .and_then(Value::as_object)
+            .is_some_and(|p| p.contains_key("custom"));
+    let properties = input.get_mut("properties")?.as_object_mut()?;
+    if nested {
+        properties
+            .get_mut("values")?
+            .get_mut("properties")?
+            .as_object_mut()
+    } else {
+        Some(properties)
+    }
+}
+
 /// A refusal: `isError: true` with `{"error": {"code", "message", …}}`.
 fn failure(error: &ToolError) -> CallToolResult {
     let body = error.to_json();
@@ -123,7 +146,7 @@ impl ServerHandler for McpEndpoint {
                     } else {
                         schema.clone()
                     };
-                    if let Some(Value::Object(properties)) = input.get_mut("properties") {
+                    if let Some(properties) = custom_slot(&mut input) {
                         properties.insert("custom".into(), schema);
                     }
                     tool.input_schema = Arc::new(input);
@@ -141,7 +164,11 @@ impl ServerHandler for McpEndpoint {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let principal = Self::principal(&context)?;
-        let Some(tool) = self.app.registry.find(self.endpoint, &request.name, principal.persona) else {
+        let Some(tool) = self
+            .app
+            .registry
+            .find(self.endpoint, &request.name, principal.persona)
+        else {
             return Err(McpError::invalid_params(
                 format!("unknown tool {:?} on this endpoint", request.name),
                 None,

@@ -31,5 +31,6 @@ mod protocol_errors;
 mod refusal_costs;
 mod role_matrix;
 mod statement_timeout;
+mod support_desk;
 mod transport;
 mod widening;
