@@ -10,7 +10,7 @@ use crate::db::Pools;
 use crate::engine::catalog::CatalogCache;
 use crate::identity::Endpoint;
 use crate::limits::concurrency::{self, WorkspaceGate};
-use crate::limits::per_address::{self, AddressWindow};
+use crate::limits::per_address::{self, AddressWindow, CustomerWindow};
 use crate::mail::Mailer;
 use crate::master_key::MasterKey;
 use crate::net::guard::Cidr;
@@ -41,6 +41,8 @@ pub struct App {
     pub bearer_failures: AddressWindow,
     /// Dynamic client registrations per client address (this node).
     pub registrations: AddressWindow,
+    /// Tool calls per customer (this node): one customer cannot use up the workspace's limit.
+    pub customer_calls: CustomerWindow,
     /// Concurrent tool calls per workspace (this node).
     pub workspace_gate: WorkspaceGate,
 }
@@ -67,6 +69,10 @@ impl App {
             registrations: AddressWindow::new(
                 per_address::REGISTRATIONS_PER_HOUR,
                 time::Duration::hours(1),
+            ),
+            customer_calls: CustomerWindow::new(
+                per_address::CUSTOMER_CALLS_PER_MINUTE,
+                time::Duration::minutes(1),
             ),
             workspace_gate: WorkspaceGate::new(
                 workspace_concurrency(pools.runtime.status().max_size),

@@ -1,36 +1,64 @@
-//! Counters per client address on this node, in a fixed window: failed bearer
+//! Counters on this node, in a fixed window, per client address: failed bearer
 //! authentications (past the bound an address gets 429 before its credential is even looked
 //! up, so a flood of random keys cannot keep the credential pool busy for valid callers) and
-//! anonymous client registrations.
+//! anonymous client registrations; and per customer: a customer's tool calls (one customer
+//! must not use up the workspace's per-minute limit that the team shares with them).
 //!
 //! In memory and per node on purpose: they protect this process, cost no database work (the
-//! point of them), and the bounded map forgets addresses whose window has ended.
+//! point of them), and the bounded map forgets subjects whose window has ended.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 /// Failed bearer authentications allowed per address per minute.
 pub const BEARER_FAILURES_PER_MINUTE: u32 = 30;
 /// Dynamic client registrations allowed per address per hour.
 pub const REGISTRATIONS_PER_HOUR: u32 = 20;
-/// Addresses tracked at most; past it, entries whose window ended are swept.
+/// Tool calls one customer (one requester) may make per minute on this node.
+pub const CUSTOMER_CALLS_PER_MINUTE: u32 = 60;
+/// Subjects tracked at most; past it, entries whose window ended are swept.
 const MAX_TRACKED: usize = 100_000;
 
-/// At most `limit` events per address in each fixed window.
-pub struct AddressWindow {
+/// What a window counts: an address, a customer.
+pub trait Subject: Copy + Eq + Hash {
+    /// The key this subject is counted under.
+    fn counted_as(self) -> Self;
+}
+
+impl Subject for Uuid {
+    fn counted_as(self) -> Uuid {
+        self
+    }
+}
+
+/// At most `limit` events per subject in each fixed window.
+pub struct Window<K> {
     limit: u32,
     window: time::Duration,
-    counters: Mutex<HashMap<IpAddr, (OffsetDateTime, u32)>>,
-    /// Set while the table is full of live windows: untracked addresses are refused until then.
+    counters: Mutex<HashMap<K, (OffsetDateTime, u32)>>,
+    /// Set while the table is full of live windows: untracked subjects are refused until then.
     saturated_until: Mutex<Option<OffsetDateTime>>,
 }
+
+/// A window per client address.
+pub type AddressWindow = Window<IpAddr>;
+/// A window per customer (their requester id).
+pub type CustomerWindow = Window<Uuid>;
 
 /// What an address is counted as: an IPv6 address by its /64 (one subscriber usually holds a
 /// whole /64, so counting single addresses would give them 2^64 fresh counters), an IPv4
 /// address (or an IPv4-mapped IPv6 one) as itself.
+impl Subject for IpAddr {
+    fn counted_as(self) -> IpAddr {
+        subject(self)
+    }
+}
+
 fn subject(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -47,10 +75,10 @@ fn subject(address: IpAddr) -> IpAddr {
     }
 }
 
-impl AddressWindow {
+impl<K: Subject> Window<K> {
     /// A counter of `limit` per `window`.
-    pub fn new(limit: u32, window: time::Duration) -> AddressWindow {
-        AddressWindow {
+    pub fn new(limit: u32, window: time::Duration) -> Window<K> {
+        Window {
             limit,
             window,
             counters: Mutex::new(HashMap::new()),
@@ -58,9 +86,14 @@ impl AddressWindow {
         }
     }
 
+    /// The bound per window.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
     /// Seconds until `address` may try again, if it is over the bound now.
-    pub fn blocked(&self, address: IpAddr, now: OffsetDateTime) -> Option<u64> {
-        let address = subject(address);
+    pub fn blocked(&self, address: K, now: OffsetDateTime) -> Option<u64> {
+        let address = address.counted_as();
         let counters = self.counters.lock().ok()?;
         let Some((start, failures)) = counters.get(&address) else {
             // An address we could not start counting while the table was full waits too.
@@ -80,11 +113,11 @@ impl AddressWindow {
     }
 
     /// Counts one event from `address`.
-    pub fn record(&self, address: IpAddr, now: OffsetDateTime) {
+    pub fn record(&self, address: K, now: OffsetDateTime) {
         let Ok(mut counters) = self.counters.lock() else {
             return;
         };
-        let address = subject(address);
+        let address = address.counted_as();
         if counters.len() >= MAX_TRACKED && !counters.contains_key(&address) {
             let window = self.window;
             counters.retain(|_, (start, _)| *start + window > now);

@@ -6,7 +6,7 @@ use super::{Cx, ErrorCode, ToolDef, ToolError};
 use crate::app::App;
 use crate::audit;
 use crate::db::Scope;
-use crate::identity::Principal;
+use crate::identity::{Persona, Principal};
 
 /// Runs one tool for one principal: the role/persona/product rule, then rate limit and
 /// budget, then the handler in its Scope (commit on success, roll back otherwise).
@@ -17,6 +17,7 @@ pub async fn call(
     principal: &Principal,
     args: Value,
 ) -> Result<Value, ToolError> {
+    customer_share(app, principal)?;
     // Every call that will use a database connection, refused ones included, takes a slot
     // first: otherwise a flood of refusals could hold the whole runtime pool.
     let _slot = app.workspace_gate.enter(principal.workspace_id).await?;
@@ -65,6 +66,32 @@ pub async fn call(
             Err(error)
         }
     }
+}
+
+/// A customer's calls count against the workspace's limits like any call, and also against a
+/// bound of their own on this node, so that one customer (someone outside the team) cannot
+/// use up the per-minute limit the team shares with every customer. Counted before anything
+/// else, refused calls included, and without a database round trip.
+fn customer_share(app: &App, principal: &Principal) -> Result<(), ToolError> {
+    if principal.persona != Persona::Customer || !app.enforce_limits {
+        return Ok(());
+    }
+    // A customer credential always has a principal; without one the database shows nothing,
+    // and they share one counter here.
+    let customer = principal.principal_id.unwrap_or_default();
+    let now = app.clock.now();
+    if let Some(retry_after_s) = app.customer_calls.blocked(customer, now) {
+        let limit = app.customer_calls.limit();
+        return Err(ToolError::new(
+            ErrorCode::RateLimited,
+            format!("a customer may make {limit} tool calls per minute; retry in {retry_after_s} s"),
+        )
+        .with("limit", serde_json::json!(limit))
+        .with("window", serde_json::json!("minute"))
+        .with("retry_after_s", serde_json::json!(retry_after_s)));
+    }
+    app.customer_calls.record(customer, now);
+    Ok(())
 }
 
 /// A call the permit rule refused costs the caller like any call: it counts against the
