@@ -31,5 +31,7 @@ mod protocol_errors;
 mod refusal_costs;
 mod role_matrix;
 mod statement_timeout;
+mod support_customers;
+mod support_rls;
 mod transport;
 mod widening;

@@ -275,12 +275,11 @@ async fn get_ticket(cx: &Cx<'_>, args: IdArg) -> ToolResult {
     let thread_sql =
         format!("{ENTRY_SQL} WHERE ticket_id = $1 AND {PUBLIC_KINDS} ORDER BY created_at, id");
     // One round trip: both statements are pipelined on the Scope's connection.
-    let (ticket, thread) = futures_util::try_join!(visible_ticket(cx, args.id), async {
-        cx.scope
-            .query(&thread_sql, &[&args.id])
-            .await
-            .map_err(ToolError::from)
-    })?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&args.id];
+    let (ticket, thread) = futures_util::try_join!(
+        visible_ticket(cx, args.id),
+        cx.scope.query(&thread_sql, &params)
+    )?;
     Ok(json!({
         "ticket": ticket_json(&ticket),
         "thread": thread.iter().map(entry_json).collect::<Vec<_>>(),
