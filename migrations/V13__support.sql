@@ -376,10 +376,13 @@ CREATE POLICY tenant ON hdls.customer_accounts
 CREATE POLICY credential_path ON hdls.customer_accounts TO hdls_auth USING (true) WITH CHECK (true);
 
 -- The customer persona, on top of the tenant policy (RESTRICTIVE: both must pass).
--- Requesters: a customer sees their own row and writes none.
+-- Requesters: a customer sees their own row and writes none (a DELETE has no WITH CHECK,
+-- so it gets its own policy: without it a customer could delete their own row).
 CREATE POLICY persona ON support.requesters AS RESTRICTIVE TO hdls_runtime
     USING (hdls.acting_as_agent() OR hdls.acting_as_customer(id))
     WITH CHECK (hdls.acting_as_agent());
+CREATE POLICY agents_delete ON support.requesters AS RESTRICTIVE FOR DELETE TO hdls_runtime
+    USING (hdls.acting_as_agent());
 -- SLA targets: agents only (a customer's new ticket reads them through support.sla_targets).
 CREATE POLICY persona ON support.sla_policies AS RESTRICTIVE TO hdls_runtime
     USING (hdls.acting_as_agent()) WITH CHECK (hdls.acting_as_agent());
@@ -403,6 +406,8 @@ CREATE POLICY agents_delete ON support.ticket_entries AS RESTRICTIVE FOR DELETE 
 CREATE POLICY persona ON hdls.customer_accounts AS RESTRICTIVE TO hdls_runtime
     USING (hdls.acting_as_agent() OR hdls.acting_as_customer(requester_id))
     WITH CHECK (hdls.acting_as_agent());
+CREATE POLICY agents_delete ON hdls.customer_accounts AS RESTRICTIVE FOR DELETE TO hdls_runtime
+    USING (hdls.acting_as_agent());
 -- The change-event outbox carries whole rows (internal notes among them): a customer
 -- transaction writes its events through the triggers but reads none.
 CREATE POLICY persona ON hdls.change_events AS RESTRICTIVE FOR SELECT TO hdls_runtime

@@ -31,6 +31,8 @@ mod protocol_errors;
 mod refusal_costs;
 mod role_matrix;
 mod statement_timeout;
+mod support_customers;
 mod support_desk;
+mod support_rls;
 mod transport;
 mod widening;
