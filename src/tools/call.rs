@@ -84,7 +84,9 @@ fn customer_share(app: &App, principal: &Principal) -> Result<(), ToolError> {
         let limit = app.customer_calls.limit();
         return Err(ToolError::new(
             ErrorCode::RateLimited,
-            format!("a customer may make {limit} tool calls per minute; retry in {retry_after_s} s"),
+            format!(
+                "a customer may make {limit} tool calls per minute; retry in {retry_after_s} s"
+            ),
         )
         .with("limit", serde_json::json!(limit))
         .with("window", serde_json::json!("minute"))

@@ -704,3 +704,44 @@ async fn mint_customer_key_is_for_admins_and_bounded_by_the_minter() {
         "{audited}"
     );
 }
+
+/// One customer cannot use up the per-minute limit the team shares with every customer: past
+/// their own bound they are `rate_limited`, while another customer and the team go on.
+#[tokio::test]
+async fn one_customer_cannot_use_up_the_workspaces_limit() {
+    let desk = desk().await;
+    let (_, a) = desk.customer("a@customer.example").await;
+    let (_, b) = desk.customer("b@customer.example").await;
+    desk.env.align_to_minute_start();
+    let bound = hdls::limits::per_address::CUSTOMER_CALLS_PER_MINUTE;
+    for _ in 0..bound {
+        a.ok("list_my_tickets", json!({})).await;
+    }
+    let refused = a.err("list_my_tickets", json!({})).await;
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    assert_eq!(refused["limit"], json!(bound));
+    assert_eq!(refused["window"], "minute");
+    assert!(
+        refused["retry_after_s"]
+            .as_u64()
+            .is_some_and(|s| (1..=60).contains(&s))
+    );
+    // Refused calls count too: hammering does not get them through.
+    assert_eq!(
+        a.err_code(
+            "create_ticket",
+            json!({ "values": { "subject": "s", "body": "b" } })
+        )
+        .await,
+        "rate_limited"
+    );
+    assert_eq!(
+        desk.count("SELECT count(*) FROM support.tickets").await,
+        0,
+        "a refused call wrote nothing"
+    );
+    b.ok("list_my_tickets", json!({})).await;
+    desk.admin.ok("list_tickets", json!({})).await;
+    desk.env.clock.advance(time::Duration::minutes(1));
+    a.ok("list_my_tickets", json!({})).await;
+}
