@@ -9,7 +9,12 @@ use crate::identity::Product;
 const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#1d1d1f}\
 h1{font-size:1.4rem}label{display:block;margin:.8rem 0 .2rem}input[type=email],input[type=password],select{width:100%;padding:.5rem;font:inherit}\
 button{font:inherit;padding:.5rem 1.2rem;margin:1rem .5rem 0 0}.error{color:#b00020}.muted{color:#666;font-size:.9rem}\
-fieldset{border:1px solid #ccc;margin-top:1rem}.product label{display:inline;margin:0}";
+fieldset{border:1px solid #ccc;margin-top:1rem}.product label{display:inline;margin:0}\
+input[type=text],textarea{width:100%;padding:.5rem;font:inherit;box-sizing:border-box}\
+nav.portal{border-bottom:1px solid #ddd;padding-bottom:.5rem}form.inline{display:inline;margin-left:.5rem}form.inline button{margin:0;padding:.2rem .6rem}\
+table{width:100%;border-collapse:collapse}th,td{text-align:left;padding:.3rem;border-bottom:1px solid #eee}\
+ol#thread{list-style:none;padding:0}li.entry{border-left:3px solid #ccc;padding:0 .8rem;margin:1rem 0}li.entry[data-from=agent]{border-color:#2a6}\
+.entry-body{white-space:pre-wrap}.entry-from{margin:0}";
 
 /// The page shell: title, inline style, body.
 pub fn layout(title: &str, body: Markup) -> Markup {
