@@ -2,8 +2,9 @@
 //! or longer-lived than itself, and records who made it so that revoking the maker revokes
 //! it (the cascade is a trigger, migration V6, so no revocation path can forget it).
 //!
-//! Every tool that mints a standing credential (API keys today; customer keys, webhook
-//! subscriptions and data-source keys as they land) asks [`bound`] first.
+//! Every tool that mints a standing credential (API keys, customer keys; webhook
+//! subscriptions and data-source keys as they land) asks [`bound`] (or, for a customer
+//! credential, [`bound_customer`]) first.
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -147,6 +148,31 @@ pub fn bound(
     })
 }
 
+/// Bounds a customer credential (support's customer persona, bound to one requester) minted
+/// by `actor`. It is the narrowest credential there is, the reader role on the support
+/// product only, so the general rule is all it needs, plus one thing the general rule lets an
+/// unrestricted maker skip: the maker must reach support itself now, since the new credential
+/// is good for nothing else.
+pub fn bound_customer(
+    actor: &Principal,
+    expires_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<Bounded, ToolError> {
+    let bounded = bound(
+        actor,
+        Role::Reader,
+        Some(vec![Product::Support]),
+        expires_at,
+        now,
+    )?;
+    if !actor.has_product(Product::Support) {
+        return Err(ToolError::forbidden(
+            "this credential does not reach the support product, so it cannot mint a customer credential",
+        ));
+    }
+    Ok(bounded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +236,32 @@ mod tests {
             bound(&open, Role::Owner, None, None, now).unwrap().products,
             None
         );
+    }
+
+    #[test]
+    fn customer_credentials_are_reader_on_support_within_the_maker() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let later = now + time::Duration::days(30);
+        let admin = key(Role::Admin, Some(vec![Product::Support]), Some(later));
+        let b = bound_customer(&admin, None, now).unwrap();
+        assert_eq!(b.role, Role::Reader);
+        assert_eq!(b.products, Some(vec![Product::Support]));
+        assert_eq!(b.expires_at, Some(later));
+        assert_eq!(b.parent_key_id(), Some("00000000000000aa"));
+        assert!(bound_customer(&admin, Some(later + time::Duration::days(1)), now).is_err());
+        let crm_only = key(Role::Owner, Some(vec![Product::Crm]), None);
+        assert!(bound_customer(&crm_only, None, now).is_err());
+        // Unrestricted, but support is not installed: nothing to reach.
+        let mut unrestricted = key(Role::Owner, None, None);
+        unrestricted.products = vec![Product::Crm];
+        assert!(bound_customer(&unrestricted, None, now).is_err());
+        unrestricted.products = vec![Product::Crm, Product::Support];
+        assert_eq!(
+            bound_customer(&unrestricted, None, now).unwrap().products,
+            Some(vec![Product::Support])
+        );
+        let mut customer = key(Role::Owner, None, None);
+        customer.persona = Persona::Customer;
+        assert!(bound_customer(&customer, None, now).is_err());
     }
 }

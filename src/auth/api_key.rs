@@ -82,6 +82,8 @@ pub enum Rejection {
     Unknown,
     Expired,
     Revoked,
+    /// A customer key whose requester is disabled or gone.
+    RequesterDisabled,
 }
 
 /// Resolves a presented token to a Principal, through the narrow auth role.
@@ -97,7 +99,9 @@ pub async fn resolve(
     let statement = client
         .prepare_cached(
             "SELECT k.workspace_id, k.secret_hash, k.role, k.expires_at, k.revoked_at, k.last_used_at, w.name,
-                    k.products IS NULL AS all_products,
+                    k.products IS NULL AS all_products, k.persona, k.principal_id,
+                    (SELECT r.disabled_at IS NULL FROM support.requesters r
+                     WHERE r.workspace_id = k.workspace_id AND r.id = k.principal_id) AS requester_enabled,
                     ARRAY(SELECT p.product FROM hdls.installed_products p
                           WHERE p.workspace_id = k.workspace_id AND p.uninstalled_at IS NULL
                             AND (k.products IS NULL OR p.product = ANY (k.products))
@@ -126,19 +130,42 @@ pub async fn resolve(
     }
     let role: String = row.get("role");
     let role: Role = role.parse().map_err(ToolError::internal)?;
-    let products: Vec<String> = row.get("products");
+    let products: Vec<Product> = row
+        .get::<_, Vec<String>>("products")
+        .iter()
+        .filter_map(|s| Product::from_slug(s))
+        .collect();
+    let principal_id: Option<Uuid> = row.get("principal_id");
+    let (persona, role, products, all_products) = match row.get::<_, &str>("persona") {
+        "agent" => (Persona::Agent, role, products, row.get("all_products")),
+        "customer" => {
+            // Checked on every request, so disabling the requester stops the key at once
+            // (NULL: the requester is gone).
+            if row.get::<_, Option<bool>>("requester_enabled") != Some(true) {
+                return Ok(Err(Rejection::RequesterDisabled));
+            }
+            // Whatever the row says, a customer is a reader on support and nothing else.
+            let support: Vec<Product> = products
+                .into_iter()
+                .filter(|p| *p == Product::Support)
+                .collect();
+            (Persona::Customer, Role::Reader, support, false)
+        }
+        other => {
+            return Err(ToolError::internal(format!(
+                "API key with unknown persona {other:?}"
+            )));
+        }
+    };
     let principal = Principal {
         workspace_id: row.get("workspace_id"),
         workspace_name: row.get("name"),
         role,
-        persona: Persona::Agent,
-        principal_id: None,
+        persona,
+        principal_id: principal_id.filter(|_| persona == Persona::Customer),
         user_id: None,
-        products: products
-            .iter()
-            .filter_map(|s| Product::from_slug(s))
-            .collect(),
-        all_products: row.get("all_products"),
+        products,
+        all_products,
         credential: CredentialRef {
             kind: CredentialKind::ApiKey,
             id: display_id(key_id),
@@ -192,6 +219,11 @@ pub struct MintedKey {
     pub key_id: String,
     pub key: String,
     pub role: Role,
+    /// Whom the key acts for: the team (`agent`) or one requester (`customer`).
+    pub persona: Persona,
+    /// The requester a customer key is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requester_id: Option<Uuid>,
     /// The products the key reaches; `None` (shown as null) means every installed product.
     pub products: Option<Vec<Product>>,
     /// The credential it was minted through (`cli`, `key_…`, `grant_…`); revoking that one
@@ -214,12 +246,61 @@ pub async fn mint(
     now: OffsetDateTime,
 ) -> Result<MintedKey, ToolError> {
     let bounded = credentials::bound(actor, role, products, expires_at, now)?;
+    store(scope, actor, bounded, None, label, now).await
+}
+
+/// Mints a customer key bound to `requester_id` (support's customer persona), bounded by
+/// `actor` (see [`crate::credentials::bound_customer`]), and audits it. The requester must
+/// be one of the workspace's and not disabled.
+pub async fn mint_customer(
+    scope: &Scope,
+    actor: &Principal,
+    requester_id: Uuid,
+    label: Option<String>,
+    expires_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<MintedKey, ToolError> {
+    let bounded = credentials::bound_customer(actor, expires_at, now)?;
+    // Locked so the requester cannot be disabled between this check and the insert.
+    let disabled_at: Option<OffsetDateTime> = scope
+        .query_opt(
+            "SELECT disabled_at FROM support.requesters WHERE id = $1 FOR SHARE",
+            &[&requester_id],
+        )
+        .await?
+        .ok_or_else(|| {
+            ToolError::not_found(format!("no requester {requester_id} in this workspace"))
+                .with("path", "requester_id")
+        })?
+        .get(0);
+    if disabled_at.is_some() {
+        return Err(ToolError::conflict(format!(
+            "requester {requester_id} is disabled; enable them before minting them a key"
+        ))
+        .with("path", "requester_id"));
+    }
+    store(scope, actor, bounded, Some(requester_id), label, now).await
+}
+
+/// Writes a bounded key (a customer key when `requester_id` is given) and its audit record.
+async fn store(
+    scope: &Scope,
+    actor: &Principal,
+    bounded: credentials::Bounded,
+    requester_id: Option<Uuid>,
+    label: Option<String>,
+    now: OffsetDateTime,
+) -> Result<MintedKey, ToolError> {
+    let persona = match requester_id {
+        Some(_) => Persona::Customer,
+        None => Persona::Agent,
+    };
     let key = generate();
     scope
         .execute(
             "INSERT INTO hdls.api_keys (key_id, secret_hash, role, label, created_by, created_at, expires_at,
-                                        products, parent_key_id, parent_grant_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                        products, parent_key_id, parent_grant_id, persona, principal_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             &[
                 &key.key_id,
                 &key.hash.as_slice(),
@@ -231,15 +312,24 @@ pub async fn mint(
                 &bounded.product_slugs(),
                 &bounded.parent_key_id(),
                 &bounded.parent_grant_id(),
+                &persona.as_str(),
+                &requester_id,
             ],
         )
         .await?;
     let key_id = display_id(&key.key_id);
+    let role = bounded.role;
+    let target = match requester_id {
+        Some(requester) => {
+            format!("{key_id} role={role} persona=customer requester_id={requester}")
+        }
+        None => format!("{key_id} role={role}"),
+    };
     audit::record(
         scope,
         actor,
         audit::actions::API_KEY_MINT,
-        Some(&format!("{key_id} role={role}")),
+        Some(&target),
         audit::Outcome::Allowed,
         now,
     )
@@ -248,6 +338,8 @@ pub async fn mint(
         key_id,
         key: key.token,
         role,
+        persona,
+        requester_id,
         products: bounded.products,
         minted_by: actor.credential.id.clone(),
         label,

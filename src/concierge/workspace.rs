@@ -72,8 +72,9 @@ pub fn tools() -> Vec<ToolDef> {
         .audited(actions::API_KEY_MINT),
         ToolDef::new(
             "list_api_keys",
-            "List this workspace's API keys: id, role, products, label, the credential that minted it, created, \
-             expiry, last use, status and why it was revoked. Never shows a key or its hash. Needs admin or owner.",
+            "List this workspace's API keys: id, role, persona (agent, or customer with the requester_id it acts \
+             for), products, label, the credential that minted it, created, expiry, last use, status and why it \
+             was revoked. Never shows a key or its hash. Needs admin or owner.",
             HERE,
             Role::Admin,
             Effect::Read,
@@ -246,7 +247,7 @@ async fn list_api_keys(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
         .scope
         .query(
             "SELECT key_id, role, label, created_by, created_at, expires_at, revoked_at, revoked_reason,
-                    last_used_at, products
+                    last_used_at, products, persona, principal_id
              FROM hdls.api_keys ORDER BY created_at DESC, key_id",
             &[],
         )
@@ -267,6 +268,8 @@ async fn list_api_keys(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
             json!({
                 "key_id": api_key::display_id(r.get("key_id")),
                 "role": r.get::<_, &str>("role"),
+                "persona": r.get::<_, &str>("persona"),
+                "requester_id": r.get::<_, Option<uuid::Uuid>>("principal_id"),
                 "label": r.get::<_, Option<&str>>("label"),
                 "minted_by": r.get::<_, &str>("created_by"),
                 "products": r.get::<_, Option<Vec<String>>>("products"),

@@ -5,6 +5,7 @@
 
 mod customer;
 mod customer_access;
+mod customer_keys;
 mod requesters;
 mod sla;
 mod summary;
@@ -23,5 +24,6 @@ pub fn tools() -> Vec<ToolDef> {
     tools.extend(summary::tools());
     tools.extend(customer::tools());
     tools.extend(customer_access::tools());
+    tools.extend(customer_keys::tools());
     tools
 }
