@@ -12,6 +12,7 @@ mod contacts;
 mod credentials;
 mod crm;
 mod custom_fields;
+mod customer_accounts;
 mod database_roles;
 mod embedded_serve;
 mod interop;
