@@ -24,6 +24,7 @@ mod oauth_refusals;
 mod oauth_server;
 mod oauth_support;
 mod people;
+mod portal_browser;
 mod power_fuzz;
 mod power_refusals;
 mod power_tools;
