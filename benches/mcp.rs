@@ -111,6 +111,8 @@ async fn oauth_access_token(
         client_id: "bench".into(),
         resource: resource.to_owned(),
         products: vec![hdls::identity::Product::Crm],
+        persona: hdls::identity::Persona::Agent,
+        principal_id: None,
     };
     let db = app.pools.auth.get().await?;
     let redirect = "http://127.0.0.1:9/callback";

@@ -20,6 +20,10 @@ pub mod actions {
     pub const MEMBER_JOIN: &str = "member.join";
     pub const MEMBER_ROLE_CHANGE: &str = "member.role_change";
     pub const MEMBER_REMOVE: &str = "member.remove";
+    /// A support requester was invited to a customer account.
+    pub const CUSTOMER_INVITE: &str = "customer.invite";
+    /// A person accepted a customer invitation (a customer account, not a membership).
+    pub const CUSTOMER_JOIN: &str = "customer.join";
     /// A person approved a connection on the consent page.
     pub const OAUTH_GRANT: &str = "oauth.grant";
     /// A used refresh token came back: the whole connection was revoked.

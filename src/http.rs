@@ -29,7 +29,8 @@ pub fn router(app: Arc<App>, shutdown: CancellationToken) -> Router {
         .route("/readyz", get(readyz))
         .with_state(app.clone())
         .merge(crate::oauth::api_routes(app.clone()))
-        .merge(crate::oauth::page_routes(app.clone()));
+        .merge(crate::oauth::page_routes(app.clone()))
+        .merge(crate::web::portal::routes(app.clone()));
     for endpoint in Endpoint::ALL {
         let metadata_path = format!("/.well-known/oauth-protected-resource{}", endpoint.path());
         let doc = metadata::protected_resource(&app.public, endpoint);

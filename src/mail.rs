@@ -47,14 +47,37 @@ impl Mailer {
         link: &str,
         expires: &str,
     ) -> Result<(), String> {
-        let to: Mailbox = to
-            .parse()
-            .map_err(|_| "the address is not valid".to_owned())?;
         let body = format!(
             "You have been invited to join the workspace \"{workspace}\" on hdls as {role}.\n\n\
              Open this link to accept (it works once, until {expires}):\n\n{link}\n\n\
              If you did not expect this, ignore this email.\n"
         );
+        self.send(to, format!("Join {workspace} on hdls"), body)
+            .await
+    }
+
+    /// Sends a customer invitation: an account to follow one's own support tickets.
+    pub async fn send_customer_invitation(
+        &self,
+        to: &str,
+        workspace: &str,
+        link: &str,
+        expires: &str,
+    ) -> Result<(), String> {
+        let body = format!(
+            "{workspace} invites you to a customer account for their support: you can then open \
+             and follow your own tickets on the web, or from an MCP client.\n\n\
+             Open this link to set it up (it works once, until {expires}):\n\n{link}\n\n\
+             If you did not expect this, ignore this email.\n"
+        );
+        self.send(to, format!("Your {workspace} support account"), body)
+            .await
+    }
+
+    async fn send(&self, to: &str, subject: String, body: String) -> Result<(), String> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|_| "the address is not valid".to_owned())?;
         // Quoted-printable keeps the link readable in the raw message whatever the
         // workspace name's characters.
         let body = Body::new_with_encoding(body, ContentTransferEncoding::QuotedPrintable)
@@ -62,7 +85,7 @@ impl Mailer {
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(format!("Join {workspace} on hdls"))
+            .subject(subject)
             .singlepart(
                 SinglePart::builder()
                     .header(ContentType::TEXT_PLAIN)

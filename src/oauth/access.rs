@@ -3,7 +3,8 @@
 //!
 //! Beyond the signature, every request re-reads the grant and the membership (one indexed
 //! lookup, as API keys do), so a revoked connection or a removed member stops at once rather
-//! than when the token expires, and a demoted member's token carries the lower role.
+//! than when the token expires, and a demoted member's token carries the lower role. A
+//! customer grant is checked the same way against its customer account and requester.
 
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -148,18 +149,7 @@ pub async fn resolve(
         return Ok(Err(Rejection::Malformed));
     };
     let client = app.pools.auth.get().await.map_err(ToolError::from_pool)?;
-    let statement = client
-        .prepare_cached(
-            "SELECT w.name, m.role,
-                    ARRAY(SELECT p.product FROM hdls.installed_products p
-                          WHERE p.workspace_id = g.workspace_id AND p.uninstalled_at IS NULL
-                          ORDER BY p.product) AS installed
-             FROM hdls.oauth_grants g
-             JOIN hdls.workspaces w USING (workspace_id)
-             JOIN hdls_identity.usable_memberships m ON m.workspace_id = g.workspace_id AND m.user_id = g.user_id
-             WHERE g.workspace_id = $1 AND g.grant_id = $2 AND g.user_id = $3 AND g.revoked_at IS NULL",
-        )
-        .await?;
+    let statement = client.prepare_cached(&RESOLVE_SQL).await?;
     let Some(row) = client
         .query_opt(
             &statement,
@@ -169,23 +159,33 @@ pub async fn resolve(
     else {
         return Ok(Err(Rejection::Revoked));
     };
-    let member_role: Role = row
-        .get::<_, &str>("role")
-        .parse()
-        .map_err(ToolError::internal)?;
+    // The binding's role: NULL when the membership (agent) or the customer account (customer)
+    // is gone, or the requester is disabled.
+    let Some(bound_role) = row.get::<_, Option<&str>>("role") else {
+        return Ok(Err(Rejection::Revoked));
+    };
+    let bound_role: Role = bound_role.parse().map_err(ToolError::internal)?;
+    let persona = super::grants::parse_persona(row.get("persona"))?;
+    let principal_id: Option<Uuid> = row.get("principal_id");
+    // A customer grant is made only for the support endpoint (the audience pins it); this
+    // keeps it there even if a grant row said otherwise.
+    if persona == Persona::Customer && endpoint != Endpoint::Product(Product::Support) {
+        return Ok(Err(Rejection::WrongAudience));
+    }
     let installed: Vec<String> = row.get("installed");
     let products = claims
         .products
         .iter()
         .copied()
         .filter(|p| installed.iter().any(|s| s == p.slug()))
+        .filter(|p| persona == Persona::Agent || *p == Product::Support)
         .collect();
     Ok(Ok(Principal {
         workspace_id: claims.workspace_id,
         workspace_name: row.get("name"),
-        role: claims.role.min(member_role),
-        persona: Persona::Agent,
-        principal_id: None,
+        role: claims.role.min(bound_role),
+        persona,
+        principal_id,
         user_id: Some(user_id),
         products,
         all_products: false,
@@ -196,3 +196,27 @@ pub async fn resolve(
         expires_at: OffsetDateTime::from_unix_timestamp(claims.exp).ok(),
     }))
 }
+
+/// The grant behind a token, with the role its binding allows now: the member's role for an
+/// agent grant; `reader` for a customer grant whose account stands (same person bound to the
+/// same requester, requester enabled, support installed); NULL otherwise. Persona and
+/// principal come from the grant row, never from the token or the request.
+static RESOLVE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT w.name, g.persona, g.principal_id,
+                CASE WHEN g.persona = 'agent' THEN
+                         (SELECT m.role FROM hdls_identity.usable_memberships m
+                          WHERE m.workspace_id = g.workspace_id AND m.user_id = g.user_id)
+                     WHEN EXISTS (SELECT 1 FROM hdls.customer_accounts ca
+                                  WHERE ca.workspace_id = g.workspace_id AND ca.user_id = g.user_id
+                                    AND ca.requester_id = g.principal_id AND {})
+                     THEN 'reader' END AS role,
+                ARRAY(SELECT p.product FROM hdls.installed_products p
+                      WHERE p.workspace_id = g.workspace_id AND p.uninstalled_at IS NULL
+                      ORDER BY p.product) AS installed
+         FROM hdls.oauth_grants g
+         JOIN hdls.workspaces w USING (workspace_id)
+         WHERE g.workspace_id = $1 AND g.grant_id = $2 AND g.user_id = $3 AND g.revoked_at IS NULL",
+        crate::people::customer_accounts::USABLE
+    )
+});

@@ -19,8 +19,8 @@ use super::clients::{self, ClientError};
 use super::grants;
 use crate::app::App;
 use crate::audit;
-use crate::identity::{Endpoint, Product};
-use crate::people::{self, sign_in};
+use crate::identity::{Endpoint, Persona, Product};
+use crate::people::{self, customer_accounts, sign_in};
 use crate::web::{client_address, pages, session};
 
 /// The parameters of an authorization request, as received.
@@ -340,7 +340,29 @@ async fn consent_page(
         Ok(m) => m,
         Err(e) => return internal(e),
     };
-    if memberships.is_empty() {
+    // Customer accounts are offered only for the support endpoint, the one place a customer
+    // credential works.
+    let accounts = if valid.endpoint == SUPPORT {
+        match customer_accounts::of_person(&app.pools.auth, user_id).await {
+            Ok(c) => c,
+            Err(e) => return internal(e),
+        }
+    } else {
+        Vec::new()
+    };
+    if memberships.is_empty() && accounts.is_empty() {
+        if valid.endpoint != SUPPORT
+            && matches!(customer_accounts::of_person(&app.pools.auth, user_id).await, Ok(c) if !c.is_empty())
+        {
+            return pages::message(
+                StatusCode::FORBIDDEN,
+                "Customer accounts connect to support only",
+                &format!(
+                    "Your account is a customer account: connect your MCP client to {} instead.",
+                    app.public.endpoint_url(SUPPORT)
+                ),
+            );
+        }
         return pages::message(
             StatusCode::FORBIDDEN,
             "No workspace",
@@ -395,7 +417,13 @@ async fn consent_page(
                 name: m.workspace_name.clone(),
                 role: m.role.to_string(),
             })
+            .chain(accounts.iter().map(|c| pages::WorkspaceChoice {
+                id: format!("{CUSTOMER_CHOICE}{}", c.workspace_id),
+                name: format!("as a customer of {}", c.workspace_name),
+                role: "customer".to_owned(),
+            }))
             .collect(),
+        customers: !accounts.is_empty(),
         products: products.into_iter().map(|p| (p, ticked(p))).collect(),
         hidden: request.hidden(),
         csrf: &session::session_csrf(session_token),
@@ -546,34 +574,14 @@ pub async fn decide(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
             );
         }
     }
-    let memberships = match people::memberships(&app.pools.auth, user_id).await {
-        Ok(m) => m,
-        Err(e) => return internal(e),
+    let chosen = field("workspace").unwrap_or_default();
+    let grant = match chosen.strip_prefix(CUSTOMER_CHOICE) {
+        Some(workspace) => customer_grant(&app, &valid, user_id, workspace).await,
+        None => agent_grant(&app, &valid, user_id, chosen, &form).await,
     };
-    let Some(membership) = field("workspace")
-        .and_then(|w| w.parse::<Uuid>().ok())
-        .and_then(|w| memberships.into_iter().find(|m| m.workspace_id == w))
-    else {
-        return fatal(
-            StatusCode::FORBIDDEN,
-            "You are not a member of the chosen workspace.",
-        );
-    };
-    let mut products: Vec<Product> = form
-        .iter()
-        .filter(|(n, _)| n == "product")
-        .filter_map(|(_, v)| Product::from_slug(v))
-        .filter(|p| membership.products.contains(p))
-        .collect();
-    products.sort();
-    products.dedup();
-    let grant = grants::Grant {
-        workspace_id: membership.workspace_id,
-        grant_id: Uuid::now_v7(),
-        user_id,
-        client_id: valid.client.client_id.clone(),
-        resource: valid.resource.clone(),
-        products,
+    let grant = match grant {
+        Ok(g) => g,
+        Err(response) => return *response,
     };
     let code = async {
         let mut client = app
@@ -602,11 +610,15 @@ pub async fn decide(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
             },
             audit::actions::OAUTH_GRANT,
             Some(&format!(
-                "grant_{} client {:?} resource {} products [{}]",
+                "grant_{} client {:?} resource {} products [{}]{}",
                 grant.grant_id,
                 valid.client.name,
                 grant.resource,
-                grants::product_slugs(&grant.products).join(",")
+                grants::product_slugs(&grant.products).join(","),
+                grant
+                    .principal_id
+                    .map(|r| format!(" as customer (requester {r})"))
+                    .unwrap_or_default()
             )),
             now,
         )
@@ -625,4 +637,97 @@ pub async fn decide(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
     }
     params.push(("iss", app.public.base()));
     redirect_with(&valid.redirect_uri, &params)
+}
+
+/// The consent form's value for "as a customer of" a workspace: this prefix and its id.
+const CUSTOMER_CHOICE: &str = "customer:";
+const SUPPORT: Endpoint = Endpoint::Product(Product::Support);
+
+/// The grant for a person's membership of the chosen workspace: their role there, the ticked
+/// products that are installed.
+async fn agent_grant(
+    app: &App,
+    valid: &Valid,
+    user_id: Uuid,
+    chosen: &str,
+    form: &[(String, String)],
+) -> Result<grants::Grant, Box<Response>> {
+    let memberships = people::memberships(&app.pools.auth, user_id)
+        .await
+        .map_err(|e| Box::new(internal(e)))?;
+    let Some(membership) = chosen
+        .parse::<Uuid>()
+        .ok()
+        .and_then(|w| memberships.into_iter().find(|m| m.workspace_id == w))
+    else {
+        return Err(Box::new(fatal(
+            StatusCode::FORBIDDEN,
+            "You are not a member of the chosen workspace.",
+        )));
+    };
+    let mut products: Vec<Product> = form
+        .iter()
+        .filter(|(n, _)| n == "product")
+        .filter_map(|(_, v)| Product::from_slug(v))
+        .filter(|p| membership.products.contains(p))
+        .collect();
+    products.sort();
+    products.dedup();
+    Ok(grants::Grant {
+        workspace_id: membership.workspace_id,
+        grant_id: Uuid::now_v7(),
+        user_id,
+        client_id: valid.client.client_id.clone(),
+        resource: valid.resource.clone(),
+        products,
+        persona: Persona::Agent,
+        principal_id: None,
+    })
+}
+
+/// The grant for a person's customer account in the chosen workspace: the customer persona,
+/// bound to their requester, support only, and only for the support endpoint.
+async fn customer_grant(
+    app: &App,
+    valid: &Valid,
+    user_id: Uuid,
+    workspace: &str,
+) -> Result<grants::Grant, Box<Response>> {
+    let refused = || {
+        Box::new(fatal(
+            StatusCode::FORBIDDEN,
+            "You have no customer account in the chosen workspace (or it was disabled).",
+        ))
+    };
+    if valid.endpoint != SUPPORT {
+        return Err(Box::new(fatal(
+            StatusCode::FORBIDDEN,
+            "A customer account connects only to the support endpoint.",
+        )));
+    }
+    let workspace_id: Uuid = workspace.parse().map_err(|_| refused())?;
+    let requester = async {
+        let client = app
+            .pools
+            .auth
+            .get()
+            .await
+            .map_err(crate::error::ToolError::from_pool)?;
+        customer_accounts::in_workspace(&client, workspace_id, user_id).await
+    }
+    .await
+    .map_err(|e| Box::new(internal(e)))?;
+    let Some(requester) = requester else {
+        return Err(refused());
+    };
+    Ok(grants::Grant {
+        workspace_id,
+        grant_id: Uuid::now_v7(),
+        user_id,
+        client_id: valid.client.client_id.clone(),
+        resource: valid.resource.clone(),
+        products: vec![Product::Support],
+        persona: Persona::Customer,
+        principal_id: Some(requester),
+    })
 }

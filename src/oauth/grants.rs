@@ -8,7 +8,8 @@ use super::access;
 use crate::app::App;
 use crate::audit;
 use crate::error::ToolError;
-use crate::identity::{Product, Role};
+use crate::identity::{Persona, Product, Role};
+use crate::people::customer_accounts;
 use crate::secret;
 
 /// How long an authorization code is valid.
@@ -26,6 +27,19 @@ pub struct Grant {
     pub client_id: String,
     pub resource: String,
     pub products: Vec<Product>,
+    /// Agent (the person's membership) or customer (their customer account); frozen.
+    pub persona: Persona,
+    /// The requester a customer grant acts as; `None` for agents.
+    pub principal_id: Option<Uuid>,
+}
+
+/// The persona stored on a credential row ('agent' or 'customer').
+pub fn parse_persona(text: &str) -> Result<Persona, ToolError> {
+    match text {
+        "agent" => Ok(Persona::Agent),
+        "customer" => Ok(Persona::Customer),
+        other => Err(ToolError::internal(format!("unknown persona {other:?}"))),
+    }
 }
 
 pub fn product_slugs(products: &[Product]) -> Vec<String> {
@@ -49,8 +63,9 @@ pub async fn create_with_code(
     client
         .execute(
             "INSERT INTO hdls.oauth_grants
-                 (workspace_id, grant_id, user_id, client_id, client_name, resource, products, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 (workspace_id, grant_id, user_id, client_id, client_name, resource, products, created_at,
+                  persona, principal_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             &[
                 &grant.workspace_id,
                 &grant.grant_id,
@@ -60,6 +75,8 @@ pub async fn create_with_code(
                 &grant.resource,
                 &product_slugs(&grant.products),
                 &now,
+                &grant.persona.as_str(),
+                &grant.principal_id,
             ],
         )
         .await?;
@@ -135,21 +152,38 @@ pub async fn revoke_by_client(
     revoke(client, workspace_id, grant_id, reason, actor, action, now).await
 }
 
-/// The member's current role, or `None` if they are no longer a member (or may not use that
-/// membership yet: see `hdls_identity.usable_memberships`).
+/// The role a grant may use now, or `None` if its binding is gone. An agent grant carries the
+/// member's current role (`None` once they are no longer a member, or may not use that
+/// membership yet: see `hdls_identity.usable_memberships`). A customer grant is always a
+/// reader, while its customer account stands (same person, same requester, requester
+/// enabled, support installed). A binding of one persona never satisfies the other.
 pub async fn current_role(
     client: &impl GenericClient,
-    workspace_id: Uuid,
-    user_id: Uuid,
+    grant: &Grant,
 ) -> Result<Option<Role>, ToolError> {
-    let row = client
-        .query_opt(
-            "SELECT role FROM hdls_identity.usable_memberships WHERE workspace_id = $1 AND user_id = $2",
-            &[&workspace_id, &user_id],
-        )
-        .await?;
-    row.map(|r| r.get::<_, &str>(0).parse().map_err(ToolError::internal))
-        .transpose()
+    match (grant.persona, grant.principal_id) {
+        (Persona::Agent, _) => {
+            let row = client
+                .query_opt(
+                    "SELECT role FROM hdls_identity.usable_memberships WHERE workspace_id = $1 AND user_id = $2",
+                    &[&grant.workspace_id, &grant.user_id],
+                )
+                .await?;
+            row.map(|r| r.get::<_, &str>(0).parse().map_err(ToolError::internal))
+                .transpose()
+        }
+        (Persona::Customer, Some(requester)) => {
+            let bound = customer_accounts::still_bound(
+                client,
+                grant.workspace_id,
+                grant.user_id,
+                requester,
+            )
+            .await?;
+            Ok(bound.then_some(Role::Reader))
+        }
+        (Persona::Customer, None) => Ok(None),
+    }
 }
 
 /// A token response's contents.

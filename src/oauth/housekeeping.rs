@@ -61,7 +61,13 @@ pub async fn purge(auth: &Pool, now: OffsetDateTime) -> Result<Purged, ToolError
             "DELETE FROM hdls_identity.web_sessions WHERE expires_at < $1",
             &[&before],
         )
-        .await?;
+        .await?
+        + client
+            .execute(
+                "DELETE FROM hdls_identity.portal_sessions WHERE expires_at < $1",
+                &[&before],
+            )
+            .await?;
     let links = client
         .execute(
             "DELETE FROM hdls_identity.user_links WHERE expires_at < $1 OR used_at < $1",

@@ -139,7 +139,7 @@ async fn authorization_code(
     let Some(row) = tx
         .query_opt(
             "SELECT c.workspace_id, c.grant_id, c.client_id, c.redirect_uri, c.code_challenge, c.resource,
-                    c.expires_at, c.used_at, g.user_id, g.products, g.revoked_at
+                    c.expires_at, c.used_at, g.user_id, g.products, g.revoked_at, g.persona, g.principal_id
              FROM hdls.oauth_codes c JOIN hdls.oauth_grants g USING (workspace_id, grant_id)
              WHERE c.code_hash = $1 FOR UPDATE OF c",
             &[&secret::hash(code).as_slice()],
@@ -194,18 +194,25 @@ async fn authorization_code(
                 client_id: client_id.to_owned(),
                 resource: row.get("resource"),
                 products: grants::parse_products(&row.get::<_, Vec<String>>("products")),
+                persona: grants::parse_persona(row.get("persona"))?,
+                principal_id: row.get("principal_id"),
             };
-            match grants::current_role(&tx, workspace_id, grant.user_id).await? {
-                None => Err(oauth_error(
-                    "invalid_grant",
-                    "the person is no longer a member of the workspace",
-                )),
+            match grants::current_role(&tx, &grant).await? {
+                None => Err(no_longer_bound()),
                 Some(role) => Ok((grants::issue(app, &tx, &grant, role, now).await?, grant)),
             }
         }
     };
     tx.commit().await?;
     result
+}
+
+/// The grant's membership or customer account is gone (or its requester disabled).
+fn no_longer_bound() -> OAuthError {
+    oauth_error(
+        "invalid_grant",
+        "the person is no longer a member of the workspace (or, for a customer connection, no longer has that customer account)",
+    )
 }
 
 fn check_code(
@@ -286,7 +293,7 @@ async fn refresh(
     let Some(row) = tx
         .query_opt(
             "SELECT r.workspace_id, r.grant_id, r.issued_at, r.used_at,
-                    g.user_id, g.client_id, g.resource, g.products, g.revoked_at
+                    g.user_id, g.client_id, g.resource, g.products, g.revoked_at, g.persona, g.principal_id
              FROM hdls.oauth_refresh_tokens r JOIN hdls.oauth_grants g USING (workspace_id, grant_id)
              WHERE r.token_hash = $1 FOR UPDATE OF r, g",
             &[&hash.as_slice()],
@@ -350,12 +357,11 @@ async fn refresh(
         client_id: client_id.to_owned(),
         resource: row.get("resource"),
         products: grants::parse_products(&row.get::<_, Vec<String>>("products")),
+        persona: grants::parse_persona(row.get("persona"))?,
+        principal_id: row.get("principal_id"),
     };
-    let Some(role) = grants::current_role(&tx, workspace_id, grant.user_id).await? else {
-        return Err(oauth_error(
-            "invalid_grant",
-            "the person is no longer a member of the workspace",
-        ));
+    let Some(role) = grants::current_role(&tx, &grant).await? else {
+        return Err(no_longer_bound());
     };
     tx.execute(
         "UPDATE hdls.oauth_refresh_tokens SET used_at = $3 WHERE workspace_id = $1 AND token_hash = $2",

@@ -1,5 +1,7 @@
 //! Invitations: an admin invites an email with a role; the one-time link, valid 7 days,
 //! creates the person (or has an existing one prove their password) and adds the membership.
+//! A customer invitation (support) is the same link for one requester: accepting it makes a
+//! customer account (hdls.customer_accounts) instead, which is never a membership.
 //!
 //! The link is shown to the inviter too, so holding it proves nothing about the address:
 //! accepting never sets, replaces or skips the credentials of a person who already exists,
@@ -12,7 +14,7 @@ use deadpool_postgres::Pool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{normalize_email, password, throttle};
+use super::{customer_accounts, normalize_email, password, throttle};
 use crate::audit;
 use crate::db::Scope;
 use crate::error::ToolError;
@@ -55,14 +57,50 @@ pub async fn create(
             "{email} is already a member of this workspace"
         )));
     }
+    let created = insert(scope, actor, email, role, None, now).await?;
+    audit::record(
+        scope,
+        actor,
+        audit::actions::MEMBER_INVITE,
+        Some(&format!("{} as {role}", created.email)),
+        audit::Outcome::Allowed,
+        now,
+    )
+    .await?;
+    Ok(created)
+}
+
+/// Invites requester `requester_id` (whose address is `email`) to a customer account in the
+/// Scope's workspace. The caller (the support tool) has checked the requester is enabled and
+/// has no account yet; the inviter must still be at least a member when the link is used.
+pub async fn create_for_customer(
+    scope: &Scope,
+    actor: &Principal,
+    requester_id: Uuid,
+    email: &str,
+    now: OffsetDateTime,
+) -> Result<Created, ToolError> {
+    let email = normalize_email(email)?;
+    // The role column is required by the table but means nothing for a customer.
+    insert(scope, actor, email, Role::Reader, Some(requester_id), now).await
+}
+
+async fn insert(
+    scope: &Scope,
+    actor: &Principal,
+    email: String,
+    role: Role,
+    requester_id: Option<Uuid>,
+    now: OffsetDateTime,
+) -> Result<Created, ToolError> {
     let link = secret::generate(PREFIX);
     let invitation_id = Uuid::now_v7();
     let expires_at = now + VALID;
     scope
         .execute(
             "INSERT INTO hdls.invitations
-                 (invitation_id, token_hash, email, role, invited_by, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 (invitation_id, token_hash, email, role, invited_by, created_at, expires_at, requester_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &invitation_id,
                 &link.hash.as_slice(),
@@ -71,18 +109,10 @@ pub async fn create(
                 &actor.credential.id,
                 &now,
                 &expires_at,
+                &requester_id,
             ],
         )
         .await?;
-    audit::record(
-        scope,
-        actor,
-        audit::actions::MEMBER_INVITE,
-        Some(&format!("{email} as {role}")),
-        audit::Outcome::Allowed,
-        now,
-    )
-    .await?;
     Ok(Created {
         invitation_id,
         email,
@@ -94,9 +124,12 @@ pub async fn create(
 
 /// A valid, unaccepted invitation, as the accept page shows it.
 pub struct Pending {
+    pub workspace_id: Uuid,
     pub workspace_name: String,
     pub email: String,
     pub role: Role,
+    /// Set for a customer invitation: the requester the account will act as.
+    pub requester_id: Option<Uuid>,
 }
 
 /// Looks an invitation link up without using it. Deliberately says nothing about whether the
@@ -109,7 +142,7 @@ pub async fn peek(
     let client = auth.get().await.map_err(ToolError::from_pool)?;
     let row = client
         .query_opt(
-            "SELECT w.name, i.email, i.role
+            "SELECT i.workspace_id, w.name, i.email, i.role, i.requester_id
              FROM hdls.invitations i JOIN hdls.workspaces w USING (workspace_id)
              WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.expires_at > $2",
             &[&secret::hash(token).as_slice(), &now],
@@ -117,7 +150,9 @@ pub async fn peek(
         .await?;
     row.map(|r| {
         Ok(Pending {
+            workspace_id: r.get("workspace_id"),
             workspace_name: r.get("name"),
+            requester_id: r.get("requester_id"),
             email: r.get("email"),
             role: r
                 .get::<_, &str>("role")
@@ -131,7 +166,8 @@ pub async fn peek(
 /// Whether the credential that made an invitation still stands behind it: not revoked or
 /// expired, and (for a person's connection) still a member with at least the invited role.
 /// An invitation is a credential minted through another; revoking the maker (or removing or
-/// demoting its member) must leave its links unable to add anyone.
+/// demoting its member) must leave its links unable to add anyone. Only team credentials
+/// (persona agent) vouch: a customer credential never made a link.
 async fn inviter_still_vouches(
     tx: &impl deadpool_postgres::GenericClient,
     workspace_id: Uuid,
@@ -147,7 +183,7 @@ async fn inviter_still_vouches(
         let row = tx
             .query_opt(
                 "SELECT role FROM hdls.api_keys
-                 WHERE workspace_id = $1 AND key_id = $2 AND revoked_at IS NULL
+                 WHERE workspace_id = $1 AND key_id = $2 AND revoked_at IS NULL AND persona = 'agent'
                    AND (expires_at IS NULL OR expires_at > $3)",
                 &[&workspace_id, &key_id, &now],
             )
@@ -163,7 +199,8 @@ async fn inviter_still_vouches(
                 "SELECT m.role FROM hdls.oauth_grants g
                  JOIN hdls_identity.usable_memberships m
                    ON m.workspace_id = g.workspace_id AND m.user_id = g.user_id
-                 WHERE g.workspace_id = $1 AND g.grant_id = $2 AND g.revoked_at IS NULL",
+                 WHERE g.workspace_id = $1 AND g.grant_id = $2 AND g.revoked_at IS NULL
+                   AND g.persona = 'agent'",
                 &[&workspace_id, &grant_id],
             )
             .await?;
@@ -183,12 +220,18 @@ pub enum Refused {
     /// A new password that breaks the rules.
     Rules(String),
     Throttled(i64),
+    /// A customer invitation whose requester already has an account with another person, or
+    /// a person who is already a customer of this workspace as another requester.
+    Taken,
 }
 
 /// What accepting did: the person (now signed in) and the workspace they joined.
 pub struct Accepted {
     pub user_id: Uuid,
+    pub workspace_id: Uuid,
     pub workspace_name: String,
+    /// Whether this made a customer account (rather than a membership).
+    pub customer: bool,
 }
 
 /// Uses an invitation once. An existing person proves their password (under the sign-in
@@ -205,7 +248,7 @@ pub async fn accept(
     let tx = client.transaction().await?;
     let Some(invite) = tx
         .query_opt(
-            "SELECT i.workspace_id, i.invitation_id, i.email, i.role, i.invited_by, w.name
+            "SELECT i.workspace_id, i.invitation_id, i.email, i.role, i.invited_by, i.requester_id, w.name
              FROM hdls.invitations i JOIN hdls.workspaces w USING (workspace_id)
              WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.expires_at > $2
              FOR UPDATE OF i",
@@ -218,8 +261,19 @@ pub async fn accept(
     let workspace_id: Uuid = invite.get("workspace_id");
     let email: String = invite.get("email");
     let role: String = invite.get("role");
-    let invited_as: Role = role.parse().map_err(ToolError::internal)?;
+    let requester_id: Option<Uuid> = invite.get("requester_id");
+    // A customer invitation needs an inviter who is still at least a member of the team, and
+    // a requester who is still enabled.
+    let invited_as: Role = match requester_id {
+        Some(_) => Role::Member,
+        None => role.parse().map_err(ToolError::internal)?,
+    };
     if !inviter_still_vouches(&tx, workspace_id, invite.get("invited_by"), invited_as, now).await? {
+        return Ok(Err(Refused::Link));
+    }
+    if let Some(requester_id) = requester_id
+        && !customer_accounts::requester_enabled(&tx, workspace_id, requester_id).await?
+    {
         return Ok(Err(Refused::Link));
     }
     let subjects = throttle::Subjects::new(&email, address);
@@ -273,12 +327,28 @@ pub async fn accept(
             }
         }
     };
-    tx.execute(
-        "INSERT INTO hdls.members (workspace_id, user_id, email, role, joined_at, joined_via)
-         VALUES ($1, $2, $3, $4, $5, 'invitation') ON CONFLICT (workspace_id, user_id) DO NOTHING",
-        &[&workspace_id, &user_id, &email, &role, &now],
-    )
-    .await?;
+    let (action, detail) = match requester_id {
+        None => {
+            tx.execute(
+                "INSERT INTO hdls.members (workspace_id, user_id, email, role, joined_at, joined_via)
+                 VALUES ($1, $2, $3, $4, $5, 'invitation') ON CONFLICT (workspace_id, user_id) DO NOTHING",
+                &[&workspace_id, &user_id, &email, &role, &now],
+            )
+            .await?;
+            (audit::actions::MEMBER_JOIN, format!("{email} as {role}"))
+        }
+        Some(requester_id) => {
+            if !customer_accounts::bind(&tx, workspace_id, user_id, requester_id, now).await? {
+                // Nothing of this attempt is kept (not even a person it created).
+                drop(tx);
+                return Ok(Err(Refused::Taken));
+            }
+            (
+                audit::actions::CUSTOMER_JOIN,
+                format!("{email} as requester {requester_id}"),
+            )
+        }
+    };
     tx.execute(
         "UPDATE hdls.invitations SET accepted_at = $3, accepted_by = $4
          WHERE workspace_id = $1 AND invitation_id = $2",
@@ -298,14 +368,16 @@ pub async fn accept(
             kind: "user",
             id: &actor_id,
         },
-        audit::actions::MEMBER_JOIN,
-        Some(&format!("{email} as {role}")),
+        action,
+        Some(&detail),
         now,
     )
     .await?;
     tx.commit().await?;
     Ok(Ok(Accepted {
         user_id,
+        workspace_id,
         workspace_name: invite.get("name"),
+        customer: requester_id.is_some(),
     }))
 }

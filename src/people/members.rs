@@ -150,7 +150,8 @@ pub async fn change_role(
     Ok(Member { role, ..member })
 }
 
-/// Removes a member and revokes every connection they hold in this workspace. Returns how
+/// Removes a member and revokes every team connection they hold in this workspace (a
+/// customer account of the same person is not a membership and keeps its own). Returns how
 /// many connections were revoked.
 pub async fn remove(
     scope: &Scope,
@@ -169,7 +170,7 @@ pub async fn remove(
     let revoked = scope
         .execute(
             "UPDATE hdls.oauth_grants SET revoked_at = $2, revoked_reason = 'member removed'
-             WHERE user_id = $1 AND revoked_at IS NULL",
+             WHERE user_id = $1 AND revoked_at IS NULL AND persona = 'agent'",
             &[&user_id, &now],
         )
         .await?;

@@ -4,6 +4,7 @@
 //! with a role. Everything a person can reach goes through a membership, and OAuth grants are
 //! issued against one.
 
+pub mod customer_accounts;
 pub mod invitations;
 pub mod links;
 pub mod members;
@@ -38,7 +39,7 @@ pub fn normalize_email(text: &str) -> Result<String, ToolError> {
     }
 }
 
-/// After a person's password is set or replaced: ends every web session of theirs and
+/// After a person's password is set or replaced: ends every web and portal session of theirs and
 /// revokes every OAuth connection they hold in any workspace (their refresh tokens stop
 /// working, access tokens at their next request, and keys minted through them with them),
 /// each revocation audited in its workspace. Runs in the caller's transaction.
@@ -51,6 +52,12 @@ pub async fn end_sessions_and_connections(
     client
         .execute(
             "DELETE FROM hdls_identity.web_sessions WHERE user_id = $1",
+            &[&user_id],
+        )
+        .await?;
+    client
+        .execute(
+            "DELETE FROM hdls_identity.portal_sessions WHERE user_id = $1",
             &[&user_id],
         )
         .await?;

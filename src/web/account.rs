@@ -182,6 +182,17 @@ pub async fn accept_invitation(State(app): State<Arc<App>>, request: Request) ->
     };
     match invitations::accept(&app.pools.auth, &token, &password, address, now).await {
         Ok(Ok(accepted)) => match session::create(&app.pools.auth, accepted.user_id, now).await {
+            Ok(session_token) if accepted.customer => pages::respond(
+                StatusCode::OK,
+                pages::customer_welcome(
+                    &accepted.workspace_name,
+                    &format!("{}/portal/{}", app.public.base(), accepted.workspace_id),
+                    &app.public.endpoint_url(crate::identity::Endpoint::Product(
+                        crate::identity::Product::Support,
+                    )),
+                ),
+                signed_in_cookie(&app, &session_token),
+            ),
             Ok(session_token) => pages::respond(
                 StatusCode::OK,
                 pages::layout(
@@ -198,6 +209,13 @@ pub async fn accept_invitation(State(app): State<Arc<App>>, request: Request) ->
         }
         Ok(Err(invitations::Refused::Rules(message))) => {
             again(&message, StatusCode::BAD_REQUEST).await
+        }
+        Ok(Err(invitations::Refused::Taken)) => {
+            again(
+                "This account is already a customer of this workspace under another address, or this customer already has an account. Ask the team for help.",
+                StatusCode::CONFLICT,
+            )
+            .await
         }
         Ok(Err(invitations::Refused::Throttled(minutes))) => {
             again(

@@ -1,9 +1,11 @@
-//! The few HTML pages people see (sign-in, consent, set a password, accept an invitation):
+//! The few HTML pages people see (sign-in, consent, set a password, accept an invitation,
+//! the customer portal):
 //! cookies and CSRF, page templates, and the account pages. The OAuth endpoints live in
 //! `crate::oauth`; they render through here.
 
 pub mod account;
 pub mod pages;
+pub mod portal;
 pub mod session;
 
 use std::net::IpAddr;

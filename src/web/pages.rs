@@ -9,7 +9,12 @@ use crate::identity::Product;
 const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#1d1d1f}\
 h1{font-size:1.4rem}label{display:block;margin:.8rem 0 .2rem}input[type=email],input[type=password],select{width:100%;padding:.5rem;font:inherit}\
 button{font:inherit;padding:.5rem 1.2rem;margin:1rem .5rem 0 0}.error{color:#b00020}.muted{color:#666;font-size:.9rem}\
-fieldset{border:1px solid #ccc;margin-top:1rem}.product label{display:inline;margin:0}";
+fieldset{border:1px solid #ccc;margin-top:1rem}.product label{display:inline;margin:0}\
+input[type=text],textarea{width:100%;padding:.5rem;font:inherit;box-sizing:border-box}\
+nav.portal{border-bottom:1px solid #ddd;padding-bottom:.5rem}form.inline{display:inline;margin-left:.5rem}form.inline button{margin:0;padding:.2rem .6rem}\
+table{width:100%;border-collapse:collapse}th,td{text-align:left;padding:.3rem;border-bottom:1px solid #eee}\
+ol#thread{list-style:none;padding:0}li.entry{border-left:3px solid #ccc;padding:0 .8rem;margin:1rem 0}li.entry[data-from=agent]{border-color:#2a6}\
+.entry-body{white-space:pre-wrap}.entry-from{margin:0}";
 
 /// The page shell: title, inline style, body.
 pub fn layout(title: &str, body: Markup) -> Markup {
@@ -102,6 +107,8 @@ pub struct Consent<'a> {
     pub signed_in_as: &'a str,
     pub resource: &'a str,
     pub workspaces: Vec<WorkspaceChoice>,
+    /// Whether some choices are customer accounts ("as a customer of …").
+    pub customers: bool,
     /// Products installed in at least one of the workspaces, and whether each starts ticked.
     pub products: Vec<(Product, bool)>,
     /// The authorization request, carried through the form unchanged.
@@ -133,6 +140,10 @@ pub fn consent(c: &Consent<'_>) -> Markup {
                         option value=(w.id) data-role=(w.role) { (w.name) }
                     }
                 }
+                @if c.customers {
+                    p.muted id="customer-note" { "Choosing “as a customer of …” connects as that workspace's support customer: the connection can open and follow only your own tickets there, whatever is ticked below." }
+                }
+                @if !(c.customers && c.products.is_empty()) {
                 fieldset {
                     legend { "Products this connection may use" }
                     @if c.products.is_empty() { p.muted { "No products are installed yet; the connection can use the concierge only." } }
@@ -143,6 +154,7 @@ pub fn consent(c: &Consent<'_>) -> Markup {
                             label for=(format!("product-{}", product.slug())) { (product.slug()) " — " (product.description()) }
                         }
                     }
+                }
                 }
                 button id="approve" type="submit" name="decision" value="approve" { "Approve" }
                 button id="deny" type="submit" name="decision" value="deny" { "Deny" }
@@ -174,18 +186,30 @@ pub fn set_password(csrf: &str, token: &str, email: &str, error: Option<&str>) -
     )
 }
 
-/// The accept-invitation form.
+/// The accept-invitation form: joining a team, or (a customer invitation) a customer account
+/// for the workspace's support.
 pub fn invitation(
     csrf: &str,
     token: &str,
     pending: &crate::people::invitations::Pending,
     error: Option<&str>,
 ) -> Markup {
+    let customer = pending.requester_id.is_some();
+    let title = if customer {
+        "Your support account"
+    } else {
+        "Join a workspace"
+    };
     layout(
-        "Join a workspace",
+        title,
         html! {
-            h1 { "Join " span id="workspace-name" { (pending.workspace_name) } }
-            p { "You were invited as " strong { (pending.role) } " with the email " strong id="invited-email" { (pending.email) } "." }
+            @if customer {
+                h1 { "Become a customer of " span id="workspace-name" { (pending.workspace_name) } "'s support" }
+                p { "You were invited with the email " strong id="invited-email" { (pending.email) } " to a customer account: you will be able to open support tickets and follow your own, on the web or from an MCP client. You will not join the team." }
+            } @else {
+                h1 { "Join " span id="workspace-name" { (pending.workspace_name) } }
+                p { "You were invited as " strong { (pending.role) } " with the email " strong id="invited-email" { (pending.email) } "." }
+            }
             @if let Some(error) = error { p.error id="error" { (error) } }
             form id="accept-invitation" method="post" action="/invite" {
                 input type="hidden" name="csrf" value=(csrf);
@@ -194,8 +218,21 @@ pub fn invitation(
                 // has an account or a password.
                 label for="password" { "Your hdls password if you already have an account with this address; otherwise choose one (at least " (crate::people::password::MIN_LEN) " characters)" }
                 input id="password" name="password" type="password" autocomplete="current-password" required;
-                button id="accept-submit" type="submit" { "Join" }
+                button id="accept-submit" type="submit" { @if customer { "Create my account" } @else { "Join" } }
             }
+        },
+    )
+}
+
+/// After a customer invitation was accepted: where to go next.
+pub fn customer_welcome(workspace_name: &str, portal: &str, mcp_endpoint: &str) -> Markup {
+    layout(
+        "Welcome",
+        html! {
+            h1 { "Welcome to " (workspace_name) "'s support" }
+            p id="message" { "Your customer account is ready." }
+            p { "Open and follow your tickets on the web: " a id="portal-link" href=(portal) { (portal) } }
+            p { "Or connect an MCP client to " code id="mcp-endpoint" { (mcp_endpoint) } " and approve the connection in this browser, as a customer of " (workspace_name) "." }
         },
     )
 }

@@ -34,8 +34,9 @@ fn in_ci() -> bool {
 }
 
 /// The script's directory once Node.js, Chromium and playwright-core are there; None to skip
-/// (allowed only outside CI). Done once for all the tests of this module.
-fn browser_dir() -> Option<&'static Path> {
+/// (allowed only outside CI). Done once for all the browser tests (this module's and the
+/// portal's).
+pub fn browser_dir() -> Option<&'static Path> {
     static READY: OnceLock<Option<PathBuf>> = OnceLock::new();
     READY
         .get_or_init(|| {
