@@ -205,6 +205,36 @@ pub async fn delete_by_id(
     Ok(serde_json::json!({ "id": id, "deleted": true }))
 }
 
+/// The conflict for an email another record of kind `what` already has (emails are unique per
+/// workspace whatever their case), naming that record so the caller can use it.
+pub fn email_taken(what: &str, existing: Uuid) -> ToolError {
+    ToolError::conflict(format!(
+        "{what} {existing} already has this email (emails are unique in a workspace, whatever their case)"
+    ))
+    .with("path", "email")
+    .with("existing_id", existing.to_string())
+}
+
+/// The record of `table` (a schema-qualified name written in code, never from a client) other
+/// than `except` whose email is `email` (already lowercased), if any.
+pub async fn email_holder(
+    cx: &Cx<'_>,
+    table: &'static str,
+    email: &str,
+    except: Option<Uuid>,
+) -> Result<Option<Uuid>, ToolError> {
+    Ok(cx
+        .scope
+        .query_opt(
+            &format!(
+                "SELECT id FROM {table} WHERE lower(email) = $1 AND ($2::uuid IS NULL OR id <> $2) LIMIT 1"
+            ),
+            &[&email, &except],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
 /// Checks that `user_id` is a member of the caller's workspace (owners, assignees).
 pub async fn member(cx: &Cx<'_>, path: &str, user_id: Uuid) -> Result<(), ToolError> {
     let found = cx

@@ -376,6 +376,14 @@ async fn a_portal_session_is_bound_to_its_workspace_and_ends_on_sign_out_or_disa
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    // Reloading the sign-in form's address (after a failed attempt) goes back to the portal.
+    let reload = raw
+        .get(env.url(&portal(x, "/sign-in")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), StatusCode::SEE_OTHER);
+    assert_eq!(reload.headers()["location"], portal(x, "").as_str());
     let at_y = raw
         .get(env.url(&portal(y, "")))
         .header("cookie", format!("hdls_portal={token}"))

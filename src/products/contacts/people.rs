@@ -132,32 +132,6 @@ pub(super) fn phone(path: &str, value: &str) -> Result<String, ToolError> {
     named::text(path, value, 1, 50)
 }
 
-/// The conflict for an email another contact has.
-pub(super) fn email_taken(existing: Uuid) -> ToolError {
-    ToolError::conflict(format!(
-        "contact {existing} already has this email (emails are unique in a workspace, whatever their case)"
-    ))
-    .with("path", "email")
-    .with("existing_id", existing.to_string())
-}
-
-/// The contact other than `except` with this (lowercased) email, if any.
-async fn holder_of(
-    cx: &Cx<'_>,
-    email: &str,
-    except: Option<Uuid>,
-) -> Result<Option<Uuid>, ToolError> {
-    Ok(cx
-        .scope
-        .query_opt(
-            "SELECT id FROM contacts.contacts
-             WHERE lower(email) = $1 AND ($2::uuid IS NULL OR id <> $2) LIMIT 1",
-            &[&email, &except],
-        )
-        .await?
-        .map(|r| r.get(0)))
-}
-
 /// Names the database refusals a contact write can still meet after its checks: an email
 /// taken by a concurrent call (the unique index), or more than 50 tags (the check).
 pub(super) fn refine(error: ToolError, tags_path: &str) -> ToolError {
@@ -245,13 +219,15 @@ async fn create_contact(cx: &Cx<'_>, args: CreateContact) -> ToolResult {
         (Some(row), _) => Ok(
             json!({ "contact": custom_fields::render_one(cx, ENTITY, &row, contact_json).await? }),
         ),
-        (None, Some(email)) => match holder_of(cx, &email, None).await? {
-            Some(existing) => Err(email_taken(existing)),
-            // The holder went between the two statements: the caller can simply retry.
-            None => Err(ToolError::conflict(
-                "another contact had this email a moment ago; retry",
-            )),
-        },
+        (None, Some(email)) => {
+            match named::email_holder(cx, "contacts.contacts", &email, None).await? {
+                Some(existing) => Err(named::email_taken("contact", existing)),
+                // The holder went between the two statements: the caller can simply retry.
+                None => Err(ToolError::conflict(
+                    "another contact had this email a moment ago; retry",
+                )),
+            }
+        }
         (None, None) => Err(ToolError::internal(
             "contact insert without an email did nothing",
         )),
@@ -390,7 +366,7 @@ async fn update_contact(cx: &Cx<'_>, args: UpdateContact) -> ToolResult {
             return Err(not_found(args.id));
         }
         if let Some(holder) = row.get::<_, Option<Uuid>>("holder") {
-            return Err(email_taken(holder));
+            return Err(named::email_taken("contact", holder));
         }
     }
     let (set, clear) = named::custom_changes(custom);

@@ -108,30 +108,6 @@ fn not_found(id: Uuid) -> ToolError {
     named::not_found("contact", id)
 }
 
-/// The refusal for an email another contact has, naming that contact so the caller can use it.
-fn email_taken(existing: Uuid) -> ToolError {
-    ToolError::conflict(format!(
-        "contact {existing} already has this email address (emails are unique per workspace, ignoring case)"
-    ))
-    .with("existing_id", existing.to_string())
-}
-
-/// The contact other than `except` that has `email` (already lowercased), if any.
-async fn holder_of(
-    cx: &Cx<'_>,
-    email: &str,
-    except: Option<Uuid>,
-) -> Result<Option<Uuid>, ToolError> {
-    Ok(cx
-        .scope
-        .query_opt(
-            "SELECT id FROM crm.contacts WHERE lower(email) = $1 AND ($2::uuid IS NULL OR id <> $2)",
-            &[&email, &except],
-        )
-        .await?
-        .map(|r| r.get(0)))
-}
-
 fn phone(value: &str) -> Result<String, ToolError> {
     named::text("phone", value, 1, 50)
 }
@@ -209,11 +185,11 @@ async fn create_contact(cx: &Cx<'_>, args: CreateContact) -> ToolResult {
         .await?;
     let Some(row) = row else {
         let existing = match &email {
-            Some(email) => holder_of(cx, email, None).await?,
+            Some(email) => named::email_holder(cx, "crm.contacts", email, None).await?,
             None => None,
         };
         return Err(match existing {
-            Some(id) => email_taken(id),
+            Some(id) => named::email_taken("contact", id),
             None => ToolError::conflict("another contact has this email address; retry"),
         });
     };
@@ -343,8 +319,10 @@ async fn update_contact(cx: &Cx<'_>, args: UpdateContact) -> ToolResult {
         if !Record::Contact.exists(cx, args.id).await? {
             return Err(not_found(args.id));
         }
-        if let Some(existing) = holder_of(cx, email, Some(args.id)).await? {
-            return Err(email_taken(existing));
+        if let Some(existing) =
+            named::email_holder(cx, "crm.contacts", email, Some(args.id)).await?
+        {
+            return Err(named::email_taken("contact", existing));
         }
     }
     let (set, clear) = named::custom_changes(custom);

@@ -90,32 +90,6 @@ fn not_found(id: Uuid) -> ToolError {
     named::not_found("requester", id)
 }
 
-/// The conflict for an email another requester has.
-fn email_taken(existing: Uuid) -> ToolError {
-    ToolError::conflict(format!(
-        "requester {existing} already has this email (emails are unique in a workspace, whatever their case)"
-    ))
-    .with("path", "email")
-    .with("existing_id", existing.to_string())
-}
-
-/// The requester other than `except` with this (lowercased) email, if any.
-async fn holder_of(
-    cx: &Cx<'_>,
-    email: &str,
-    except: Option<Uuid>,
-) -> Result<Option<Uuid>, ToolError> {
-    Ok(cx
-        .scope
-        .query_opt(
-            "SELECT id FROM support.requesters
-             WHERE lower(email) = $1 AND ($2::uuid IS NULL OR id <> $2)",
-            &[&email, &except],
-        )
-        .await?
-        .map(|r| r.get(0)))
-}
-
 /// The requester with this email, created (with only the email) if there is none yet: for
 /// `create_ticket {requester_email}`. Returns its id and whether it was created. The row is
 /// locked against deletion until the call commits.
@@ -226,8 +200,8 @@ async fn create_requester(cx: &Cx<'_>, args: CreateRequester) -> ToolResult {
         Some(row) => Ok(
             json!({ "requester": custom_fields::render_one(cx, ENTITY, &row, requester_json).await? }),
         ),
-        None => match holder_of(cx, &email, None).await? {
-            Some(existing) => Err(email_taken(existing)),
+        None => match named::email_holder(cx, "support.requesters", &email, None).await? {
+            Some(existing) => Err(named::email_taken("requester", existing)),
             None => Err(ToolError::conflict(
                 "another requester had this email a moment ago; retry",
             )),
@@ -369,7 +343,8 @@ async fn update_requester(cx: &Cx<'_>, args: UpdateRequester) -> ToolResult {
     custom_fields::check(cx, ENTITY, &custom, true).await?;
     let (set, clear) = named::custom_changes(custom);
     if let Some(email) = &email
-        && let Some(existing) = holder_of(cx, email, Some(args.id)).await?
+        && let Some(existing) =
+            named::email_holder(cx, "support.requesters", email, Some(args.id)).await?
     {
         // An unknown id is not_found before any conflict it would have.
         let known = cx
@@ -380,7 +355,7 @@ async fn update_requester(cx: &Cx<'_>, args: UpdateRequester) -> ToolResult {
             )
             .await?;
         return Err(match known {
-            Some(_) => email_taken(existing),
+            Some(_) => named::email_taken("requester", existing),
             None => not_found(args.id),
         });
     }

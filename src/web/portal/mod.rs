@@ -35,7 +35,7 @@ use crate::web::{client_address, pages, session as web_session};
 pub fn routes(app: Arc<App>) -> Router {
     Router::new()
         .route("/portal/{workspace}", get(home))
-        .route("/portal/{workspace}/sign-in", post(sign_in))
+        .route("/portal/{workspace}/sign-in", get(back_home).post(sign_in))
         .route("/portal/{workspace}/sign-out", post(sign_out))
         .route("/portal/{workspace}/tickets", post(create_ticket))
         .route("/portal/{workspace}/tickets/new", get(new_ticket))
@@ -46,6 +46,15 @@ pub fn routes(app: Arc<App>) -> Router {
 }
 
 // ---- responses ------------------------------------------------------------------------
+
+/// A reload of the sign-in form's address (after a failed attempt) goes back to the portal,
+/// which shows the form again, or the tickets if the person is signed in.
+async fn back_home(Path(workspace): Path<String>) -> Response {
+    match workspace.parse::<Uuid>() {
+        Ok(id) => see_other(&format!("/portal/{id}"), Vec::new()),
+        Err(_) => no_portal(),
+    }
+}
 
 fn see_other(location: &str, cookies: Vec<HeaderValue>) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
