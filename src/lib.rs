@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod cursor;
 pub mod data_dir;
 pub mod db;
+pub mod docs;
 pub mod engine;
 pub mod error;
 pub mod http;

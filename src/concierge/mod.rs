@@ -2,6 +2,7 @@
 //! workspace itself (identity, products, keys, usage, audit) and its team (members,
 //! invitations, OAuth connections), and explain and prove the product (verify_security).
 
+mod docs;
 mod team;
 mod verify;
 pub mod whoami;
@@ -26,6 +27,18 @@ pub fn tools() -> Vec<ToolDef> {
         Role::Reader,
         Effect::Read,
         verify::verify_security,
+    ));
+    tools.push(ToolDef::new(
+        "search_docs",
+        "Search the hdls documentation this server carries (how every product, tool, role, limit and \
+         security guarantee behaves). Returns ranked sections: page, section title, a snippet with the \
+         matched words, and the section's resource URI (hdls://docs/<page>#<section>) to read it whole. \
+         Pass product to search only that product's pages. A page whose status says \"being built\" \
+         describes tools this server does not serve yet.",
+        Endpoint::Concierge,
+        Role::Reader,
+        Effect::Read,
+        docs::search_docs,
     ));
     tools
 }

@@ -4,16 +4,20 @@ use std::sync::Arc;
 
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
-    CustomRequest, CustomResult, ErrorCode, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CustomRequest, CustomResult, ErrorCode, GetPromptRequestParams, GetPromptResponse,
+    GetPromptResult, Implementation, ListPromptsResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, Prompt, PromptMessage, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Resource, ResourceContents, Role as MessageRole, ServerCapabilities,
+    ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::Value;
 
 use crate::app::App;
+use crate::docs;
 use crate::error::ToolError;
-use crate::identity::{Endpoint, Principal};
+use crate::identity::{Endpoint, Persona, Principal};
 use crate::tools::custom_fields;
 
 /// One MCP endpoint (concierge or a product) bound to the shared app state.
@@ -26,6 +30,21 @@ pub struct McpEndpoint {
 impl McpEndpoint {
     pub fn new(app: Arc<App>, endpoint: Endpoint) -> McpEndpoint {
         McpEndpoint { app, endpoint }
+    }
+
+    /// Whether this endpoint serves the docs as resources and the "Just ask" phrases as
+    /// prompts to this caller: the concierge, to team credentials (customers get none).
+    fn serves_docs(&self, principal: &Principal) -> bool {
+        self.endpoint == Endpoint::Concierge && principal.persona == Persona::Agent
+    }
+
+    /// The prompts whose every tool this server registers.
+    fn prompts(&self) -> impl Iterator<Item = &'static docs::prompts::PromptDef> + '_ {
+        docs::prompts::PROMPTS.iter().filter(|p| {
+            p.tools
+                .iter()
+                .all(|name| self.app.registry.all().any(|t| t.name == *name))
+        })
     }
 
     /// The Principal the auth middleware attached to this HTTP request.
@@ -87,14 +106,24 @@ impl ServerHandler for McpEndpoint {
     fn get_info(&self) -> ServerConfig {
         let instructions = match self.endpoint {
             Endpoint::Concierge => {
-                "hdls concierge: manage this workspace (whoami, products, API keys). \
-                 Your credential is bound to one workspace; no tool takes a tenant id."
+                "hdls concierge: manage this workspace (whoami, products, team, API keys, usage, audit), \
+                 prove its security (verify_security) and answer questions about hdls (search_docs; \
+                 the docs are also resources hdls://docs/<page>). Your credential is bound to one \
+                 workspace; no tool takes a tenant id."
             }
             Endpoint::Product(_) => {
                 "hdls product endpoint. Your credential is bound to one workspace; no tool takes a tenant id."
             }
         };
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = match self.endpoint {
+            Endpoint::Concierge => ServerCapabilities::builder()
+                .enable_prompts()
+                .enable_resources()
+                .enable_tools()
+                .build(),
+            Endpoint::Product(_) => ServerCapabilities::builder().enable_tools().build(),
+        };
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new(
                 format!("hdls-{}", self.endpoint.name()),
                 env!("CARGO_PKG_VERSION"),
@@ -182,6 +211,100 @@ impl ServerHandler for McpEndpoint {
         Ok(result.into())
     }
 
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let principal = Self::principal(&context)?;
+        let resources: Vec<Resource> = if self.serves_docs(&principal) {
+            docs::PAGES
+                .iter()
+                .map(|p| {
+                    Resource::new(p.uri(), p.slug)
+                        .with_title(p.title())
+                        .with_description(format!("{} ({})", p.summary(), p.status.as_str()))
+                        .with_mime_type("text/markdown")
+                        .with_size(p.markdown.len() as u64)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // The pages change only with the binary, but whether a caller gets them depends on the
+        // credential: fresh for an hour, for this caller only.
+        Ok(ListResourcesResult::with_all_items(resources)
+            .with_ttl_ms(docs::TTL_MS)
+            .with_cache_scope(CacheScope::Private))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let principal = Self::principal(&context)?;
+        let text = self
+            .serves_docs(&principal)
+            .then(|| docs::read(&request.uri))
+            .flatten()
+            .ok_or_else(|| {
+                McpError::resource_not_found(format!("no resource {:?} here", request.uri), None)
+            })?;
+        Ok(ReadResourceResult::new(vec![
+            ResourceContents::text(text, request.uri).with_mime_type("text/markdown"),
+        ])
+        .with_ttl_ms(docs::TTL_MS)
+        .with_cache_scope(CacheScope::Private)
+        .into())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let principal = Self::principal(&context)?;
+        let prompts: Vec<Prompt> = if self.serves_docs(&principal) {
+            self.prompts()
+                .map(|p| {
+                    Prompt::new(
+                        p.name,
+                        Some(format!("\"{}\" Uses: {}.", p.phrase, p.tools.join(", "))),
+                        None,
+                    )
+                    .with_title(p.title)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(ListPromptsResult::with_all_items(prompts)
+            .with_ttl_ms(docs::TTL_MS)
+            .with_cache_scope(CacheScope::Private))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let principal = Self::principal(&context)?;
+        let prompt = self
+            .serves_docs(&principal)
+            .then(|| self.prompts().find(|p| p.name == request.name))
+            .flatten()
+            .ok_or_else(|| {
+                McpError::invalid_params(format!("no prompt {:?} here", request.name), None)
+            })?;
+        Ok(GetPromptResult::new(vec![PromptMessage::new_text(
+            MessageRole::User,
+            prompt.text(),
+        )])
+        .with_description(prompt.title)
+        .into())
+    }
+
     async fn on_custom_request(
         &self,
         request: CustomRequest,
@@ -196,7 +319,8 @@ impl ServerHandler for McpEndpoint {
                  arguments, when given, must be a JSON object",
                 None,
             )),
-            method @ ("tools/list" | "initialize" | "server/discover" | "ping") => Err(
+            method @ ("tools/list" | "initialize" | "server/discover" | "ping"
+            | "resources/list" | "resources/read" | "prompts/list" | "prompts/get") => Err(
                 McpError::invalid_params(format!("the params of {method} are malformed"), None),
             ),
             method => Err(McpError::new(
