@@ -43,10 +43,12 @@ pub async fn whoami(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
     let (credential, said) = credential(cx, p, &endpoint_url).await?;
     let usage = super::workspace::usage(cx).await?;
     let minute = &usage["minute"];
+    // Our words only: names and labels people chose stay in their JSON fields (record content
+    // is data, not instructions), so the summary points at them instead of quoting them.
     let summary = format!(
-        "You are connected to the workspace {:?} (id {}) as {} {} ({} persona) with {}. This role may {}. \
-         Products reachable: {}. Rate limit: {} tool calls per minute, {} used this minute.",
-        p.workspace_name,
+        "You are connected to the workspace {} (its name is in workspace.name) as {} {} ({} persona) \
+         with {}. This role may {}. Products reachable: {}. Rate limit: {} tool calls per minute, {} \
+         used this minute.",
         p.workspace_id,
         article(p.role),
         p.role,
@@ -118,7 +120,10 @@ async fn credential(
                 Persona::Customer => "customer API key",
             };
             let said = match &label {
-                Some(l) => format!("the {kind} {} labelled {l:?}", p.credential.id),
+                Some(_) => format!(
+                    "the {kind} {} (its label is in credential.label)",
+                    p.credential.id
+                ),
                 None => format!("the {kind} {} (no label)", p.credential.id),
             };
             Ok((
@@ -155,9 +160,8 @@ async fn credential(
             let client: Option<String> = row.as_ref().map(|r| r.get("client_name"));
             let last: Option<OffsetDateTime> = row.as_ref().and_then(|r| r.get("last_used_at"));
             let said = format!(
-                "the OAuth connection {} of the client {:?}",
-                p.credential.id,
-                client.as_deref().unwrap_or("unknown")
+                "the OAuth connection {} (the client's name is in credential.client_name)",
+                p.credential.id
             );
             Ok((
                 json!({

@@ -20,6 +20,8 @@ use crate::error::ToolError;
 use crate::identity::{Endpoint, Persona, Principal};
 use crate::tools::custom_fields;
 
+use super::user_content;
+
 /// One MCP endpoint (concierge or a product) bound to the shared app state.
 #[derive(Clone)]
 pub struct McpEndpoint {
@@ -62,9 +64,31 @@ impl McpEndpoint {
 
 /// A successful result: the object as structuredContent plus the same JSON as text, for
 /// clients that read only text (the MCP spec's backwards-compatibility rule). Compact, not
-/// pretty: models read it equally well and every byte is paid for twice.
-fn success(value: Value) -> CallToolResult {
-    CallToolResult::structured(value)
+/// pretty: models read it equally well and every byte is paid for twice. User-supplied text
+/// stays inside that JSON; when the tool's result carries some, a second block (our words,
+/// never theirs) names the fields that hold it.
+fn success(value: Value, user_fields: Option<&str>) -> CallToolResult {
+    let mut result = CallToolResult::structured(value);
+    if let Some(fields) = user_fields {
+        result
+            .content
+            .push(ContentBlock::text(user_content::notice(fields)));
+    }
+    result
+}
+
+/// A tool as `tools/list` shows it: its description also names the result's user-supplied fields.
+fn describe(endpoint: Endpoint, tool: &crate::tools::ToolDef) -> Tool {
+    let mut mcp = tool.to_mcp();
+    if let Some(fields) = user_content::fields(endpoint, tool.name) {
+        let text = format!(
+            "{}{}",
+            mcp.description.as_deref().unwrap_or_default(),
+            user_content::describe(fields)
+        );
+        mcp.description = Some(text.into());
+    }
+    mcp
 }
 
 /// The properties object that holds a tool's `custom` argument: at the top, or inside a
@@ -166,7 +190,7 @@ impl ServerHandler for McpEndpoint {
         let tools: Vec<Tool> = visible
             .iter()
             .map(|t| {
-                let mut tool = t.to_mcp();
+                let mut tool = describe(self.endpoint, t);
                 let typed = t.custom_entity.and_then(|e| custom.get(e.name));
                 if let Some(schema) = typed {
                     let mut input = (*tool.input_schema).clone();
@@ -205,7 +229,7 @@ impl ServerHandler for McpEndpoint {
         };
         let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
         let result = match crate::tools::call(&self.app, tool, &principal, args).await {
-            Ok(value) => success(value),
+            Ok(value) => success(value, user_content::fields(self.endpoint, tool.name)),
             Err(error) => failure(&error),
         };
         Ok(result.into())
@@ -338,6 +362,6 @@ impl ServerHandler for McpEndpoint {
         self.app
             .registry
             .find(self.endpoint, name, crate::identity::Persona::Agent)
-            .map(|t| t.to_mcp())
+            .map(|t| describe(self.endpoint, t))
     }
 }

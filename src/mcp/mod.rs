@@ -2,5 +2,6 @@
 
 mod handler;
 pub mod metadata;
+pub mod user_content;
 
 pub use handler::McpEndpoint;

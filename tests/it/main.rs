@@ -8,6 +8,7 @@ mod browser;
 mod change_events;
 mod cli;
 mod clock;
+mod concierge_content;
 mod concierge_docs;
 mod concierge_verify;
 mod contacts;
