@@ -3,6 +3,8 @@
 //! invitations, OAuth connections), and explain and prove the product (verify_security).
 
 mod docs;
+mod links;
+mod memory;
 mod team;
 mod verify;
 pub mod whoami;
@@ -40,5 +42,70 @@ pub fn tools() -> Vec<ToolDef> {
         Effect::Read,
         docs::search_docs,
     ));
+    tools.extend(managed());
     tools
+}
+
+/// Workspace memory and cross-product links: managed workspaces only, team credentials only.
+fn managed() -> Vec<ToolDef> {
+    const HERE: Endpoint = Endpoint::Concierge;
+    vec![
+        ToolDef::new(
+            "remember",
+            "Remember a note for the team's assistants, shared by the whole workspace (e.g. \"our fiscal year \
+             starts in February\"), optionally tagged and about one record ({product, entity, id}, which must \
+             exist). Up to 4000 characters per entry and 1000 entries per workspace (conflict when full). \
+             Needs member or higher.",
+            HERE,
+            Role::Member,
+            Effect::Write,
+            memory::remember,
+        ),
+        ToolDef::new(
+            "recall",
+            "Recall workspace memory: ranked full-text matches for `query`, or the newest entries first \
+             without one (paged by cursor); narrow by `tag` or by the record it is `about`.",
+            HERE,
+            Role::Reader,
+            Effect::Read,
+            memory::recall,
+        ),
+        ToolDef::new(
+            "forget",
+            "Forget a memory entry by id. Its author can, and admins and owners can forget anyone's.",
+            HERE,
+            Role::Member,
+            Effect::Destructive,
+            memory::forget,
+        ),
+        ToolDef::new(
+            "link_records",
+            "Link two records of different products (or the same), e.g. a support ticket to the CRM account \
+             it is about: from and to are {product, entity, id} (crm account/contact/deal, support \
+             ticket/requester, contacts contact/organisation); both must exist and be visible to you. \
+             relation defaults to \"related\". Linking twice returns the existing link. Needs member or higher.",
+            HERE,
+            Role::Member,
+            Effect::IdempotentWrite,
+            links::link_records,
+        ),
+        ToolDef::new(
+            "list_links",
+            "The links of one record ({product, entity, id}): the other end of each, with its label and the \
+             relation. Links whose other end was deleted, or is in a product your credential does not reach, \
+             are left out.",
+            HERE,
+            Role::Reader,
+            Effect::Read,
+            links::list_links,
+        ),
+        ToolDef::new(
+            "unlink_records",
+            "Remove a link by its id (link_id from list_links or link_records). Needs member or higher.",
+            HERE,
+            Role::Member,
+            Effect::Destructive,
+            links::unlink_records,
+        ),
+    ]
 }

@@ -68,6 +68,7 @@ pub static PAGES: &[Page] = &[
     page!("custom-fields", None, Status::Shipped),
     page!("power-tools", None, Status::Shipped),
     page!("rate-limits", None, Status::Shipped),
+    page!("memory-and-links", None, Status::Shipped),
     page!("webhooks", None, Status::BeingBuilt),
     page!("bring-your-own-database", None, Status::BeingBuilt),
 ];

@@ -28,12 +28,15 @@ pub fn fields(endpoint: Endpoint, tool: &str) -> Option<&'static str> {
             "list_connections" => Some("client.name (chosen by whoever registered the client)"),
             "list_members" | "invite_teammate" | "change_member_role" => Some("email"),
             "list_audit_events" => Some("events[].target"),
+            "remember" | "recall" => Some("content, tags (memories[].content, memories[].tags)"),
+            "list_links" => Some("links[].label (the linked record's name or subject)"),
             _ => None,
         },
         Endpoint::Product(Product::Crm) => match tool {
-            "create_account" | "get_account" | "search_accounts" | "update_account" => {
-                Some("name, domain, custom")
-            }
+            "get_account" => Some(
+                "name, domain, custom, open_deals[].name, latest_notes[].body, linked_tickets[].label",
+            ),
+            "create_account" | "search_accounts" | "update_account" => Some("name, domain, custom"),
             "create_contact" | "get_contact" | "search_contacts" | "update_contact" => {
                 Some("first_name, last_name, email, phone, title, tags, custom")
             }
@@ -56,8 +59,12 @@ pub fn fields(endpoint: Endpoint, tool: &str) -> Option<&'static str> {
         Endpoint::Product(Product::Support) => match tool {
             "create_requester" | "get_requester" | "search_requesters" | "update_requester"
             | "invite_customer" => Some("email, name, organisation, custom"),
-            "create_ticket" | "get_ticket" | "list_tickets" | "list_my_tickets"
-            | "update_ticket" | "assign_ticket" | "set_ticket_status" => Some(
+            "get_ticket" => Some(
+                "subject, tags, custom, requester name and email, thread[].body (messages from customers \
+                 and agents), rating.comment, linked_crm[].label (agents only)",
+            ),
+            "create_ticket" | "list_tickets" | "list_my_tickets" | "update_ticket"
+            | "assign_ticket" | "set_ticket_status" => Some(
                 "subject, tags, custom, requester name and email, thread[].body (messages from customers \
                  and agents), rating.comment",
             ),

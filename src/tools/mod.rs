@@ -3,6 +3,7 @@
 pub mod args;
 mod call;
 pub mod custom_fields;
+pub mod links;
 pub mod named;
 pub mod power;
 

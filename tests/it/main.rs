@@ -10,6 +10,7 @@ mod cli;
 mod clock;
 mod concierge_content;
 mod concierge_docs;
+mod concierge_memory;
 mod concierge_verify;
 mod contacts;
 mod credentials;

@@ -199,7 +199,20 @@ async fn get_account(cx: &Cx<'_>, args: IdArg) -> ToolResult {
             &[&args.id],
         )
         .await?;
+    // The support tickets linked to this account (cross-product links, agents only).
+    let tickets = crate::tools::links::of(
+        cx,
+        crate::identity::Product::Crm,
+        "account",
+        args.id,
+        Some(crate::identity::Product::Support),
+    )
+    .await?
+    .into_iter()
+    .filter(|l| l["entity"] == "ticket")
+    .collect::<Vec<_>>();
     if let Some(object) = account.as_object_mut() {
+        object.insert("linked_tickets".into(), Value::Array(tickets));
         object.insert("contacts_count".into(), json!(contacts));
         object.insert(
             "open_deals".into(),

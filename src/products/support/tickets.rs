@@ -450,7 +450,14 @@ async fn list_tickets(cx: &Cx<'_>, args: ListTickets) -> ToolResult {
 async fn get_ticket(cx: &Cx<'_>, args: IdArg) -> ToolResult {
     let ticket = show(cx, args.id).await?;
     let thread = thread::entries(cx, args.id).await?;
-    Ok(json!({ "ticket": ticket, "thread": thread }))
+    // The CRM accounts and contacts this ticket is linked to (agents only; this is the agent tool).
+    let linked =
+        crate::tools::links::of(cx, Product::Support, "ticket", args.id, Some(Product::Crm))
+            .await?
+            .into_iter()
+            .filter(|l| l["entity"] == "account" || l["entity"] == "contact")
+            .collect::<Vec<_>>();
+    Ok(json!({ "ticket": ticket, "thread": thread, "linked_crm": linked }))
 }
 
 #[derive(Deserialize, JsonSchema)]
