@@ -73,8 +73,9 @@ impl Scope {
         if let Some(id) = principal.principal_id {
             statements.push(format!("SET LOCAL hdls.principal_id = '{id}'"));
         }
-        // Who and when, for change events (migration V7) and the "who" columns the database
-        // stamps (V12): the credential, the time, the author. All server-made (`key_<hex>`,
+        // Who and when, for change events (migration V7), the "who" columns the database
+        // stamps (V12) and the rules that depend on who acts (V15): the credential, the time,
+        // the author, the role. All server-made (`key_<hex>`,
         // `grant_<uuid>`, `user:<uuid>`, `cli`), checked here anyway since they become a literal.
         let author = principal.author_id();
         let safe = |s: &str| {
@@ -87,8 +88,9 @@ impl Scope {
         {
             let millis = at.unix_timestamp_nanos() / 1_000_000;
             statements.push(format!(
-                "SET LOCAL hdls.call = '{} {millis} {author}'",
-                principal.credential.id
+                "SET LOCAL hdls.call = '{} {millis} {author} {}'",
+                principal.credential.id,
+                principal.role.as_str()
             ));
         }
         let scope = Scope {
