@@ -141,7 +141,11 @@ impl ServerHandler for McpEndpoint {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let principal = Self::principal(&context)?;
-        let Some(tool) = self.app.registry.find(self.endpoint, &request.name, principal.persona) else {
+        let Some(tool) = self
+            .app
+            .registry
+            .find(self.endpoint, &request.name, principal.persona)
+        else {
             return Err(McpError::invalid_params(
                 format!("unknown tool {:?} on this endpoint", request.name),
                 None,

@@ -32,4 +32,5 @@ mod refusal_costs;
 mod role_matrix;
 mod statement_timeout;
 mod transport;
+mod webhooks;
 mod widening;

@@ -272,7 +272,7 @@ fn the_customer_persona_sees_none_of_the_agent_tools() {
             "delete_record",
         ] {
             let tool = registry
-                .find(endpoint, name)
+                .find(endpoint, name, Persona::Agent)
                 .unwrap_or_else(|| panic!("{name} on {}", endpoint.path()));
             assert_eq!(tool.personas, &[Persona::Agent]);
         }
