@@ -32,8 +32,10 @@ use crate::tools::timestamp;
 
 /// How often retention housekeeping runs.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(600);
-/// Deliveries claimed at once.
+/// Deliveries claimed at once, at most.
 const BATCH: usize = 100;
+/// Free slots worth a claim when nearly all are busy.
+const MIN_CLAIM: usize = 16;
 
 /// Runs until `shutdown`.
 pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
@@ -44,6 +46,8 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
     ));
     let in_flight = Arc::new(Semaphore::new(app.webhooks.settings.concurrency.max(1)));
     let hosts = Arc::new(Hosts::default());
+    let (recorder, finished) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(record_all(app.clone(), finished));
     let mut housekept: Option<Instant> = None;
     loop {
         // Claim as many as there are free slots, until nothing more is due.
@@ -55,12 +59,22 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
                     Err(_) => break,
                 }
             }
-            if permits.is_empty() {
-                // Every slot is busy: wait for one.
+            let enough = MIN_CLAIM.min(app.webhooks.settings.concurrency.max(1));
+            if permits.len() < enough {
+                // Nearly every slot is busy: wait until a useful batch is free, rather than
+                // claiming (one round trip and one read each) a delivery at a time.
+                let missing = u32::try_from(enough - permits.len()).unwrap_or(1);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    permit = in_flight.clone().acquire_owned() => match permit {
-                        Ok(permit) => permits.push(permit),
+                    more = in_flight.clone().acquire_many_owned(missing) => match more {
+                        Ok(mut more) => {
+                            while more.num_permits() > 1 {
+                                if let Some(one) = more.split(1) {
+                                    permits.push(one);
+                                }
+                            }
+                            permits.push(more);
+                        }
                         Err(_) => return,
                     },
                 }
@@ -74,7 +88,7 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
                 }
             };
             let got = claimed.len();
-            dispatch(&app, &hosts, claimed, permits).await;
+            dispatch(&app, &hosts, &recorder, claimed, permits).await;
             if got < wanted {
                 break;
             }
@@ -189,6 +203,7 @@ struct Outgoing {
 async fn dispatch(
     app: &Arc<App>,
     hosts: &Arc<Hosts>,
+    recorder: &Recorder,
     claimed: Vec<(Uuid, Uuid)>,
     mut permits: Vec<OwnedSemaphorePermit>,
 ) {
@@ -212,8 +227,9 @@ async fn dispatch(
             };
             let app = app.clone();
             let hosts = hosts.clone();
+            let recorder = recorder.clone();
             tokio::spawn(async move {
-                deliver(&app, &hosts, job).await;
+                deliver(&app, &hosts, &recorder, job).await;
                 drop(permit);
             });
         }
@@ -360,7 +376,18 @@ enum Outcome {
     Released,
 }
 
-async fn deliver(app: &App, hosts: &Hosts, job: Job) {
+/// One finished attempt (or a claim not attempted), for the recorder.
+struct Attempted {
+    workspace_id: Uuid,
+    id: Uuid,
+    attempts: i32,
+    outcome: Outcome,
+    elapsed: Duration,
+}
+
+type Recorder = tokio::sync::mpsc::UnboundedSender<Attempted>;
+
+async fn deliver(app: &App, hosts: &Hosts, recorder: &Recorder, job: Job) {
     let settings = &app.webhooks.settings;
     let started = Instant::now();
     let outcome = match &job.send {
@@ -379,10 +406,41 @@ async fn deliver(app: &App, hosts: &Hosts, job: Job) {
             }
         }
     };
-    let elapsed = started.elapsed();
-    if let Err(error) = record(app, &job, outcome, elapsed).await {
-        // Left leased: due again when the lease runs out (so at least once holds).
-        tracing::warn!(%error, delivery = %job.id, "recording a webhook attempt failed");
+    // If the recorder is gone (shutdown), the claim stays leased and is claimed again.
+    let _ = recorder.send(Attempted {
+        workspace_id: job.workspace_id,
+        id: job.id,
+        attempts: job.attempts,
+        outcome,
+        elapsed: started.elapsed(),
+    });
+}
+
+/// Records attempts in batches: one transaction per workspace for whatever has finished,
+/// so a busy worker pays one commit for many deliveries, not one each.
+async fn record_all(app: Arc<App>, mut finished: tokio::sync::mpsc::UnboundedReceiver<Attempted>) {
+    while let Some(first) = finished.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 1000 {
+            match finished.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut by_workspace: HashMap<Uuid, Vec<Attempted>> = HashMap::new();
+        for attempted in batch {
+            by_workspace
+                .entry(attempted.workspace_id)
+                .or_default()
+                .push(attempted);
+        }
+        for (workspace_id, attempts) in by_workspace {
+            let count = attempts.len();
+            if let Err(error) = record(&app, workspace_id, attempts).await {
+                // Left leased: due again when the lease runs out (so at least once holds).
+                tracing::warn!(%error, %workspace_id, count, "recording webhook attempts failed");
+            }
+        }
     }
 }
 
@@ -450,38 +508,58 @@ fn describe(error: &FetchError) -> String {
     text
 }
 
-async fn record(
-    app: &App,
-    job: &Job,
-    outcome: Outcome,
-    elapsed: Duration,
-) -> Result<(), ToolError> {
-    let scope = Scope::begin(&app.pools.runtime, &worker_principal(job.workspace_id)).await?;
+async fn record(app: &App, workspace_id: Uuid, batch: Vec<Attempted>) -> Result<(), ToolError> {
+    let scope = Scope::begin(&app.pools.runtime, &worker_principal(workspace_id)).await?;
     let now = app.clock.now();
-    let millis = i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX);
+    let (mut ids, mut codes, mut millis) = (Vec::new(), Vec::new(), Vec::new());
+    for attempted in batch {
+        let ms = i32::try_from(attempted.elapsed.as_millis()).unwrap_or(i32::MAX);
+        match attempted.outcome {
+            Outcome::Delivered { status } => {
+                ids.push(attempted.id);
+                codes.push(i32::from(status));
+                millis.push(ms);
+            }
+            other => record_one(&scope, &attempted.id, attempted.attempts, other, ms, now).await?,
+        }
+    }
+    if !ids.is_empty() {
+        scope
+            .execute(
+                "WITH o AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[]) AS o (id, code, ms)),
+                 d AS (
+                    UPDATE hdls.webhook_deliveries w
+                    SET status = 'delivered', attempts = w.attempts + 1, last_attempt_at = $4,
+                        last_status_code = o.code, last_error = NULL, last_duration_ms = o.ms,
+                        delivered_at = $4, next_attempt_at = $4
+                    FROM o WHERE w.id = o.id AND w.status = 'pending'
+                    RETURNING w.subscription_id)
+                 UPDATE hdls.webhook_subscriptions s SET failing_since = NULL
+                 WHERE s.id IN (SELECT subscription_id FROM d) AND s.failing_since IS NOT NULL",
+                &[&ids, &codes, &millis, &now],
+            )
+            .await?;
+    }
+    scope.commit().await
+}
+
+/// Records one attempt that did not deliver.
+async fn record_one(
+    scope: &Scope,
+    id: &Uuid,
+    attempts: i32,
+    outcome: Outcome,
+    millis: i32,
+    now: OffsetDateTime,
+) -> Result<(), ToolError> {
     match outcome {
+        Outcome::Delivered { .. } => {}
         Outcome::Released => {
             scope
                 .execute(
                     "UPDATE hdls.webhook_deliveries SET next_attempt_at = $2
                      WHERE id = $1 AND status = 'pending'",
-                    &[&job.id, &now],
-                )
-                .await?;
-        }
-        Outcome::Delivered { status } => {
-            scope
-                .execute(
-                    "WITH d AS (
-                        UPDATE hdls.webhook_deliveries
-                        SET status = 'delivered', attempts = attempts + 1, last_attempt_at = $2,
-                            last_status_code = $3, last_error = NULL, last_duration_ms = $4,
-                            delivered_at = $2, next_attempt_at = $2
-                        WHERE id = $1 AND status = 'pending'
-                        RETURNING subscription_id)
-                     UPDATE hdls.webhook_subscriptions s SET failing_since = NULL
-                     FROM d WHERE s.id = d.subscription_id AND s.failing_since IS NOT NULL",
-                    &[&job.id, &now, &i32::from(status), &millis],
+                    &[id, &now],
                 )
                 .await?;
         }
@@ -491,7 +569,7 @@ async fn record(
                     "UPDATE hdls.webhook_deliveries
                      SET status = 'failed', last_error = $2, next_attempt_at = $3
                      WHERE id = $1 AND status = 'pending'",
-                    &[&job.id, &reason, &now],
+                    &[id, &reason, &now],
                 )
                 .await?;
         }
@@ -500,7 +578,7 @@ async fn record(
             error,
             retry_after,
         } => {
-            let attempts = job.attempts + 1;
+            let attempts = attempts + 1;
             let gone = status == Some(410);
             let last = gone || attempts >= MAX_ATTEMPTS;
             let next = now + to_time(retry_delay(attempts, retry_after));
@@ -527,7 +605,7 @@ async fn record(
                                                 ELSE s.disabled_reason END
                      FROM d WHERE s.id = d.subscription_id",
                     &[
-                        &job.id,
+                        id,
                         &now,
                         &status.map(i32::from),
                         &error,
@@ -541,7 +619,6 @@ async fn record(
                 .await?;
         }
     }
-    scope.commit().await?;
     Ok(())
 }
 

@@ -620,6 +620,29 @@ async fn gone_disables_the_subscription_until_enabled() {
 }
 
 #[tokio::test]
+async fn five_days_of_failure_disable_the_subscription() {
+    let h = hooked().await;
+    let receiver = Receiver::start().await;
+    receiver.answer_by_default(Reply::Status(503));
+    let (sub, _) = subscribe(&h.concierge, &receiver.url, "crm", &["insert"]).await;
+    create_account(&h.crm, "Down").await;
+    wait_delivery(&h.concierge, &sub, |d| d["attempts"] == 1).await;
+    let listed = h.concierge.ok("list_webhooks", no_args()).await;
+    assert_eq!(listed["subscriptions"][0]["status"], "active");
+    assert!(listed["subscriptions"][0]["failing_since"].is_string());
+    // Still failing six days later: the next failed attempt disables it.
+    h.env.clock.advance(time::Duration::days(6));
+    h.env.app.webhooks.wake();
+    wait_delivery(&h.concierge, &sub, |d| d["attempts"] == 2).await;
+    let listed = h.concierge.ok("list_webhooks", no_args()).await;
+    assert_eq!(listed["subscriptions"][0]["status"], "disabled");
+    assert_eq!(
+        listed["subscriptions"][0]["disabled_reason"],
+        "every delivery failed for 5 days"
+    );
+}
+
+#[tokio::test]
 async fn a_slow_receiver_times_out_and_a_redirect_is_a_failure() {
     let h = hooked_with(true, Duration::from_secs(2)).await;
     let slow = Receiver::start().await;
