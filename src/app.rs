@@ -17,6 +17,7 @@ use crate::net::guard::Cidr;
 use crate::net::guard::Guard;
 use crate::oauth::keys::Keyring;
 use crate::tools::Registry;
+use crate::webhooks::Webhooks;
 
 /// Services shared by every request.
 pub struct App {
@@ -45,6 +46,8 @@ pub struct App {
     pub customer_calls: CustomerWindow,
     /// Concurrent tool calls per workspace (this node).
     pub workspace_gate: WorkspaceGate,
+    /// Webhook delivery settings, the worker's wake-up and its pinned HTTP clients.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl App {
@@ -78,6 +81,7 @@ impl App {
                 workspace_concurrency(pools.runtime.status().max_size),
                 concurrency::DEFAULT_WAIT,
             ),
+            webhooks: Arc::new(Webhooks::default()),
             pools,
         }
     }
@@ -103,6 +107,12 @@ impl App {
     /// Sends invitation emails through `mailer`.
     pub fn with_mailer(mut self, mailer: Mailer) -> App {
         self.mailer = Some(Arc::new(mailer));
+        self
+    }
+
+    /// Delivers webhooks with these settings (timeout, lease, retention).
+    pub fn with_webhook_settings(mut self, settings: crate::webhooks::Settings) -> App {
+        self.webhooks = Arc::new(Webhooks::new(settings));
         self
     }
 

@@ -32,6 +32,10 @@ pub mod actions {
     pub const OAUTH_CODE_REUSE: &str = "oauth.code_reuse";
     /// A connection was revoked (revocation endpoint, `revoke_connection`, member removal).
     pub const OAUTH_REVOKE: &str = "oauth.revoke";
+    pub const WEBHOOK_SUBSCRIBE: &str = "webhook.subscribe";
+    pub const WEBHOOK_ROTATE: &str = "webhook.rotate_secret";
+    pub const WEBHOOK_UNSUBSCRIBE: &str = "webhook.unsubscribe";
+    pub const WEBHOOK_ENABLE: &str = "webhook.enable";
 }
 
 /// Whether the action happened.

@@ -34,4 +34,5 @@ pub mod secret;
 pub mod server;
 pub mod tools;
 pub mod web;
+pub mod webhooks;
 pub mod workspaces;

@@ -1,8 +1,9 @@
 //! The concierge (`/api/mcp`): the control plane of a workspace. Its tools manage the
-//! workspace itself (identity, products, keys, usage, audit) and its team (members,
-//! invitations, OAuth connections).
+//! workspace itself (identity, products, keys, usage, audit), its team (members,
+//! invitations, OAuth connections) and its webhooks.
 
 mod team;
+mod webhooks;
 mod workspace;
 
 use crate::tools::ToolDef;
@@ -11,5 +12,6 @@ use crate::tools::ToolDef;
 pub fn tools() -> Vec<ToolDef> {
     let mut tools = workspace::tools();
     tools.extend(team::tools());
+    tools.extend(webhooks::tools());
     tools
 }

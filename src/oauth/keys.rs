@@ -51,6 +51,11 @@ impl Keyring {
         }
     }
 
+    /// The master key, for other secrets sealed at rest (webhook signing secrets).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
     async fn load(&self, auth: &Pool, now: OffsetDateTime) -> Result<Arc<Loaded>, ToolError> {
         let client = auth.get().await.map_err(ToolError::from_pool)?;
         let rows = client

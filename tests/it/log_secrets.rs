@@ -37,7 +37,14 @@ async fn debug_logs_and_audit_targets_carry_no_secret() {
     let _guard =
         tracing::subscriber::set_default(hdls::logging::subscriber("debug", move || sink.clone()));
     tracing::debug!("capture is on");
-    let env = TestEnv::start().await;
+    // Loopback allowed, so a webhook can be subscribed and delivered (to a closed port).
+    let env = TestEnv::start_with_app(|app| {
+        app.with_outbound(hdls::net::guard::Guard::new(
+            Arc::new(hdls::net::guard::SystemResolver),
+            vec![hdls::net::guard::Cidr::parse("127.0.0.0/8").unwrap()],
+        ))
+    })
+    .await;
     let mut secrets: Vec<(&str, String)> = Vec::new();
 
     // First start: a workspace with its owner key, and an owner's set-password link.
@@ -164,6 +171,48 @@ async fn debug_logs_and_audit_targets_carry_no_secret() {
     .unwrap()
     .unwrap();
     secrets.push(("password link", forgotten));
+
+    // A webhook: its secret, shown at subscribe and at rotation, signs deliveries (which fail
+    // here: nothing listens) and must appear nowhere else, list_webhooks included.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let subscribed = owner
+        .ok(
+            "subscribe_webhook",
+            json!({ "target_url": target, "schema_name": "crm", "event_types": ["insert"] }),
+        )
+        .await;
+    let webhook_secret = subscribed["secret"].as_str().unwrap().to_owned();
+    let rotated = owner
+        .ok("rotate_webhook_secret", json!({ "id": subscribed["id"] }))
+        .await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let crm = env.client("/api/mcp/crm", &owner_key).await;
+    crm.ok("create_account", json!({ "name": "Hooked" })).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let listed = owner
+            .ok("list_webhook_deliveries", json!({ "id": subscribed["id"] }))
+            .await;
+        if listed["deliveries"][0]["attempts"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no delivery attempt");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let listed = owner.ok("list_webhooks", json!({})).await.to_string();
+    for secret in [&webhook_secret, &rotated] {
+        let tail = &secret["whsec_".len()..];
+        assert!(
+            !listed.contains(tail),
+            "list_webhooks shows a webhook secret"
+        );
+        secrets.push(("webhook secret", secret.clone()));
+        secrets.push(("webhook secret's key part", tail.to_owned()));
+    }
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(

@@ -37,4 +37,5 @@ mod support_customers;
 mod support_desk;
 mod support_rls;
 mod transport;
+mod webhooks;
 mod widening;
