@@ -74,7 +74,7 @@ impl Scope {
             statements.push(format!("SET LOCAL hdls.principal_id = '{id}'"));
         }
         // Who and when, for change events (migration V7), the "who" columns the database
-        // stamps (V12) and the rules that depend on who acts (V15): the credential, the time,
+        // stamps (V12) and the rules that depend on who acts (V16): the credential, the time,
         // the author, the role. All server-made (`key_<hex>`,
         // `grant_<uuid>`, `user:<uuid>`, `cli`), checked here anyway since they become a literal.
         let author = principal.author_id();

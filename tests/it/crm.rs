@@ -1380,7 +1380,7 @@ async fn who_wrote_a_note_is_stamped_by_the_database_not_the_caller() {
 }
 
 /// The power tools reach the notes table too: there, as in the named tools, only a note's
-/// author or an admin or owner may change or delete it (a rule in the database, V15), and a
+/// author or an admin or owner may change or delete it (a rule in the database, V16), and a
 /// note still goes with its record whoever deletes the record.
 #[tokio::test]
 async fn the_power_tools_cannot_rewrite_or_delete_another_members_note() {
