@@ -6,6 +6,7 @@ use url::Url;
 
 use crate::client_address::TrustedProxies;
 use crate::clock::Clock;
+use crate::datasources::DataSources;
 use crate::db::Pools;
 use crate::engine::catalog::CatalogCache;
 use crate::identity::Endpoint;
@@ -45,6 +46,8 @@ pub struct App {
     pub customer_calls: CustomerWindow,
     /// Concurrent tool calls per workspace (this node).
     pub workspace_gate: WorkspaceGate,
+    /// Linked databases' pools and catalogs (this node).
+    pub data_sources: DataSources,
 }
 
 impl App {
@@ -78,6 +81,7 @@ impl App {
                 workspace_concurrency(pools.runtime.status().max_size),
                 concurrency::DEFAULT_WAIT,
             ),
+            data_sources: DataSources::default(),
             pools,
         }
     }

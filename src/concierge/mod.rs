@@ -2,6 +2,7 @@
 //! workspace itself (identity, products, keys, usage, audit) and its team (members,
 //! invitations, OAuth connections).
 
+mod data_sources;
 mod team;
 mod workspace;
 
@@ -11,5 +12,6 @@ use crate::tools::ToolDef;
 pub fn tools() -> Vec<ToolDef> {
     let mut tools = workspace::tools();
     tools.extend(team::tools());
+    tools.extend(data_sources::tools());
     tools
 }

@@ -320,5 +320,6 @@ fn principal(persona: Persona, role: Role) -> hdls::identity::Principal {
             id: "key_0000000000000000".into(),
         },
         expires_at: None,
+        data_source: None,
     }
 }
