@@ -52,6 +52,19 @@ impl UserCluster {
         su.batch_execute(&format!("ALTER SYSTEM SET port = {port}"))
             .await
             .unwrap();
+        // Passwords are checked over TCP (initdb's trust would accept any), except for the
+        // test's own superuser. The server writes the file, so it owns it.
+        let hba = cluster.data_dir().join("pg_hba_byo.conf");
+        su.batch_execute(&format!(
+            "COPY (VALUES ('local all all trust'), ('host all postgres 127.0.0.1/32 trust'),
+                          ('host all all 127.0.0.1/32 scram-sha-256')) TO '{}'",
+            hba.display()
+        ))
+        .await
+        .unwrap();
+        su.batch_execute(&format!("ALTER SYSTEM SET hba_file = '{}'", hba.display()))
+            .await
+            .unwrap();
         drop(su);
         cluster.stop().await.unwrap();
         let cluster = Cluster::start(&dir).await.expect("restarting on TCP");
@@ -231,6 +244,38 @@ async fn byo_link_serve_power_tools_and_unlink() {
             .await;
         assert_eq!(refused["code"], "forbidden", "{role}: {refused}");
     }
+
+    // A wrong password is the user's to fix, and says so without the string.
+    let password = connection_string
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap();
+    let wrong = connection_string.replace(password, "Wr0ng");
+    let refused = owner
+        .err(
+            "link_database",
+            json!({ "name": "shop", "connection_string": wrong, "schema": "shop" }),
+        )
+        .await;
+    assert_eq!(refused["code"], "invalid_input", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused the user name or password")
+    );
+    assert!(!refused.to_string().contains("Wr0ng"), "{refused}");
+    // A schema that is not there.
+    let missing = owner
+        .err(
+            "link_database",
+            json!({ "name": "shop", "connection_string": connection_string, "schema": "nope" }),
+        )
+        .await;
+    assert_eq!(missing["path"], "schema", "{missing}");
 
     let linked = owner
         .ok(
