@@ -10,7 +10,6 @@ use hdls::identity::Role;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::TestEnv;
 use crate::oauth_support::{self, AuthParams, Browser, PASSWORD, hidden};
 
 #[derive(Clone, Default)]
