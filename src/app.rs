@@ -6,6 +6,7 @@ use url::Url;
 
 use crate::client_address::TrustedProxies;
 use crate::clock::Clock;
+use crate::datasources::DataSources;
 use crate::db::Pools;
 use crate::engine::catalog::CatalogCache;
 use crate::identity::Endpoint;
@@ -48,6 +49,8 @@ pub struct App {
     pub workspace_gate: WorkspaceGate,
     /// Webhook delivery settings, the worker's wake-up and its pinned HTTP clients.
     pub webhooks: Arc<Webhooks>,
+    /// Linked databases' pools and catalogs (this node).
+    pub data_sources: DataSources,
 }
 
 impl App {
@@ -82,6 +85,7 @@ impl App {
                 concurrency::DEFAULT_WAIT,
             ),
             webhooks: Arc::new(Webhooks::default()),
+            data_sources: DataSources::default(),
             pools,
         }
     }

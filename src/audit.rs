@@ -36,6 +36,10 @@ pub mod actions {
     pub const WEBHOOK_ROTATE: &str = "webhook.rotate_secret";
     pub const WEBHOOK_UNSUBSCRIBE: &str = "webhook.unsubscribe";
     pub const WEBHOOK_ENABLE: &str = "webhook.enable";
+    /// A database was linked as a data source (never with its connection string).
+    pub const DATA_SOURCE_LINK: &str = "data_source.link";
+    /// A data source was unlinked (its keys revoked with it).
+    pub const DATA_SOURCE_UNLINK: &str = "data_source.unlink";
 }
 
 /// Whether the action happened.

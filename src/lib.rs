@@ -16,6 +16,7 @@ pub mod concierge;
 pub mod credentials;
 pub mod cursor;
 pub mod data_dir;
+pub mod datasources;
 pub mod db;
 pub mod engine;
 pub mod error;

@@ -2,6 +2,7 @@
 //! workspace itself (identity, products, keys, usage, audit), its team (members,
 //! invitations, OAuth connections) and its webhooks.
 
+mod data_sources;
 mod team;
 mod webhooks;
 mod workspace;
@@ -13,5 +14,6 @@ pub fn tools() -> Vec<ToolDef> {
     let mut tools = workspace::tools();
     tools.extend(team::tools());
     tools.extend(webhooks::tools());
+    tools.extend(data_sources::tools());
     tools
 }

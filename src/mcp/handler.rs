@@ -93,6 +93,10 @@ impl ServerHandler for McpEndpoint {
             Endpoint::Product(_) => {
                 "hdls product endpoint. Your credential is bound to one workspace; no tool takes a tenant id."
             }
+            Endpoint::DataSource => {
+                "hdls linked database: the power tools over the schema your data-source key is bound to, \
+                 run with exactly the privileges of the database role the database was linked with."
+            }
         };
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new(

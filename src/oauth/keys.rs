@@ -44,16 +44,17 @@ fn seal_context(kid: &str) -> Vec<u8> {
 }
 
 impl Keyring {
+    /// The master key the keyring seals with (also sealing other secrets at rest: webhook
+    /// signing secrets, linked databases' connection strings).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
     pub fn new(master: MasterKey) -> Keyring {
         Keyring {
             master,
             loaded: RwLock::new(None),
         }
-    }
-
-    /// The master key, for other secrets sealed at rest (webhook signing secrets).
-    pub fn master(&self) -> &MasterKey {
-        &self.master
     }
 
     async fn load(&self, auth: &Pool, now: OffsetDateTime) -> Result<Arc<Loaded>, ToolError> {

@@ -453,7 +453,9 @@ pub fn tools(product: Product) -> Vec<ToolDef> {
 fn product_of(cx: &Cx<'_>) -> Result<Product, ToolError> {
     match cx.endpoint {
         Endpoint::Product(p) => Ok(p),
-        Endpoint::Concierge => Err(ToolError::internal("custom-field tool on the concierge")),
+        Endpoint::Concierge | Endpoint::DataSource => Err(ToolError::internal(
+            "custom-field tool outside a product endpoint",
+        )),
     }
 }
 

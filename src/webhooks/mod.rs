@@ -132,6 +132,7 @@ pub fn worker_principal(workspace_id: Uuid) -> Principal {
         user_id: None,
         products: Vec::new(),
         all_products: false,
+        data_source: None,
         credential: CredentialRef {
             kind: CredentialKind::Cli,
             id: "webhooks".to_owned(),

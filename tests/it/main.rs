@@ -5,6 +5,7 @@ mod harness;
 mod audit;
 mod bad_input;
 mod browser;
+mod byo_database;
 mod change_events;
 mod cli;
 mod clock;
