@@ -1184,3 +1184,49 @@ async fn two_servers_deliver_each_event_once() {
     drop(servers);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What a user with a stock receiver sees: a real delivery verifies with the Standard
+/// Webhooks library (`standardwebhooks`, pinned in tests/interop/webhooks) and with the
+/// README's standard-library check of `X-Hdls-Signature`, and the same body altered by one
+/// byte verifies with neither.
+#[tokio::test]
+async fn a_stock_verification_library_accepts_the_signature() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/webhooks");
+    let Some(python) = crate::harness::python_env_once(&dir) else {
+        return;
+    };
+    let h = hooked().await;
+    let receiver = Receiver::start().await;
+    let (_, secret) = subscribe(&h.concierge, &receiver.url, "crm", &["insert"]).await;
+    create_account(&h.crm, "Verified Ltd").await;
+    let delivery = wait_accepted(&receiver, 1).await.remove(0);
+    let input = json!({
+        "secret": secret,
+        "headers": delivery.headers,
+        "body_b64": STANDARD.encode(&delivery.body),
+    });
+    let mut child = tokio::process::Command::new(&python)
+        .arg("verify.py")
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.to_string().as_bytes()).await.unwrap();
+    }
+    let output = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        format!("ok: verified {}", delivery.event_id())
+    );
+}
