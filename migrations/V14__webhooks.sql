@@ -122,7 +122,9 @@ GRANT UPDATE (status, attempts, next_attempt_at, claimed_at, last_attempt_at, la
               last_error, last_duration_ms, delivered_at) ON hdls.webhook_deliveries TO hdls_runtime;
 
 -- Fan-out: each change event becomes one delivery per matching active subscription, in the
--- writer's transaction, and wakes the workers (LISTEN hdls_webhooks) when it commits.
+-- writer's transaction. No NOTIFY: it takes a lock at commit that serialises every notifying
+-- transaction; the process that served the write wakes its own worker after the commit, and
+-- every worker also looks for due deliveries on a timer.
 -- SECURITY DEFINER because a customer's writes (support) record events too, and a customer
 -- transaction may not read subscriptions; it reads only the new event row it is handed and
 -- the subscriptions of that event's workspace (the tenant policy still applies: the
@@ -130,8 +132,6 @@ GRANT UPDATE (status, attempts, next_attempt_at, claimed_at, last_attempt_at, la
 CREATE FUNCTION hdls.fan_out_change() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog
 AS $$
-DECLARE
-    made integer;
 BEGIN
     INSERT INTO hdls.webhook_deliveries
         (workspace_id, id, subscription_id, event_id, next_attempt_at, created_at)
@@ -143,10 +143,6 @@ BEGIN
       AND NEW.op = ANY (s.event_types)
       AND (s.tables IS NULL OR NEW.table_name = ANY (s.tables))
       AND (s.expires_at IS NULL OR s.expires_at > NEW.occurred_at);
-    GET DIAGNOSTICS made = ROW_COUNT;
-    IF made > 0 THEN
-        PERFORM pg_notify('hdls_webhooks', '');
-    END IF;
     RETURN NULL;
 END
 $$;

@@ -19,7 +19,7 @@ use crate::identity::{Endpoint, Product, Role};
 use crate::net::fetch::{self, FetchError};
 use crate::tools::named::{self, NoArgs};
 use crate::tools::{Cx, Effect, ToolDef, ToolError, ToolResult, timestamp};
-use crate::webhooks::{self, MAX_SUBSCRIPTIONS, signing};
+use crate::webhooks::{MAX_SUBSCRIPTIONS, signing};
 
 const HERE: Endpoint = Endpoint::Concierge;
 
@@ -594,11 +594,6 @@ async fn redeliver_webhook(cx: &Cx<'_>, args: RedeliverArgs) -> ToolResult {
             &[&delivery, &cx.app.clock.now()],
         )
         .await?;
-    // Wake every server's worker when this commits (and this one's at once: the claim will
-    // see the row once the call commits, or on the next tick).
-    cx.scope
-        .execute("SELECT pg_notify($1, '')", &[&webhooks::CHANNEL])
-        .await?;
-    cx.app.webhooks.wake();
+    // The call path wakes this process's worker once the call commits (a write tool).
     Ok(json!({ "delivery_id": show_delivery(delivery), "status": "pending" }))
 }

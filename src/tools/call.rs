@@ -47,6 +47,13 @@ pub async fn call(
     match outcome {
         Ok(value) => {
             scope.commit().await?;
+            if !matches!(tool.effect, super::Effect::Read) {
+                // A write may have made webhook deliveries (the fan-out trigger, V14): this
+                // process's worker sends them now. Other processes' workers find due
+                // deliveries on their timer; no NOTIFY, which would serialise every writing
+                // transaction's commit on PostgreSQL's notification queue lock.
+                app.webhooks.wake();
+            }
             Ok(value)
         }
         Err(error) => {

@@ -14,9 +14,6 @@ use uuid::Uuid;
 use crate::identity::{CredentialKind, CredentialRef, Persona, Principal, Role};
 use crate::net::fetch::Clients;
 
-/// The channel the fan-out trigger notifies when it made deliveries.
-pub const CHANNEL: &str = "hdls_webhooks";
-
 /// Attempts per delivery: the first, then one after each delay of [`RETRY_DELAYS`].
 pub const MAX_ATTEMPTS: i32 = 8;
 

@@ -1,7 +1,7 @@
 //! The delivery worker that runs in every `hdls serve` (and every in-process test server).
 //!
-//! Woken by `NOTIFY hdls_webhooks` (the fan-out trigger sends it when a write made
-//! deliveries) and by a timer, it claims due deliveries of every workspace through
+//! Woken by the call path after every committed write on this process (which may have made
+//! deliveries: the fan-out trigger of V14) and by a timer, it claims due deliveries of every workspace through
 //! `hdls.claim_webhook_deliveries` (FOR UPDATE SKIP LOCKED, with a lease: migration V14),
 //! reads each one's event and subscription in a tenant Scope, signs and POSTs it through the
 //! outbound guard, and records the outcome in another Scope. Nothing is marked delivered
@@ -13,16 +13,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 use uuid::Uuid;
 
-use super::{CHANNEL, FAILING_FOR, MAX_ATTEMPTS, Webhooks, retry_delay, signing, worker_principal};
+use super::{FAILING_FOR, MAX_ATTEMPTS, retry_delay, signing, worker_principal};
 use crate::app::App;
 use crate::db::Scope;
 use crate::error::ToolError;
@@ -39,11 +37,6 @@ const MIN_CLAIM: usize = 16;
 
 /// Runs until `shutdown`.
 pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
-    tokio::spawn(listen(
-        app.webhooks.clone(),
-        app.pools.target.for_role(crate::db::RUNTIME_ROLE),
-        shutdown.clone(),
-    ));
     let in_flight = Arc::new(Semaphore::new(app.webhooks.settings.concurrency.max(1)));
     let hosts = Arc::new(Hosts::default());
     let (recorder, finished) = tokio::sync::mpsc::unbounded_channel();
@@ -104,55 +97,6 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
             _ = app.webhooks.wake.notified() => {}
             _ = tokio::time::sleep(app.webhooks.settings.tick) => {}
         }
-    }
-}
-
-/// LISTENs on the webhook channel on a connection of its own and wakes the worker on each
-/// notification (and on every reconnect, since notifications may have been missed).
-async fn listen(
-    webhooks: Arc<Webhooks>,
-    config: tokio_postgres::Config,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let session = async {
-            let (client, mut connection) = config.connect(NoTls).await?;
-            let wake = webhooks.clone();
-            let driver = tokio::spawn(async move {
-                let mut messages =
-                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                while let Some(message) = messages.next().await {
-                    match message {
-                        Ok(AsyncMessage::Notification(_)) => wake.wake(),
-                        Ok(_) => {}
-                        Err(error) => return Err(error),
-                    }
-                }
-                Ok(())
-            });
-            client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-            webhooks.wake();
-            let result = match driver.await {
-                Ok(result) => result,
-                Err(_) => Ok(()),
-            };
-            drop(client);
-            result
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            result = session => {
-                if let Err(error) = result {
-                    tracing::warn!(%error, "webhook listener lost its connection; reconnecting");
-                }
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
