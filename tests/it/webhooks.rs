@@ -1230,3 +1230,63 @@ async fn a_stock_verification_library_accepts_the_signature() {
         format!("ok: verified {}", delivery.event_id())
     );
 }
+
+/// A customer's writes (support's customer persona, which may not read subscriptions or the
+/// outbox) still fan out to the team's subscriptions, signed like any other.
+#[tokio::test]
+async fn a_customers_ticket_is_delivered_to_the_teams_subscription() {
+    let h = hooked().await;
+    h.concierge
+        .ok("install_product", json!({ "product": "support" }))
+        .await;
+    let receiver = Receiver::start().await;
+    let (_, secret) = h
+        .concierge
+        .ok(
+            "subscribe_webhook",
+            json!({ "target_url": receiver.url, "schema_name": "support",
+                    "event_types": ["insert"], "tables": ["tickets"] }),
+        )
+        .await
+        .as_object()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_owned(),
+                s["secret"].as_str().unwrap().to_owned(),
+            )
+        })
+        .unwrap();
+    let desk = h.env.client("/api/mcp/support", &h.owner_key).await;
+    let requester = desk
+        .ok(
+            "create_requester",
+            json!({ "email": "cat@customer.example" }),
+        )
+        .await["requester"]["id"]
+        .clone();
+    let key = desk
+        .ok("mint_customer_key", json!({ "requester_id": requester }))
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let customer = h.env.client("/api/mcp/support", &key).await;
+    let ticket = customer
+        .ok(
+            "create_ticket",
+            json!({ "values": { "subject": "Login broken on mobile", "body": "Since the update." } }),
+        )
+        .await["ticket"]["id"]
+        .clone();
+    let got = wait_accepted(&receiver, 1).await;
+    let body = got[0].json();
+    assert_eq!(body["type"], "support.tickets.insert");
+    assert_eq!(body["data"]["id"], ticket);
+    assert_eq!(body["data"]["requester_id"], requester);
+    assert!(hdls_signature_verifies(
+        &secret,
+        &got[0].body,
+        got[0].header("x-hdls-signature")
+    ));
+    assert!(standard_signature_verifies(&secret, &got[0]));
+}
