@@ -6,6 +6,7 @@ use url::Url;
 
 use crate::client_address::TrustedProxies;
 use crate::clock::Clock;
+use crate::datasources::DataSources;
 use crate::db::Pools;
 use crate::engine::catalog::CatalogCache;
 use crate::identity::Endpoint;
@@ -17,6 +18,7 @@ use crate::net::guard::Cidr;
 use crate::net::guard::Guard;
 use crate::oauth::keys::Keyring;
 use crate::tools::Registry;
+use crate::webhooks::Webhooks;
 
 /// Services shared by every request.
 pub struct App {
@@ -45,6 +47,10 @@ pub struct App {
     pub customer_calls: CustomerWindow,
     /// Concurrent tool calls per workspace (this node).
     pub workspace_gate: WorkspaceGate,
+    /// Webhook delivery settings, the worker's wake-up and its pinned HTTP clients.
+    pub webhooks: Arc<Webhooks>,
+    /// Linked databases' pools and catalogs (this node).
+    pub data_sources: DataSources,
 }
 
 impl App {
@@ -78,6 +84,8 @@ impl App {
                 workspace_concurrency(pools.runtime.status().max_size),
                 concurrency::DEFAULT_WAIT,
             ),
+            webhooks: Arc::new(Webhooks::default()),
+            data_sources: DataSources::default(),
             pools,
         }
     }
@@ -103,6 +111,12 @@ impl App {
     /// Sends invitation emails through `mailer`.
     pub fn with_mailer(mut self, mailer: Mailer) -> App {
         self.mailer = Some(Arc::new(mailer));
+        self
+    }
+
+    /// Delivers webhooks with these settings (timeout, lease, retention).
+    pub fn with_webhook_settings(mut self, settings: crate::webhooks::Settings) -> App {
+        self.webhooks = Arc::new(Webhooks::new(settings));
         self
     }
 

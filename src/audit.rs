@@ -32,6 +32,14 @@ pub mod actions {
     pub const OAUTH_CODE_REUSE: &str = "oauth.code_reuse";
     /// A connection was revoked (revocation endpoint, `revoke_connection`, member removal).
     pub const OAUTH_REVOKE: &str = "oauth.revoke";
+    pub const WEBHOOK_SUBSCRIBE: &str = "webhook.subscribe";
+    pub const WEBHOOK_ROTATE: &str = "webhook.rotate_secret";
+    pub const WEBHOOK_UNSUBSCRIBE: &str = "webhook.unsubscribe";
+    pub const WEBHOOK_ENABLE: &str = "webhook.enable";
+    /// A database was linked as a data source (never with its connection string).
+    pub const DATA_SOURCE_LINK: &str = "data_source.link";
+    /// A data source was unlinked (its keys revoked with it).
+    pub const DATA_SOURCE_UNLINK: &str = "data_source.unlink";
 }
 
 /// Whether the action happened.

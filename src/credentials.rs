@@ -95,6 +95,11 @@ pub fn bound(
             "customer credentials cannot mint credentials",
         ));
     }
+    if actor.data_source.is_some() {
+        return Err(ToolError::forbidden(
+            "a data-source key cannot mint credentials",
+        ));
+    }
     let maker = maker_of(actor)?;
     if role > actor.role {
         return Err(ToolError::forbidden(format!(
@@ -173,6 +178,23 @@ pub fn bound_customer(
     Ok(bounded)
 }
 
+/// Bounds a data-source key minted by `actor`: the general rule for role and expiry, with no
+/// product (the key reaches only its source's endpoint). A credential bound to a data source
+/// never mints (it reaches no concierge), and is refused here too.
+pub fn bound_data_source(
+    actor: &Principal,
+    role: Role,
+    expires_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<Bounded, ToolError> {
+    if actor.data_source.is_some() {
+        return Err(ToolError::forbidden(
+            "a data-source key cannot mint credentials",
+        ));
+    }
+    bound(actor, role, Some(Vec::new()), expires_at, now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +219,7 @@ mod tests {
                 id: "key_00000000000000aa".into(),
             },
             expires_at,
+            data_source: None,
         }
     }
 

@@ -134,6 +134,21 @@ impl From<tokio_postgres::Error> for ToolError {
         let location = std::panic::Location::caller();
         let code = error.code().map(|c| c.code());
         let class = code.and_then(|c| c.get(..2));
+        // A rule the schema enforces by name (a PL/pgSQL RAISE in hdls's own triggers: "the
+        // audit log is append-only", "this ticket has been rated already"). Its message is a
+        // constant written in a migration, never a row value, so the caller gets it as the
+        // reason; and it is a refusal, not a fault, so it is not logged as an error.
+        if let Some(db) = error.as_db_error()
+            && db.routine() == Some("exec_stmt_raise")
+        {
+            let code = match class {
+                Some("42") => ErrorCode::Forbidden,
+                Some("23") => ErrorCode::Conflict,
+                _ => ErrorCode::InvalidInput,
+            };
+            tracing::debug!(%location, sqlstate = db.code().code(), "a schema rule refused the change");
+            return ToolError::new(code, db.message().to_owned());
+        }
         let mapped = match error.code() {
             Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::EXCLUSION_VIOLATION => {
                 ToolError::conflict("a record with the same unique value already exists")

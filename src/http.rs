@@ -43,6 +43,12 @@ pub fn router(app: Arc<App>, shutdown: CancellationToken) -> Router {
             mcp_service(app.clone(), endpoint, shutdown.clone()),
         );
     }
+    // Linked databases: one service for every source; authentication checks the key is bound
+    // to the source in the path, and the call path reads the binding from the key.
+    router = router.route_service(
+        Endpoint::DataSource.path(),
+        mcp_service(app.clone(), Endpoint::DataSource, shutdown.clone()),
+    );
     router
         .layer(middleware::from_fn_with_state(
             app.clone(),

@@ -151,6 +151,9 @@ impl Product {
 pub enum Endpoint {
     Concierge,
     Product(Product),
+    /// A linked database (`/api/mcp/db/<data source id>`): the power tools over its schema,
+    /// for data-source keys bound to it. The id comes from the path, not from here.
+    DataSource,
 }
 
 impl Endpoint {
@@ -169,6 +172,7 @@ impl Endpoint {
             Endpoint::Product(Product::Crm) => "/api/mcp/crm",
             Endpoint::Product(Product::Support) => "/api/mcp/support",
             Endpoint::Product(Product::Contacts) => "/api/mcp/contacts",
+            Endpoint::DataSource => DATA_SOURCE_PATH,
         }
     }
 
@@ -177,8 +181,35 @@ impl Endpoint {
         match self {
             Endpoint::Concierge => "concierge",
             Endpoint::Product(p) => p.slug(),
+            Endpoint::DataSource => "db",
         }
     }
+
+    /// The path of one linked data source's endpoint.
+    pub fn data_source_path(id: Uuid) -> String {
+        format!("{DATA_SOURCE_PREFIX}{id}")
+    }
+
+    /// The data source id in a path under [`DATA_SOURCE_PREFIX`].
+    pub fn data_source_in(path: &str) -> Option<Uuid> {
+        path.strip_prefix(DATA_SOURCE_PREFIX)?
+            .trim_end_matches('/')
+            .parse()
+            .ok()
+    }
+}
+
+/// Where linked data sources are served: `/api/mcp/db/<data source id>`.
+pub const DATA_SOURCE_PREFIX: &str = "/api/mcp/db/";
+/// The route pattern of [`Endpoint::DataSource`].
+pub const DATA_SOURCE_PATH: &str = "/api/mcp/db/{id}";
+
+/// What a data-source key is bound to: one linked database and one schema of it. Such a
+/// key works only at that source's endpoint (`/api/mcp/db/<id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataSourceBinding {
+    pub id: Uuid,
+    pub schema: String,
 }
 
 /// Opaque reference to the credential a request presented (never the secret).
@@ -207,6 +238,8 @@ pub struct Principal {
     pub all_products: bool,
     pub credential: CredentialRef,
     pub expires_at: Option<OffsetDateTime>,
+    /// The linked database a data-source key is bound to; `None` for every other credential.
+    pub data_source: Option<DataSourceBinding>,
 }
 
 impl Principal {
@@ -242,6 +275,7 @@ impl Principal {
                 id: "cli".to_owned(),
             },
             expires_at: None,
+            data_source: None,
         }
     }
 }

@@ -39,6 +39,7 @@ pub fn spawn(app: Arc<App>, listener: TcpListener) -> std::io::Result<RunningSer
         app.clock.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(crate::webhooks::worker::run(app.clone(), shutdown.clone()));
     let router = http::router(app, shutdown.clone());
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {

@@ -12,7 +12,9 @@ use crate::audit;
 use crate::credentials;
 use crate::db::Scope;
 use crate::error::ToolError;
-use crate::identity::{CredentialKind, CredentialRef, Persona, Principal, Product, Role};
+use crate::identity::{
+    CredentialKind, CredentialRef, DataSourceBinding, Persona, Principal, Product, Role,
+};
 use crate::secret;
 
 /// Every key starts with this, so secret scanners and humans recognise it.
@@ -100,6 +102,7 @@ pub async fn resolve(
         .prepare_cached(
             "SELECT k.workspace_id, k.secret_hash, k.role, k.expires_at, k.revoked_at, k.last_used_at, w.name,
                     k.products IS NULL AS all_products, k.persona, k.principal_id,
+                    k.data_source_id, k.data_source_schema,
                     (SELECT r.disabled_at IS NULL FROM support.requesters r
                      WHERE r.workspace_id = k.workspace_id AND r.id = k.principal_id) AS requester_enabled,
                     ARRAY(SELECT p.product FROM hdls.installed_products p
@@ -171,6 +174,10 @@ pub async fn resolve(
             id: display_id(key_id),
         },
         expires_at,
+        data_source: row
+            .get::<_, Option<Uuid>>("data_source_id")
+            .zip(row.get::<_, Option<String>>("data_source_schema"))
+            .map(|(id, schema)| DataSourceBinding { id, schema }),
     };
     Ok(Ok((principal, row.get("last_used_at"))))
 }
@@ -226,6 +233,13 @@ pub struct MintedKey {
     pub requester_id: Option<Uuid>,
     /// The products the key reaches; `None` (shown as null) means every installed product.
     pub products: Option<Vec<Product>>,
+    /// The linked database (and schema) a data-source key is bound to; it works only at
+    /// `endpoint`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_source: Option<DataSourceBinding>,
+    /// Where a data-source key works.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// The credential it was minted through (`cli`, `key_…`, `grant_…`); revoking that one
     /// revokes this one.
     pub minted_by: String,
@@ -246,7 +260,54 @@ pub async fn mint(
     now: OffsetDateTime,
 ) -> Result<MintedKey, ToolError> {
     let bounded = credentials::bound(actor, role, products, expires_at, now)?;
-    store(scope, actor, bounded, None, label, now).await
+    store(scope, actor, bounded, None, None, label, now).await
+}
+
+/// Mints a data-source key: bound to one linked database of the Scope's workspace and to its
+/// schema, bounded by `actor` like every minted key (see [`crate::credentials::bound_data_source`]),
+/// and audited. It works only at that source's endpoint, and is revoked when the source is
+/// unlinked (a trigger, migration V15).
+#[allow(clippy::too_many_arguments)]
+pub async fn mint_data_source(
+    scope: &Scope,
+    actor: &Principal,
+    data_source: Uuid,
+    schema: Option<String>,
+    role: Role,
+    label: Option<String>,
+    expires_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<MintedKey, ToolError> {
+    let bounded = credentials::bound_data_source(actor, role, expires_at, now)?;
+    // Locked so the source cannot be unlinked between this check and the insert.
+    let linked_schema: String = scope
+        .query_opt(
+            "SELECT schema_name FROM hdls.data_sources
+             WHERE id = $1 AND unlinked_at IS NULL FOR SHARE",
+            &[&data_source],
+        )
+        .await?
+        .ok_or_else(|| {
+            ToolError::not_found(format!(
+                "no linked data source {data_source} in this workspace"
+            ))
+            .with("path", "data_source")
+        })?
+        .get(0);
+    let schema = schema.unwrap_or_else(|| linked_schema.clone());
+    if schema != linked_schema {
+        return Err(ToolError::invalid_input(
+            "schema",
+            format!(
+                "this data source was linked for schema {linked_schema:?}; link the database again to serve another schema"
+            ),
+        ));
+    }
+    let binding = DataSourceBinding {
+        id: data_source,
+        schema,
+    };
+    store(scope, actor, bounded, None, Some(binding), label, now).await
 }
 
 /// Mints a customer key bound to `requester_id` (support's customer persona), bounded by
@@ -279,7 +340,7 @@ pub async fn mint_customer(
         ))
         .with("path", "requester_id"));
     }
-    store(scope, actor, bounded, Some(requester_id), label, now).await
+    store(scope, actor, bounded, Some(requester_id), None, label, now).await
 }
 
 /// Writes a bounded key (a customer key when `requester_id` is given) and its audit record.
@@ -288,6 +349,7 @@ async fn store(
     actor: &Principal,
     bounded: credentials::Bounded,
     requester_id: Option<Uuid>,
+    data_source: Option<DataSourceBinding>,
     label: Option<String>,
     now: OffsetDateTime,
 ) -> Result<MintedKey, ToolError> {
@@ -299,8 +361,9 @@ async fn store(
     scope
         .execute(
             "INSERT INTO hdls.api_keys (key_id, secret_hash, role, label, created_by, created_at, expires_at,
-                                        products, parent_key_id, parent_grant_id, persona, principal_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                        products, parent_key_id, parent_grant_id, persona, principal_id,
+                                        data_source_id, data_source_schema)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             &[
                 &key.key_id,
                 &key.hash.as_slice(),
@@ -314,16 +377,19 @@ async fn store(
                 &bounded.parent_grant_id(),
                 &persona.as_str(),
                 &requester_id,
+                &data_source.as_ref().map(|b| b.id),
+                &data_source.as_ref().map(|b| b.schema.as_str()),
             ],
         )
         .await?;
     let key_id = display_id(&key.key_id);
     let role = bounded.role;
-    let target = match requester_id {
-        Some(requester) => {
+    let target = match (requester_id, &data_source) {
+        (Some(requester), _) => {
             format!("{key_id} role={role} persona=customer requester_id={requester}")
         }
-        None => format!("{key_id} role={role}"),
+        (None, Some(binding)) => format!("{key_id} role={role} data_source={}", binding.id),
+        (None, None) => format!("{key_id} role={role}"),
     };
     audit::record(
         scope,
@@ -341,6 +407,10 @@ async fn store(
         persona,
         requester_id,
         products: bounded.products,
+        endpoint: data_source
+            .as_ref()
+            .map(|b| crate::identity::Endpoint::data_source_path(b.id)),
+        data_source,
         minted_by: actor.credential.id.clone(),
         label,
         expires_at: bounded.expires_at,

@@ -50,6 +50,10 @@ pub async fn authenticate(
     if let Some(retry_after) = address.and_then(|a| app.bearer_failures.blocked(a, now)) {
         return too_many_failures(retry_after);
     }
+    // Linked databases are reached with data-source keys only (no OAuth resource there).
+    if endpoint == Endpoint::DataSource && !token.starts_with(api_key::PREFIX) {
+        return challenge(&app, endpoint, Failure::Invalid);
+    }
     let resolved = if token.starts_with(api_key::PREFIX) {
         api_key::resolve(&app.pools.auth, token, now)
             .await
@@ -67,6 +71,13 @@ pub async fn authenticate(
     };
     match resolved {
         Ok(Ok(principal)) => {
+            if !bound_here(endpoint, &principal, request.uri().path()) {
+                tracing::info!(
+                    endpoint = endpoint.name(),
+                    "credential presented at an endpoint it is not bound to"
+                );
+                return challenge(&app, endpoint, Failure::Invalid);
+            }
             if let Endpoint::Product(product) = endpoint
                 && principal.credential.kind == CredentialKind::OauthToken
                 && !principal.has_product(product)
@@ -88,6 +99,16 @@ pub async fn authenticate(
             axum::Json(json!({ "error": error.code.as_str(), "error_description": error.message })),
         )
             .into_response(),
+    }
+}
+
+/// Whether a credential may be used at this endpoint: a data-source key only at its own
+/// source's endpoint, and nothing else at any source's endpoint.
+fn bound_here(endpoint: Endpoint, principal: &crate::identity::Principal, path: &str) -> bool {
+    match (&principal.data_source, endpoint) {
+        (Some(binding), Endpoint::DataSource) => Endpoint::data_source_in(path) == Some(binding.id),
+        (None, Endpoint::DataSource) | (Some(_), _) => false,
+        (None, _) => true,
     }
 }
 
@@ -131,6 +152,11 @@ fn query_carries_credential(query: Option<&str>) -> bool {
 fn challenge(app: &App, endpoint: Endpoint, failure: Failure) -> Response {
     let metadata = app.public.resource_metadata_url(endpoint);
     let (header_value, body) = match failure {
+        // A linked database is no OAuth resource: no metadata to discover.
+        _ if endpoint == Endpoint::DataSource => (
+            "Bearer error=\"invalid_token\", error_description=\"this endpoint takes a data-source key bound to this data source\"".to_owned(),
+            json!({ "error": "invalid_token", "error_description": "this endpoint takes an API key bound to this data source (mint_api_key with data_source)" }),
+        ),
         Failure::Missing => (
             format!("Bearer resource_metadata=\"{metadata}\""),
             json!({ "error": "unauthenticated", "error_description": "this endpoint needs Authorization: Bearer <credential>" }),

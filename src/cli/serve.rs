@@ -118,7 +118,8 @@ async fn serve(
     let mut app = App::new(pools, Arc::new(SystemClock), public)
         .with_master_key(master_key)
         .with_outbound(Guard::new(Arc::new(SystemResolver), allowed))
-        .with_trusted_proxies(trusted_proxies);
+        .with_trusted_proxies(trusted_proxies)
+        .with_webhook_settings(crate::webhooks::Settings::from_env());
     if let (Some(url), Some(from)) = (&args.smtp_url, &args.smtp_from) {
         app = app.with_mailer(crate::mail::Mailer::from_url(&url.0, from)?);
     }

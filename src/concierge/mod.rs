@@ -1,12 +1,15 @@
 //! The concierge (`/api/mcp`): the control plane of a workspace. Its tools manage the
-//! workspace itself (identity, products, keys, usage, audit) and its team (members,
-//! invitations, OAuth connections), and explain and prove the product (verify_security).
+//! workspace itself (identity, products, keys, usage, audit), its team (members,
+//! invitations, OAuth connections), its webhooks and linked databases, workspace memory and
+//! links, and explain and prove the product (docs, verify_security).
 
+mod data_sources;
 mod docs;
 mod links;
 mod memory;
 mod team;
 mod verify;
+mod webhooks;
 pub mod whoami;
 mod workspace;
 
@@ -43,6 +46,8 @@ pub fn tools() -> Vec<ToolDef> {
         docs::search_docs,
     ));
     tools.extend(managed());
+    tools.extend(webhooks::tools());
+    tools.extend(data_sources::tools());
     tools
 }
 

@@ -361,59 +361,81 @@ fn pkce_s256_only(cx: &Cx<'_>) -> Check {
     )
 }
 
-/// Columns that hold secrets (webhook signing secrets, linked connection strings) are ciphertext.
+/// Secrets at rest (webhook signing secrets, linked connection strings) are sealed: every
+/// column that holds one is ciphertext (bytea), and no column named for a secret holds text.
 async fn secrets_encrypted(cx: &Cx<'_>) -> Result<Check, ToolError> {
     let columns = cx
         .scope
         .query(
             "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) AS tbl,
-                    table_schema || '.' || table_name || '.' || column_name AS name, data_type
+                    quote_ident(column_name) AS col,
+                    table_schema || '.' || table_name || '.' || column_name AS name, data_type,
+                    column_name ~ '(sealed|cipher)' AS sealed,
+                    has_column_privilege(quote_ident(table_schema) || '.' || quote_ident(table_name),
+                                         column_name, 'SELECT') AS readable
              FROM information_schema.columns
              WHERE table_schema = ANY($1)
-               AND column_name ~ '(secret|connection_string|conn_str|dsn)'
-               AND column_name !~ 'hash'
-             ORDER BY 2",
+               AND (column_name ~ '(sealed|cipher)'
+                    OR (column_name ~ '(secret|connection_string|conn_str|dsn|password)'
+                        AND column_name !~ '(hash|sealed|cipher)'
+                        AND data_type IN ('text', 'character varying', 'json', 'jsonb')))
+             ORDER BY 3",
             &[&TENANT_SCHEMAS.to_vec()],
         )
         .await?;
     let title =
         "Webhook signing secrets and linked database connection strings are stored encrypted";
     let verify = "Operators: read those columns as a superuser: they hold ciphertext (bytea), never the \
-                  secret or the connection string. list_webhooks never shows a secret.";
+                  secret or the connection string. list_webhooks and list_databases never show one.";
+    let sealed: Vec<&tokio_postgres::Row> = columns
+        .iter()
+        .filter(|r| r.get::<_, bool>("sealed"))
+        .collect();
     if columns.is_empty() {
         return Ok(Check::not_applicable(
             "secrets_encrypted_at_rest",
             title,
-            json!({ "why": "this server stores no webhook secrets or linked connection strings yet" }),
+            json!({ "why": "this server stores no webhook secrets or linked connection strings" }),
             verify,
         ));
     }
     let plain: Vec<String> = columns
         .iter()
-        .filter(|r| r.get::<_, &str>("data_type") != "bytea")
+        .filter(|r| !r.get::<_, bool>("sealed") || r.get::<_, &str>("data_type") != "bytea")
         .map(|r| r.get("name"))
         .collect();
-    let mut tables: Vec<String> = columns.iter().map(|r| r.get("tbl")).collect();
-    tables.dedup();
-    // Catalog names, quoted by PostgreSQL; counted under this workspace's policy.
-    let count = tables
+    // How many sealed values this workspace holds (catalog names, quoted by PostgreSQL; counted
+    // under this workspace's policy), never the values.
+    let counts: Vec<String> = sealed
         .iter()
-        .map(|t| format!("(SELECT count(*) FROM {t})"))
-        .collect::<Vec<_>>()
-        .join(" + ");
-    let rows: i64 = cx
-        .scope
-        .query_one(&format!("SELECT ({count})::bigint AS n"), &[])
-        .await?
-        .get("n");
+        .filter(|r| r.get::<_, bool>("readable"))
+        .map(|r| {
+            format!(
+                "(SELECT count({}) FROM {})",
+                r.get::<_, &str>("col"),
+                r.get::<_, &str>("tbl")
+            )
+        })
+        .collect();
+    let stored: i64 = if counts.is_empty() {
+        0
+    } else {
+        cx.scope
+            .query_one(
+                &format!("SELECT ({})::bigint AS n", counts.join(" + ")),
+                &[],
+            )
+            .await?
+            .get("n")
+    };
     Ok(Check::new(
         "secrets_encrypted_at_rest",
         title,
         plain.is_empty(),
         json!({
-            "secret_columns": columns.iter().map(|r| r.get::<_, String>("name")).collect::<Vec<_>>(),
+            "sealed_columns": sealed.iter().map(|r| r.get::<_, String>("name")).collect::<Vec<_>>(),
             "columns_not_ciphertext": plain,
-            "rows_in_this_workspace": rows,
+            "sealed_values_in_this_workspace": stored,
         }),
         verify,
     ))

@@ -13,15 +13,20 @@ use crate::tools::{Cx, Registry, ToolError, ToolResult, timestamp};
 /// with webhooks named only once this server has them.
 pub fn role_abilities(role: Role, registry: &Registry) -> &'static str {
     let webhooks = registry.all().any(|t| t.name == "subscribe_webhook");
-    match (role, webhooks) {
-        (Role::Reader, _) => "read records",
-        (Role::Member, true) => "read and write records, manage webhooks",
-        (Role::Member, false) => "read and write records",
-        (Role::Admin, _) => {
+    let databases = registry.all().any(|t| t.name == "link_database");
+    match (role, webhooks, databases) {
+        (Role::Reader, ..) => "read records",
+        (Role::Member, true, _) => "read and write records, manage webhooks",
+        (Role::Member, false, _) => "read and write records",
+        (Role::Admin, _, true) => {
+            "everything a member can, plus install products, invite teammates, mint and revoke API keys, \
+             link your own database and read the audit log"
+        }
+        (Role::Admin, _, false) => {
             "everything a member can, plus install products, invite teammates, mint and revoke API keys \
              and read the audit log"
         }
-        (Role::Owner, _) => {
+        (Role::Owner, ..) => {
             "everything, plus uninstall products and grant or remove the owner role"
         }
     }

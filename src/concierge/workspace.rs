@@ -65,7 +65,8 @@ pub fn tools() -> Vec<ToolDef> {
             "mint_api_key",
             "Mint a scoped API key for server-to-server use: bound to this workspace, with a role no higher than \
              yours, the products it may reach (at most the ones your credential reaches) and an optional expiry \
-             (e.g. \"30d\"; never later than your own key's). The key records the credential that minted it: \
+             (e.g. \"30d\"; never later than your own key's). With data_source (a linked database's id) the key \
+             is bound to that database and its schema and works only at its endpoint, /api/mcp/db/<id>. The key records the credential that minted it: \
              revoking that credential (or the connection, or removing its member) revokes this key too. The key \
              is shown once, in this response only; store it in a secret manager. Needs admin or owner.",
             HERE,
@@ -204,6 +205,14 @@ struct MintArgs {
     /// Lifetime such as "30d", "12h" or "45m". Omit for a key that does not expire.
     #[serde(default)]
     expires_in: Option<String>,
+    /// A linked database's id (see list_databases): the key then works only at that
+    /// database's endpoint, /api/mcp/db/<id>, over its schema, and is revoked if it is unlinked.
+    #[serde(default)]
+    data_source: Option<uuid::Uuid>,
+    /// With data_source: the schema the key is bound to (the one the database was linked
+    /// with, which is the default).
+    #[serde(default)]
+    schema: Option<String>,
 }
 
 async fn mint_api_key(cx: &Cx<'_>, args: MintArgs) -> ToolResult {
@@ -217,17 +226,49 @@ async fn mint_api_key(cx: &Cx<'_>, args: MintArgs) -> ToolResult {
         Some(text) => Some(cx.app.clock.now() + parse_duration("expires_in", text)?),
         None => None,
     };
-    let minted = api_key::mint(
-        cx.scope,
-        cx.principal,
-        args.role,
-        args.products,
-        args.label,
-        expires_at,
-        cx.app.clock.now(),
-    )
-    .await?;
+    let minted = match args.data_source {
+        Some(data_source) => {
+            if args.products.is_some() {
+                return Err(ToolError::invalid_input(
+                    "products",
+                    "a data-source key reaches its database only; leave products out",
+                ));
+            }
+            api_key::mint_data_source(
+                cx.scope,
+                cx.principal,
+                data_source,
+                args.schema,
+                args.role,
+                args.label,
+                expires_at,
+                cx.app.clock.now(),
+            )
+            .await?
+        }
+        None => {
+            if args.schema.is_some() {
+                return Err(ToolError::invalid_input(
+                    "schema",
+                    "schema binds a data-source key; give data_source too",
+                ));
+            }
+            api_key::mint(
+                cx.scope,
+                cx.principal,
+                args.role,
+                args.products,
+                args.label,
+                expires_at,
+                cx.app.clock.now(),
+            )
+            .await?
+        }
+    };
     let mut value = serde_json::to_value(&minted).map_err(ToolError::internal)?;
+    if let Some(path) = &minted.endpoint {
+        value["endpoint"] = json!(format!("{}{path}", cx.app.public.base()));
+    }
     value["notice"] = json!(
         "This key is shown once. Store it in a secret manager; it cannot be retrieved again."
     );
@@ -239,7 +280,7 @@ async fn list_api_keys(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
         .scope
         .query(
             "SELECT key_id, role, label, created_by, created_at, expires_at, revoked_at, revoked_reason,
-                    last_used_at, products, persona, principal_id
+                    last_used_at, products, persona, principal_id, data_source_id, data_source_schema
              FROM hdls.api_keys ORDER BY created_at DESC, key_id",
             &[],
         )
@@ -265,6 +306,10 @@ async fn list_api_keys(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
                 "label": r.get::<_, Option<&str>>("label"),
                 "minted_by": r.get::<_, &str>("created_by"),
                 "products": r.get::<_, Option<Vec<String>>>("products"),
+                "data_source": r.get::<_, Option<uuid::Uuid>>("data_source_id").map(|id| json!({
+                    "id": id,
+                    "schema": r.get::<_, Option<&str>>("data_source_schema"),
+                })),
                 "created_at": timestamp(Some(r.get("created_at"))),
                 "expires_at": timestamp(expires_at),
                 "revoked_at": timestamp(revoked_at),

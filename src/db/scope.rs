@@ -5,7 +5,7 @@
 //! connection. `SET LOCAL` (not `set_config`) because Citus forwards it to workers; each
 //! statement goes as its own message, pipelined, for the same reason (see DESIGN §3).
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::{ClientWrapper, Object, Pool};
 use futures_util::future::join_all;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
@@ -19,9 +19,65 @@ use crate::limits;
 /// Prepared statements kept per pooled connection before the cache is emptied.
 const MAX_CACHED_STATEMENTS: usize = 256;
 
+/// A connection leased from a pool other than the runtime pool (a linked database's):
+/// what a Scope needs of it, whatever manages it.
+pub trait Lease: Send + Sync {
+    /// The connection.
+    fn client(&self) -> &ClientWrapper;
+    /// Closes the connection instead of returning it to its pool.
+    fn detach(self: Box<Self>);
+}
+
+impl<M> Lease for deadpool::managed::Object<M>
+where
+    M: deadpool::managed::Manager<Type = ClientWrapper>,
+{
+    fn client(&self) -> &ClientWrapper {
+        self
+    }
+
+    fn detach(self: Box<Self>) {
+        drop(deadpool::managed::Object::take(*self));
+    }
+}
+
+/// A connection made outside any pool (a probe): dropping it closes it.
+impl Lease for ClientWrapper {
+    fn client(&self) -> &ClientWrapper {
+        self
+    }
+
+    fn detach(self: Box<Self>) {}
+}
+
+// The runtime connection stays unboxed: it is every managed call's hot path, and a Scope
+// held it inline before linked databases existed.
+#[allow(clippy::large_enum_variant)]
+enum Conn {
+    Runtime(Object),
+    Leased(Box<dyn Lease>),
+}
+
+impl Conn {
+    fn client(&self) -> &ClientWrapper {
+        match self {
+            Conn::Runtime(object) => object,
+            Conn::Leased(lease) => lease.client(),
+        }
+    }
+
+    /// Closes the connection rather than pooling it (its state is unknown).
+    fn detach(self) {
+        match self {
+            Conn::Runtime(object) => drop(Object::take(object)),
+            Conn::Leased(lease) => lease.detach(),
+        }
+    }
+}
+
 /// An open, identity-stamped transaction.
 pub struct Scope {
-    client: Option<Object>,
+    client: Option<Conn>,
 }
 
 impl Scope {
@@ -73,8 +129,9 @@ impl Scope {
         if let Some(id) = principal.principal_id {
             statements.push(format!("SET LOCAL hdls.principal_id = '{id}'"));
         }
-        // Who and when, for change events (migration V7) and the "who" columns the database
-        // stamps (V12): the credential, the time, the author. All server-made (`key_<hex>`,
+        // Who and when, for change events (migration V7), the "who" columns the database
+        // stamps (V12) and the rules that depend on who acts (V16): the credential, the time,
+        // the author, the role. All server-made (`key_<hex>`,
         // `grant_<uuid>`, `user:<uuid>`, `cli`), checked here anyway since they become a literal.
         let author = principal.author_id();
         let safe = |s: &str| {
@@ -87,12 +144,13 @@ impl Scope {
         {
             let millis = at.unix_timestamp_nanos() / 1_000_000;
             statements.push(format!(
-                "SET LOCAL hdls.call = '{} {millis} {author}'",
-                principal.credential.id
+                "SET LOCAL hdls.call = '{} {millis} {author} {}'",
+                principal.credential.id,
+                principal.role.as_str()
             ));
         }
         let scope = Scope {
-            client: Some(client),
+            client: Some(Conn::Runtime(client)),
         };
         let admission = {
             let c = scope.client()?;
@@ -123,9 +181,20 @@ impl Scope {
         Ok(scope)
     }
 
-    fn client(&self) -> Result<&Object, ToolError> {
+    /// A transaction on a linked database's connection. Nothing is stamped: no policy of
+    /// hdls exists there, and the connection's role is the whole of what it may do.
+    pub async fn over(lease: Box<dyn Lease>) -> Result<Scope, ToolError> {
+        let scope = Scope {
+            client: Some(Conn::Leased(lease)),
+        };
+        scope.client()?.batch_execute("BEGIN").await?;
+        Ok(scope)
+    }
+
+    fn client(&self) -> Result<&ClientWrapper, ToolError> {
         self.client
             .as_ref()
+            .map(Conn::client)
             .ok_or_else(|| ToolError::internal("scope used after it ended"))
     }
 
@@ -192,11 +261,11 @@ impl Scope {
             .client
             .take()
             .ok_or_else(|| ToolError::internal("scope already ended"))?;
-        match client.batch_execute("COMMIT").await {
+        match client.client().batch_execute("COMMIT").await {
             Ok(()) => Ok(()),
             Err(error) => {
                 // The connection's state is unknown: close it rather than pool it.
-                drop(Object::take(client));
+                client.detach();
                 Err(error.into())
             }
         }
@@ -205,9 +274,9 @@ impl Scope {
     /// Rolls back and returns the connection to the pool.
     pub async fn rollback(mut self) {
         if let Some(client) = self.client.take()
-            && client.batch_execute("ROLLBACK").await.is_err()
+            && client.client().batch_execute("ROLLBACK").await.is_err()
         {
-            drop(Object::take(client));
+            client.detach();
         }
     }
 }
@@ -218,7 +287,7 @@ impl Drop for Scope {
         // connection may be mid-transaction with identity set, so it must never go
         // back to the pool. Detaching it closes it.
         if let Some(client) = self.client.take() {
-            drop(Object::take(client));
+            client.detach();
         }
     }
 }

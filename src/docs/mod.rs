@@ -69,8 +69,8 @@ pub static PAGES: &[Page] = &[
     page!("power-tools", None, Status::Shipped),
     page!("rate-limits", None, Status::Shipped),
     page!("memory-and-links", None, Status::Shipped),
-    page!("webhooks", None, Status::BeingBuilt),
-    page!("bring-your-own-database", None, Status::BeingBuilt),
+    page!("webhooks", None, Status::Shipped),
+    page!("bring-your-own-database", None, Status::Shipped),
 ];
 
 /// How long clients may treat the docs lists and pages as fresh: they change only with a new

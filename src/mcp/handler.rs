@@ -138,6 +138,10 @@ impl ServerHandler for McpEndpoint {
             Endpoint::Product(_) => {
                 "hdls product endpoint. Your credential is bound to one workspace; no tool takes a tenant id."
             }
+            Endpoint::DataSource => {
+                "hdls linked database: the power tools over the schema your data-source key is bound to, \
+                 run with exactly the privileges of the database role the database was linked with."
+            }
         };
         let capabilities = match self.endpoint {
             Endpoint::Concierge => ServerCapabilities::builder()
@@ -145,7 +149,9 @@ impl ServerHandler for McpEndpoint {
                 .enable_resources()
                 .enable_tools()
                 .build(),
-            Endpoint::Product(_) => ServerCapabilities::builder().enable_tools().build(),
+            Endpoint::Product(_) | Endpoint::DataSource => {
+                ServerCapabilities::builder().enable_tools().build()
+            }
         };
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new(

@@ -30,8 +30,14 @@ pub fn fields(endpoint: Endpoint, tool: &str) -> Option<&'static str> {
             "list_audit_events" => Some("events[].target"),
             "remember" | "recall" => Some("content, tags (memories[].content, memories[].tags)"),
             "list_links" => Some("links[].label (the linked record's name or subject)"),
+            "subscribe_webhook" | "list_webhooks" => Some("target_url, description"),
+            "link_database" | "list_databases" | "test_database" => {
+                Some("name, and the table and column names read from the linked database")
+            }
             _ => None,
         },
+        // Power tools are answered above; a linked database serves nothing else.
+        Endpoint::DataSource => None,
         Endpoint::Product(Product::Crm) => match tool {
             "get_account" => Some(
                 "name, domain, custom, open_deals[].name, latest_notes[].body, linked_tickets[].label",

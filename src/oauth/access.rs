@@ -194,6 +194,7 @@ pub async fn resolve(
             id: format!("grant_{}", claims.grant_id),
         },
         expires_at: OffsetDateTime::from_unix_timestamp(claims.exp).ok(),
+        data_source: None,
     }))
 }
 

@@ -403,6 +403,8 @@ async fn consent_page(
             || match valid.endpoint {
                 Endpoint::Product(wanted) => p == wanted,
                 Endpoint::Concierge => requested.is_empty(),
+                // Not an OAuth resource (data-source keys only); never reached.
+                Endpoint::DataSource => false,
             }
     };
     let consent = pages::Consent {

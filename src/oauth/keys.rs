@@ -44,6 +44,12 @@ fn seal_context(kid: &str) -> Vec<u8> {
 }
 
 impl Keyring {
+    /// The master key the keyring seals with (also sealing other secrets at rest: webhook
+    /// signing secrets, linked databases' connection strings).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
     pub fn new(master: MasterKey) -> Keyring {
         Keyring {
             master,

@@ -20,6 +20,8 @@ pub fn tools() -> Vec<ToolDef> {
         }
         tools.extend(power::tools(product));
     }
+    // Linked databases get the same power tools, declared once for their endpoint.
+    tools.extend(power::tools_on(crate::identity::Endpoint::DataSource));
     tools
 }
 

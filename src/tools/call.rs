@@ -6,7 +6,7 @@ use super::{Cx, ErrorCode, ToolDef, ToolError};
 use crate::app::App;
 use crate::audit;
 use crate::db::Scope;
-use crate::identity::{Persona, Principal};
+use crate::identity::{Endpoint, Persona, Principal};
 
 /// Runs one tool for one principal: the role/persona/product rule, then rate limit and
 /// budget, then the handler in its Scope (commit on success, roll back otherwise).
@@ -24,7 +24,9 @@ pub async fn call(
     if let Err(refusal) = tool.permits(principal) {
         return Err(refuse_unpermitted(app, tool, principal, &args, refusal).await);
     }
-    let scope = if app.enforce_limits {
+    let scope = if tool.endpoint == Endpoint::DataSource {
+        linked_scope(app, principal).await?
+    } else if app.enforce_limits {
         Scope::begin_admitted(&app.pools.runtime, principal, app.clock.now()).await?
     } else {
         Scope::begin_at(&app.pools.runtime, principal, app.clock.now()).await?
@@ -45,6 +47,13 @@ pub async fn call(
     match outcome {
         Ok(value) => {
             scope.commit().await?;
+            if !matches!(tool.effect, super::Effect::Read) {
+                // A write may have made webhook deliveries (the fan-out trigger, V14): this
+                // process's worker sends them now. Other processes' workers find due
+                // deliveries on their timer; no NOTIFY, which would serialise every writing
+                // transaction's commit on PostgreSQL's notification queue lock.
+                app.webhooks.wake();
+            }
             Ok(value)
         }
         Err(error) => {
@@ -66,6 +75,26 @@ pub async fn call(
             Err(error)
         }
     }
+}
+
+/// A call on a linked database is admitted against the workspace's limits in hdls's own
+/// database (committed on its own, like every admission), then runs in a transaction on the
+/// linked database.
+async fn linked_scope(app: &App, principal: &Principal) -> Result<Scope, ToolError> {
+    if app.enforce_limits {
+        Scope::begin_admitted(&app.pools.runtime, principal, app.clock.now())
+            .await?
+            .rollback()
+            .await;
+    }
+    app.data_sources
+        .scope(
+            &app.pools.runtime,
+            &app.outbound,
+            app.keys.master(),
+            principal,
+        )
+        .await
 }
 
 /// A customer's calls count against the workspace's limits like any call, and also against a

@@ -178,18 +178,31 @@ fn definition(r: &tokio_postgres::Row) -> Result<Definition, ToolError> {
 
 /// The fields of `entity` the caller sees (team fields and their own personal ones).
 pub async fn visible(cx: &Cx<'_>, entity: Entity) -> Result<Vec<Definition>, ToolError> {
-    let rows = cx
-        .scope
+    visible_to(cx.scope, entity, &cx.principal.author_id()).await
+}
+
+/// The fields of `entity` that `author` (as [`Principal::author_id`] names people) sees: the
+/// same rule for a tool's caller and for a webhook's creator.
+pub async fn visible_to(
+    scope: &Scope,
+    entity: Entity,
+    author: &str,
+) -> Result<Vec<Definition>, ToolError> {
+    let rows = scope
         .query(
             VISIBLE_SQL,
-            &[
-                &entity.product.slug(),
-                &entity.name,
-                &cx.principal.author_id(),
-            ],
+            &[&entity.product.slug(), &entity.name, &author],
         )
         .await?;
     rows.iter().map(definition).collect()
+}
+
+/// The entity whose rows live in `schema.table`, if it has custom fields.
+pub fn entity_of_table(schema: &str, table: &str) -> Option<Entity> {
+    ENTITIES
+        .iter()
+        .copied()
+        .find(|e| e.product.slug() == schema && e.table == table)
 }
 
 /// For `tools/list`: the schema of the `custom` argument of each entity of `product`, typed
@@ -440,7 +453,9 @@ pub fn tools(product: Product) -> Vec<ToolDef> {
 fn product_of(cx: &Cx<'_>) -> Result<Product, ToolError> {
     match cx.endpoint {
         Endpoint::Product(p) => Ok(p),
-        Endpoint::Concierge => Err(ToolError::internal("custom-field tool on the concierge")),
+        Endpoint::Concierge | Endpoint::DataSource => Err(ToolError::internal(
+            "custom-field tool outside a product endpoint",
+        )),
     }
 }
 

@@ -196,6 +196,21 @@ impl ToolDef {
             ))
             .with("required_role", self.min_role.as_str()));
         }
+        // A data-source key reaches its source's endpoint and nothing else; nothing else
+        // reaches a source's endpoint.
+        match (self.endpoint, &principal.data_source) {
+            (Endpoint::DataSource, None) => {
+                return Err(ToolError::forbidden(
+                    "linked databases are reached with a data-source key (mint_api_key with data_source)",
+                ));
+            }
+            (endpoint, Some(_)) if endpoint != Endpoint::DataSource => {
+                return Err(ToolError::forbidden(
+                    "a data-source key works only at its data source's endpoint",
+                ));
+            }
+            _ => {}
+        }
         if let Endpoint::Product(product) = self.endpoint
             && !principal.has_product(product)
         {

@@ -16,7 +16,12 @@ use crate::identity::{Endpoint, Product, Role};
 
 /// The power tools for one product's endpoint.
 pub fn tools(product: Product) -> Vec<ToolDef> {
-    let here = Endpoint::Product(product);
+    tools_on(Endpoint::Product(product))
+}
+
+/// The power tools on an endpoint: a product's (over its schema, under row-level security) or
+/// the linked databases' (over the schema a data-source key is bound to).
+pub fn tools_on(here: Endpoint) -> Vec<ToolDef> {
     vec![
         ToolDef::new(
             "list_tables",
@@ -87,10 +92,30 @@ pub fn tools(product: Product) -> Vec<ToolDef> {
 
 /// The catalog of the schema behind the endpoint the call arrived on.
 async fn catalog(cx: &Cx<'_>) -> Result<Arc<Catalog>, ToolError> {
-    let Endpoint::Product(product) = cx.endpoint else {
-        return Err(ToolError::internal("power tool on a non-product endpoint"));
-    };
-    cx.app.catalog.get(cx.scope, product.slug()).await
+    match cx.endpoint {
+        Endpoint::Product(product) => cx.app.catalog.get(cx.scope, product.slug()).await,
+        Endpoint::DataSource => {
+            cx.app
+                .data_sources
+                .catalog(cx.principal, cx.scope, false)
+                .await
+        }
+        Endpoint::Concierge => Err(ToolError::internal("power tool on the concierge")),
+    }
+}
+
+/// The catalog holding `table`: on a linked database, a table the snapshot lacks makes it
+/// read the catalog again (a table created there since appears without a restart).
+async fn catalog_with(cx: &Cx<'_>, table: &str) -> Result<Arc<Catalog>, ToolError> {
+    let catalog = catalog(cx).await?;
+    if cx.endpoint == Endpoint::DataSource && !catalog.tables.contains_key(table) {
+        return cx
+            .app
+            .data_sources
+            .catalog(cx.principal, cx.scope, true)
+            .await;
+    }
+    Ok(catalog)
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -102,7 +127,16 @@ struct NoArgs {}
 const COUNT_CAP: i64 = 1000;
 
 async fn list_tables(cx: &Cx<'_>, _: NoArgs) -> ToolResult {
-    let catalog = catalog(cx).await?;
+    let catalog = match cx.endpoint {
+        // Listing reads a linked schema afresh: the user changes it outside hdls.
+        Endpoint::DataSource => {
+            cx.app
+                .data_sources
+                .catalog(cx.principal, cx.scope, true)
+                .await?
+        }
+        _ => catalog(cx).await?,
+    };
     let counts = row_counts(cx, &catalog).await?;
     let tables: Vec<_> = catalog
         .tables
@@ -155,7 +189,7 @@ struct TableArg {
 }
 
 async fn describe_table(cx: &Cx<'_>, args: TableArg) -> ToolResult {
-    let catalog = catalog(cx).await?;
+    let catalog = catalog_with(cx, &args.table).await?;
     let table = catalog.table("table", &args.table)?;
     // The custom fields the caller sees on this table's entity, if it has one.
     let fields = match cx.endpoint {
@@ -169,13 +203,13 @@ async fn describe_table(cx: &Cx<'_>, args: TableArg) -> ToolResult {
                 None => Vec::new(),
             }
         }
-        Endpoint::Concierge => Vec::new(),
+        Endpoint::Concierge | Endpoint::DataSource => Vec::new(),
     };
     Ok(table.describe(Value::Array(fields)))
 }
 
 async fn query_records(cx: &Cx<'_>, args: QueryArgs) -> ToolResult {
-    let catalog = catalog(cx).await?;
+    let catalog = catalog_with(cx, &args.table).await?;
     let entity = custom_entity(cx, &args.table);
     if let Some(entity) = entity {
         let guard = CustomGuard::load(cx, entity).await?;
@@ -266,7 +300,7 @@ fn custom_entity(cx: &Cx<'_>, table: &str) -> Option<custom_fields::Entity> {
         Endpoint::Product(product) => custom_fields::entities_of(product)
             .find(|e| e.table == table)
             .copied(),
-        Endpoint::Concierge => None,
+        Endpoint::Concierge | Endpoint::DataSource => None,
     }
 }
 
@@ -312,7 +346,7 @@ async fn check_custom(
 }
 
 async fn aggregate_records(cx: &Cx<'_>, args: AggregateArgs) -> ToolResult {
-    let catalog = catalog(cx).await?;
+    let catalog = catalog_with(cx, &args.table).await?;
     if let Some(entity) = custom_entity(cx, &args.table) {
         let guard = CustomGuard::load(cx, entity).await?;
         guard.filter(args.filter.as_ref(), "filter")?;
@@ -336,7 +370,7 @@ async fn aggregate_records(cx: &Cx<'_>, args: AggregateArgs) -> ToolResult {
 }
 
 async fn insert_record(cx: &Cx<'_>, args: InsertArgs) -> ToolResult {
-    let catalog = catalog(cx).await?;
+    let catalog = catalog_with(cx, &args.table).await?;
     let entity = custom_entity(cx, &args.table);
     let rows: Vec<&Map<String, Value>> = args
         .values
@@ -349,7 +383,7 @@ async fn insert_record(cx: &Cx<'_>, args: InsertArgs) -> ToolResult {
 }
 
 async fn update_record(cx: &Cx<'_>, args: UpdateArgs) -> ToolResult {
-    let catalog = catalog(cx).await?;
+    let catalog = catalog_with(cx, &args.table).await?;
     let entity = custom_entity(cx, &args.table);
     if let Some(entity) = entity {
         // Writing `custom` whole would erase values the caller cannot see (other people's
@@ -372,7 +406,7 @@ async fn update_record(cx: &Cx<'_>, args: UpdateArgs) -> ToolResult {
 }
 
 async fn delete_record(cx: &Cx<'_>, args: DeleteArgs) -> ToolResult {
-    let catalog = catalog(cx).await?;
+    let catalog = catalog_with(cx, &args.table).await?;
     let entity = custom_entity(cx, &args.table);
     if let Some(entity) = entity {
         CustomGuard::load(cx, entity)

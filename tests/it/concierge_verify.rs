@@ -74,10 +74,13 @@ async fn verify_security_passes_on_a_healthy_setup_with_evidence() {
         !text.contains("127.0.0.1") && !text.contains("host="),
         "{text}"
     );
-    // not_applicable until webhooks or linked databases store a secret, then pass.
-    assert_ne!(
-        check(&report, "secrets_encrypted_at_rest")["status"],
-        "fail"
+    let secrets = check(&report, "secrets_encrypted_at_rest");
+    assert_eq!(secrets["status"], "pass", "{secrets}");
+    let sealed = secrets["evidence"]["sealed_columns"].to_string();
+    assert!(
+        sealed.contains("hdls.webhook_subscriptions.secret_sealed")
+            && sealed.contains("hdls.data_sources.sealed_connection"),
+        "{sealed}"
     );
 }
 
@@ -124,6 +127,20 @@ async fn a_check_fails_when_its_condition_is_broken_in_the_database() {
         .unwrap();
     let report = concierge.ok("verify_security", no_args()).await;
     let probe = check(&report, "no_workspace_context_sees_zero_rows");
+    su.batch_execute("DROP POLICY leak ON crm.accounts")
+        .await
+        .unwrap();
+    // A secret kept in plain text next to the sealed one.
+    su.batch_execute("ALTER TABLE hdls.webhook_subscriptions ADD COLUMN signing_secret text")
+        .await
+        .unwrap();
+    let secrets = concierge.ok("verify_security", no_args()).await;
+    let secrets = check(&secrets, "secrets_encrypted_at_rest");
+    assert_eq!(secrets["status"], "fail");
+    assert_eq!(
+        secrets["evidence"]["columns_not_ciphertext"],
+        json!(["hdls.webhook_subscriptions.signing_secret"])
+    );
     assert_eq!(probe["status"], "fail", "{probe}");
     assert!(
         probe["evidence"]["rows_seen_without_a_workspace"]
@@ -152,7 +169,10 @@ async fn whoami_tells_an_api_key_its_label_role_ladder_and_rate_limit() {
     let who = member.ok("whoami", no_args()).await;
     assert_eq!(who["workspace"]["name"], "Ladder Co");
     assert_eq!(who["role"], "member");
-    assert_eq!(who["role_allows"], "read and write records");
+    assert_eq!(
+        who["role_allows"],
+        "read and write records, manage webhooks"
+    );
     assert_eq!(who["role_ladder"].as_array().unwrap().len(), 4);
     assert_eq!(who["credential"]["kind"], "api_key");
     assert_eq!(who["credential"]["id"], minted["key_id"]);

@@ -1353,8 +1353,17 @@ async fn who_wrote_a_note_is_stamped_by_the_database_not_the_caller() {
         credential_id(&env, &bob_key).await.as_str(),
         "{forged}"
     );
-    // …nor rewrite who wrote hers.
-    let rewritten = bob
+    // …nor touch hers (only its author or an admin may)…
+    assert_eq!(
+        bob.err_code(
+            "update_record",
+            json!({ "table": "notes", "key": { "id": note["id"] }, "values": { "author": "cli" } }),
+        )
+        .await,
+        "forbidden"
+    );
+    // …and no one, not even the author or the owner, rewrites who wrote it.
+    let rewritten = owner
         .ok(
             "update_record",
             json!({ "table": "notes", "key": { "id": note["id"] }, "values": { "author": "cli" } }),
@@ -1368,4 +1377,79 @@ async fn who_wrote_a_note_is_stamped_by_the_database_not_the_caller() {
         note["author"],
         credential_id(&env, &alice_key).await.as_str()
     );
+}
+
+/// The power tools reach the notes table too: there, as in the named tools, only a note's
+/// author or an admin or owner may change or delete it (a rule in the database, V16), and a
+/// note still goes with its record whoever deletes the record.
+#[tokio::test]
+async fn the_power_tools_cannot_rewrite_or_delete_another_members_note() {
+    let env = TestEnv::start().await;
+    let (ws, owner) = workspace(&env, "note rules").await;
+    let writer = as_role(&env, ws, Role::Member).await;
+    let other = as_role(&env, ws, Role::Member).await;
+    let admin = as_role(&env, ws, Role::Admin).await;
+    let account =
+        owner.ok("create_account", json!({ "name": "Acme" })).await["account"]["id"].clone();
+    let add = |body: &'static str| {
+        let writer = &writer;
+        let account = account.clone();
+        async move {
+            writer
+                .ok(
+                    "add_note",
+                    json!({ "record_type": "account", "record_id": account, "body": body }),
+                )
+                .await["note"]["id"]
+                .clone()
+        }
+    };
+    let note = add("mine").await;
+    let key = json!({ "id": note });
+    for (tool, args) in [
+        (
+            "update_record",
+            json!({ "table": "notes", "key": key, "values": { "body": "rewritten" } }),
+        ),
+        ("delete_record", json!({ "table": "notes", "key": key })),
+    ] {
+        let refused = other.err(tool, args).await;
+        assert_eq!(refused["code"], "forbidden", "{tool}: {refused}");
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .contains("only a note's author, or an admin or owner"),
+            "{tool}: {refused}"
+        );
+    }
+    let listed = owner
+        .ok(
+            "list_notes",
+            json!({ "record_type": "account", "record_id": account }),
+        )
+        .await;
+    assert_eq!(listed["notes"][0]["body"], "mine", "nothing changed");
+    // The author may, through the power tools too; so may an admin.
+    writer
+        .ok(
+            "update_record",
+            json!({ "table": "notes", "key": key, "values": { "body": "edited" } }),
+        )
+        .await;
+    admin
+        .ok("delete_record", json!({ "table": "notes", "key": key }))
+        .await;
+    // Deleting the record takes its notes, whoever wrote them.
+    add("goes with the account").await;
+    other.ok("delete_account", json!({ "id": account })).await;
+    let left: i64 = env
+        .db
+        .connect_superuser()
+        .await
+        .query_one("SELECT count(*) FROM crm.notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
 }

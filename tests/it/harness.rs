@@ -509,6 +509,52 @@ pub fn no_args() -> Value {
 
 /// Runs `npm ci` in `dir` unless `node_modules/<package>` is already there (pinned test
 /// dependencies: the TypeScript SDK, playwright-core).
+/// The Python of a virtualenv in `dir` with its pinned `requirements.txt` installed (made on
+/// first use), or `None` on a machine without Python, which CI is not.
+pub fn python_env_once(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::process::Command;
+    let have_python = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_python {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have Python for the interop tests"
+        );
+        eprintln!("skipping: python3 is not installed");
+        return None;
+    }
+    let python = dir.join(".venv/bin/python");
+    if !python.exists() {
+        let venv = Command::new("python3")
+            .args(["-m", "venv", ".venv"])
+            .current_dir(dir)
+            .status()
+            .expect("python3 -m venv");
+        assert!(
+            venv.success(),
+            "could not create a virtualenv in {}",
+            dir.display()
+        );
+        let install = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                "requirements.txt",
+            ])
+            .current_dir(dir)
+            .status()
+            .expect("pip install");
+        assert!(install.success(), "pip install -r requirements.txt failed");
+    }
+    Some(python)
+}
+
 pub fn npm_ci_once(dir: &std::path::Path, package: &str) {
     if dir.join("node_modules").join(package).exists() {
         return;

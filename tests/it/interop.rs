@@ -49,41 +49,9 @@ async fn the_typescript_sdk_connects_lists_calls_and_is_refused() {
 #[tokio::test]
 async fn the_python_sdk_connects_lists_calls_and_is_refused() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/py");
-    if !have("python3") {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must have Python for the interop test"
-        );
-        eprintln!("skipping: python3 is not installed");
+    let Some(python) = crate::harness::python_env_once(&dir) else {
         return;
-    }
-    let python = dir.join(".venv/bin/python");
-    if !python.exists() {
-        let venv = Command::new("python3")
-            .args(["-m", "venv", ".venv"])
-            .current_dir(&dir)
-            .status()
-            .expect("python3 -m venv");
-        assert!(
-            venv.success(),
-            "could not create a virtualenv in {}",
-            dir.display()
-        );
-        let install = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-                "requirements.txt",
-            ])
-            .current_dir(&dir)
-            .status()
-            .expect("pip install");
-        assert!(install.success(), "pip install -r requirements.txt failed");
-    }
+    };
     let env = TestEnv::start().await;
     let (_, key) = env.workspace("interop-py").await;
     let output = tokio::process::Command::new(&python)

@@ -114,7 +114,12 @@ async fn workspaces_never_see_or_touch_each_other() {
     // B's row is unchanged afterwards.
     let mut after = b.ok("get_account", b_id_arg).await["account"].clone();
     // get_account adds the account's context (contacts, deals, notes, linked tickets) to the record.
-    for extra in ["contacts_count", "open_deals", "latest_notes", "linked_tickets"] {
+    for extra in [
+        "contacts_count",
+        "open_deals",
+        "latest_notes",
+        "linked_tickets",
+    ] {
         after.as_object_mut().unwrap().remove(extra);
     }
     assert_eq!(after, b_row);

@@ -10,7 +10,6 @@ use hdls::identity::Role;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::TestEnv;
 use crate::oauth_support::{self, AuthParams, Browser, PASSWORD, hidden};
 
 #[derive(Clone, Default)]
@@ -37,7 +36,9 @@ async fn debug_logs_and_audit_targets_carry_no_secret() {
     let _guard =
         tracing::subscriber::set_default(hdls::logging::subscriber("debug", move || sink.clone()));
     tracing::debug!("capture is on");
-    let env = TestEnv::start().await;
+    // With the loopback allowance, so a webhook can be subscribed and delivered (to a closed
+    // port) and a database on this machine can be linked.
+    let env = crate::byo_database::loopback_env().await;
     let mut secrets: Vec<(&str, String)> = Vec::new();
 
     // First start: a workspace with its owner key, and an owner's set-password link.
@@ -84,6 +85,46 @@ async fn debug_logs_and_audit_targets_carry_no_secret() {
         )
         .await;
     secrets.push(("minted key", minted["key"].as_str().unwrap().to_owned()));
+
+    // A linked database: its connection string and password, a data-source key and calls
+    // through it, a link refused for a wrong password, and a re-check.
+    let user = crate::byo_database::shared_cluster().await;
+    let (connection_string, db_password) = user.prepare().await;
+    secrets.push(("connection string", connection_string.clone()));
+    secrets.push(("database password", db_password.clone()));
+    let source = crate::byo_database::link(&owner, &connection_string).await;
+    let data_source_key = owner
+        .ok(
+            "mint_api_key",
+            json!({ "data_source": source, "role": "member" }),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    secrets.push(("data-source key", data_source_key.clone()));
+    let linked = env
+        .client(&format!("/api/mcp/db/{source}"), &data_source_key)
+        .await;
+    linked.ok("list_tables", json!({})).await;
+    linked
+        .ok("query_records", json!({ "table": "products" }))
+        .await;
+    let wrong_db_password = "Wr0ng-db-passw0rd";
+    secrets.push(("wrong database password", wrong_db_password.to_owned()));
+    let wrong = connection_string.replace(&db_password, wrong_db_password);
+    let refused = owner
+        .err(
+            "link_database",
+            json!({ "name": "wrong", "connection_string": wrong, "schema": "shop" }),
+        )
+        .await;
+    assert!(
+        !refused.to_string().contains(wrong_db_password),
+        "{refused}"
+    );
+    owner.ok("test_database", json!({ "id": source })).await;
+    owner.ok("list_databases", json!({})).await;
     let link = owner
         .ok(
             "invite_teammate",
@@ -164,6 +205,48 @@ async fn debug_logs_and_audit_targets_carry_no_secret() {
     .unwrap()
     .unwrap();
     secrets.push(("password link", forgotten));
+
+    // A webhook: its secret, shown at subscribe and at rotation, signs deliveries (which fail
+    // here: nothing listens) and must appear nowhere else, list_webhooks included.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let subscribed = owner
+        .ok(
+            "subscribe_webhook",
+            json!({ "target_url": target, "schema_name": "crm", "event_types": ["insert"] }),
+        )
+        .await;
+    let webhook_secret = subscribed["secret"].as_str().unwrap().to_owned();
+    let rotated = owner
+        .ok("rotate_webhook_secret", json!({ "id": subscribed["id"] }))
+        .await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let crm = env.client("/api/mcp/crm", &owner_key).await;
+    crm.ok("create_account", json!({ "name": "Hooked" })).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let listed = owner
+            .ok("list_webhook_deliveries", json!({ "id": subscribed["id"] }))
+            .await;
+        if listed["deliveries"][0]["attempts"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no delivery attempt");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let listed = owner.ok("list_webhooks", json!({})).await.to_string();
+    for secret in [&webhook_secret, &rotated] {
+        let tail = &secret["whsec_".len()..];
+        assert!(
+            !listed.contains(tail),
+            "list_webhooks shows a webhook secret"
+        );
+        secrets.push(("webhook secret", secret.clone()));
+        secrets.push(("webhook secret's key part", tail.to_owned()));
+    }
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(

@@ -22,12 +22,18 @@ fn all_personas() -> [Persona; 2] {
 }
 
 /// Why `tool` must refuse a caller with this persona and role (the product being installed),
-/// as a fragment of the refusal message; `None` if it must let them through.
-fn expected_refusal(tool: &ToolDef, persona: Persona, role: Role) -> Option<String> {
+/// as a fragment of the refusal message; `None` if it must let them through. `bound`: the
+/// caller's key is bound to a linked database (it reaches that endpoint and no other).
+fn expected_refusal(tool: &ToolDef, persona: Persona, role: Role, bound: bool) -> Option<String> {
+    let at_source = tool.endpoint == Endpoint::DataSource;
     if !tool.personas.contains(&persona) {
         Some(format!("not available to {} credentials", persona.as_str()))
     } else if role < tool.min_role {
         Some(format!("needs the {} role or higher", tool.min_role))
+    } else if at_source && !bound {
+        Some("reached with a data-source key".to_owned())
+    } else if !at_source && bound {
+        Some("works only at its data source's endpoint".to_owned())
     } else {
         None
     }
@@ -40,7 +46,8 @@ fn expected_refusal(tool: &ToolDef, persona: Persona, role: Role) -> Option<Stri
 /// the customer persona is covered against the same rule below.
 #[tokio::test]
 async fn every_tool_is_listed_and_callable_exactly_from_its_minimum_role() {
-    let env = TestEnv::start().await;
+    // With a linked database, so the data-source endpoint is in the matrix too.
+    let env = crate::byo_database::loopback_env().await;
     let (ws, owner_key) = env.workspace("matrix").await;
     // Every product installed, so only the role ladder decides; and a per-minute limit that
     // the matrix's few hundred calls cannot reach.
@@ -56,12 +63,28 @@ async fn every_tool_is_listed_and_callable_exactly_from_its_minimum_role() {
         .unwrap();
 
     let registry = hdls::products::registry();
+    let (connection_string, _) = crate::byo_database::shared_cluster().await.prepare().await;
+    let source = crate::byo_database::link(&concierge, &connection_string).await;
     let mut clients: HashMap<(Role, Endpoint), Mcp> = HashMap::new();
     for role in Role::ALL {
         let key = env.key(ws, role).await;
         for endpoint in Endpoint::ALL {
             clients.insert((role, endpoint), env.client(endpoint.path(), &key).await);
         }
+        let bound = concierge
+            .ok(
+                "mint_api_key",
+                json!({ "data_source": source, "role": role }),
+            )
+            .await["key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        clients.insert(
+            (role, Endpoint::DataSource),
+            env.client(&Endpoint::data_source_path(source), &bound)
+                .await,
+        );
     }
 
     let mut refused = 0;
@@ -71,7 +94,10 @@ async fn every_tool_is_listed_and_callable_exactly_from_its_minimum_role() {
         let mut expected: Vec<String> = registry
             .all()
             .filter(|t| t.endpoint == endpoint)
-            .filter(|t| expected_refusal(t, Persona::Agent, role).is_none())
+            .filter(|t| {
+                expected_refusal(t, Persona::Agent, role, endpoint == Endpoint::DataSource)
+                    .is_none()
+            })
             .map(|t| t.name.to_owned())
             .collect();
         expected.sort();
@@ -102,7 +128,8 @@ async fn every_tool_is_listed_and_callable_exactly_from_its_minimum_role() {
                 .map(|v| v["error"].clone())
                 .unwrap_or_default();
             let at = format!("{role} calling {} on {}", tool.name, tool.endpoint.path());
-            match expected_refusal(tool, Persona::Agent, role) {
+            let bound = tool.endpoint == Endpoint::DataSource;
+            match expected_refusal(tool, Persona::Agent, role, bound) {
                 Some(reason) => {
                     refused += 1;
                     assert_eq!(result.is_error, Some(true), "{at} was allowed");
@@ -139,13 +166,27 @@ async fn every_tool_is_listed_and_callable_exactly_from_its_minimum_role() {
 #[test]
 fn every_persona_and_role_is_permitted_exactly_what_the_registry_declares() {
     let registry = hdls::products::registry();
-    for persona in all_personas() {
+    for (persona, bound) in all_personas()
+        .into_iter()
+        .flat_map(|p| [(p, false), (p, true)])
+    {
         for role in Role::ALL {
-            let principal = principal(persona, role);
+            let mut principal = principal(persona, role);
+            if bound {
+                principal.data_source = Some(hdls::identity::DataSourceBinding {
+                    id: uuid::Uuid::new_v4(),
+                    schema: "shop".into(),
+                });
+            }
             for tool in registry.all() {
-                let at = format!("{} {role} calling {}", persona.as_str(), tool.name);
+                let at = format!(
+                    "{} {role} (bound to a data source: {bound}) calling {} on {}",
+                    persona.as_str(),
+                    tool.name,
+                    tool.endpoint.name()
+                );
                 match (
-                    expected_refusal(tool, persona, role),
+                    expected_refusal(tool, persona, role, bound),
                     tool.permits(&principal),
                 ) {
                     (None, Ok(())) => {}
@@ -320,5 +361,6 @@ fn principal(persona: Persona, role: Role) -> hdls::identity::Principal {
             id: "key_0000000000000000".into(),
         },
         expires_at: None,
+        data_source: None,
     }
 }

@@ -902,9 +902,9 @@ async fn the_summary_counts_tickets_breaches_and_recent_ratings() {
         )
         .await;
     assert_eq!(forged["code"], "forbidden", "{forged}");
-    // The database's refusal (the ticket trigger), not a tool's.
+    // The database's refusal (the ticket trigger), not a tool's, with the rule's reason.
     assert_eq!(
-        forged["message"], "the operation is not permitted",
+        forged["message"], "only the customer rates a ticket",
         "{forged}"
     );
     assert_eq!(ticket(&owner, &e["id"]).await["rating"], Value::Null);

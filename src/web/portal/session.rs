@@ -55,6 +55,7 @@ impl PortalSession {
                 id: format!("portal_{prefix}"),
             },
             expires_at: Some(self.expires_at),
+            data_source: None,
         }
     }
 }
