@@ -312,7 +312,7 @@ async fn customers_get_no_resources_prompts_or_search() {
 }
 
 /// The seed's "Quick verification checklist", each item as the conversation the docs describe.
-/// Items 3 and 6 (webhooks) wait for webhooks on this server.
+/// Items 3 and 6 (webhooks) are walked by the test after this one.
 #[tokio::test]
 async fn the_quick_verification_checklist_as_conversations() {
     let env = TestEnv::start().await;
@@ -406,4 +406,101 @@ async fn the_quick_verification_checklist_as_conversations() {
         hits[0]["section"], "Quick verification checklist",
         "{hits:?}"
     );
+}
+
+/// Items 3, 4 (its webhook half) and 6 of the checklist, against a real receiver on loopback
+/// (allowed as `--outbound-allow 127.0.0.0/8` would).
+#[tokio::test]
+async fn the_webhook_items_of_the_checklist_as_conversations() {
+    use hmac::{Hmac, KeyInit, Mac};
+    use std::sync::Arc;
+
+    fn signature(secret: &str, body: &[u8]) -> String {
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    let env = TestEnv::start_with_app(|app| {
+        app.with_outbound(hdls::net::guard::Guard::new(
+            Arc::new(crate::webhooks::Names::default()),
+            vec![hdls::net::guard::Cidr::parse("127.0.0.0/8").unwrap()],
+        ))
+    })
+    .await;
+    let (_, owner) = env.workspace("Hooked checklist").await;
+    let concierge = env.client("/api/mcp", &owner).await;
+    let receiver = crate::webhooks::Receiver::start().await;
+
+    // 3. "Send CRM changes to my endpoint": the secret is shown once; a delivery verifies with
+    // it, and the same body altered by one byte does not (what the endpoint must reject).
+    let sub = concierge
+        .ok(
+            "subscribe_webhook",
+            json!({ "target_url": receiver.url, "schema_name": "crm", "event_types": ["insert"] }),
+        )
+        .await;
+    let secret = sub["secret"].as_str().unwrap().to_owned();
+    env.client("/api/mcp/crm", &owner)
+        .await
+        .ok("create_account", json!({ "name": "Hooked Inc" }))
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let first = loop {
+        if let Some(got) = receiver.accepted().into_iter().next() {
+            break got;
+        }
+        assert!(std::time::Instant::now() < deadline, "no delivery");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    assert_eq!(
+        first.header("x-hdls-signature"),
+        signature(&secret, &first.body)
+    );
+    let mut tampered = first.body.clone();
+    tampered[0] ^= 1;
+    assert_ne!(
+        first.header("x-hdls-signature"),
+        signature(&secret, &tampered)
+    );
+
+    // 4. The secret is never shown again, and it is stored sealed.
+    let listed = concierge.ok("list_webhooks", json!({})).await;
+    assert!(!listed.to_string().contains(&secret));
+    let report = concierge.ok("verify_security", no_args()).await;
+    let secrets = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "secrets_encrypted_at_rest")
+        .unwrap()
+        .clone();
+    assert_eq!(secrets["status"], "pass");
+    assert!(
+        secrets["evidence"]["sealed_values_in_this_workspace"]
+            .as_i64()
+            .unwrap()
+            >= 1
+    );
+
+    // 6. "Redeliver my last webhook": the same event id again, for an idempotent handler.
+    let deliveries = concierge
+        .ok("list_webhook_deliveries", json!({ "id": sub["id"] }))
+        .await;
+    concierge
+        .ok(
+            "redeliver_webhook",
+            json!({ "delivery_id": deliveries["deliveries"][0]["delivery_id"] }),
+        )
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let second = loop {
+        if let Some(got) = receiver.accepted().into_iter().nth(1) {
+            break got;
+        }
+        assert!(std::time::Instant::now() < deadline, "no redelivery");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    assert_eq!(second.event_id(), first.event_id());
+    assert_eq!(second.body, first.body);
 }
