@@ -218,11 +218,7 @@ impl Catalog {
     /// Reads the schema from pg_catalog, through the caller's Scope. `hidden` columns are
     /// left out: [`SYSTEM_COLUMNS`] for hdls's own schemas, where the server stamps them;
     /// none for a linked database, whose columns are all its owner's.
-    pub async fn load(
-        scope: &Scope,
-        schema: &str,
-        hidden: &[&str],
-    ) -> Result<Catalog, ToolError> {
+    pub async fn load(scope: &Scope, schema: &str, hidden: &[&str]) -> Result<Catalog, ToolError> {
         let schema_param = schema.to_owned();
         let tables = scope
             .query(
