@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use hdls::app::{App, PublicUrl};
 use hdls::clock::SystemClock;
-use hdls::db::embedded::Cluster;
-use hdls::db::{DbTarget, Pools, RUNTIME_ROLE, connect, migrate, setup};
+use hdls::db::{Pools, RUNTIME_ROLE, connect};
 use hdls::products::crm::SEARCH_SQL;
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ClientConfig};
@@ -19,18 +18,14 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use serde_json::json;
 
 // The same allocator as the hdls binary (see src/main.rs), for both sides of the comparison.
+mod common;
+use common::env_number;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const QUERY: &str = "Acme 1";
 const PAGE: i64 = 20;
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Measurement {
     calls: usize,
@@ -253,25 +248,8 @@ async fn main() -> anyhow::Result<()> {
     let concurrency = env_number("HDLS_BENCH_CONCURRENCY", 16) as usize;
 
     // A database of our own.
-    let (superuser, cluster) = match std::env::var("HDLS_BENCH_DATABASE_URL") {
-        Ok(url) => (DbTarget::from_url(&url)?, None),
-        Err(_) => {
-            let dir = std::env::temp_dir().join(format!("hdls-bench-{}", std::process::id()));
-            let cluster = Cluster::start(&dir).await?;
-            (
-                DbTarget::from_config(cluster.superuser_config("postgres")),
-                Some(cluster),
-            )
-        }
-    };
-    let dbname = format!("hdls_bench_{}", std::process::id());
-    let admin = connect(&superuser.as_given()).await?;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {dbname}"))
-        .await?;
-    let target = superuser.with_dbname(&dbname);
-    setup::run(&target).await?;
-    migrate::run(&target).await?;
+    let database = common::BenchDatabase::create("hdls_bench").await?;
+    let target = database.target.clone();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -475,12 +453,6 @@ async fn main() -> anyhow::Result<()> {
 
     server.stop().await;
     drop(app);
-    let _ = admin
-        .batch_execute(&format!("DROP DATABASE {dbname} WITH (FORCE)"))
-        .await;
-    if let Some(cluster) = cluster {
-        cluster.stop().await?;
-        let _ = std::fs::remove_dir_all(cluster.root());
-    }
+    database.remove().await?;
     Ok(())
 }

@@ -19,20 +19,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use hdls::app::{App, PublicUrl};
 use hdls::clock::SystemClock;
-use hdls::db::embedded::Cluster;
-use hdls::db::{DbTarget, Pools, RUNTIME_ROLE, connect, migrate, setup};
+use hdls::db::{Pools, RUNTIME_ROLE, connect};
 use hdls::net::guard::{Cidr, Guard, SystemResolver};
 use serde_json::{Value, json};
 
+mod common;
+use common::env_number;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Arrival instants by account name.
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
@@ -141,25 +136,8 @@ async fn main() -> anyhow::Result<()> {
     let concurrency = env_number("HDLS_BENCH_CONCURRENCY", 8) as usize;
     let backlog = env_number("HDLS_BENCH_BACKLOG", 20_000) as usize;
 
-    let (superuser, _cluster) = match std::env::var("HDLS_BENCH_DATABASE_URL") {
-        Ok(url) => (DbTarget::from_url(&url)?, None),
-        Err(_) => {
-            let dir = std::env::temp_dir().join(format!("hdls-bench-{}", std::process::id()));
-            let cluster = Cluster::start(&dir).await?;
-            (
-                DbTarget::from_config(cluster.superuser_config("postgres")),
-                Some(cluster),
-            )
-        }
-    };
-    let dbname = format!("hdls_bench_hooks_{}", std::process::id());
-    let admin = connect(&superuser.as_given()).await?;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {dbname}"))
-        .await?;
-    let target = superuser.with_dbname(&dbname);
-    setup::run(&target).await?;
-    migrate::run(&target).await?;
+    let database = common::BenchDatabase::create("hdls_bench_hooks").await?;
+    let target = database.target.clone();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -266,8 +244,6 @@ async fn main() -> anyhow::Result<()> {
     drop(rt);
     app.pools.runtime.close();
     app.pools.auth.close();
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))
-        .await?;
+    database.remove().await?;
     Ok(())
 }

@@ -153,7 +153,7 @@ async fn read_schema(scope: &Scope, schema: &str) -> Result<Catalog, ToolError> 
             "schema",
             format!("the linked user has no USAGE privilege on schema {schema:?}"),
         )),
-        Some(true) => Catalog::load(scope, schema).await,
+        Some(true) => Catalog::load(scope, schema, &[]).await,
     }
 }
 

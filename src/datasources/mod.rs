@@ -253,7 +253,7 @@ impl DataSources {
         {
             return Ok(catalog.clone());
         }
-        let catalog = Arc::new(Catalog::load(scope, &binding.schema).await?);
+        let catalog = Arc::new(Catalog::load(scope, &binding.schema, &[]).await?);
         if let Some(linked) = linked {
             *linked.catalog.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some((Instant::now(), catalog.clone()));

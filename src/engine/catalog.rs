@@ -215,8 +215,10 @@ impl Catalog {
         })
     }
 
-    /// Reads the schema from pg_catalog, through the caller's Scope.
-    pub async fn load(scope: &Scope, schema: &str) -> Result<Catalog, ToolError> {
+    /// Reads the schema from pg_catalog, through the caller's Scope. `hidden` columns are
+    /// left out: [`SYSTEM_COLUMNS`] for hdls's own schemas, where the server stamps them;
+    /// none for a linked database, whose columns are all its owner's.
+    pub async fn load(scope: &Scope, schema: &str, hidden: &[&str]) -> Result<Catalog, ToolError> {
         let schema_param = schema.to_owned();
         let tables = scope
             .query(
@@ -300,7 +302,7 @@ impl Catalog {
             )
             .await?;
 
-        let visible = |name: &str| !SYSTEM_COLUMNS.contains(&name);
+        let visible = |name: &str| !hidden.contains(&name);
         let strip = |cols: Vec<String>| cols.into_iter().filter(|c| visible(c)).collect::<Vec<_>>();
         let mut by_oid: HashMap<u32, Table> = HashMap::new();
         for row in &tables {
@@ -561,7 +563,8 @@ struct CacheState {
 impl CatalogCache {
     /// The cached snapshot of `schema`, loading it through `scope` on a miss.
     pub async fn get(&self, scope: &Scope, schema: &str) -> Result<Arc<Catalog>, ToolError> {
-        self.get_or_load(schema, Catalog::load(scope, schema)).await
+        self.get_or_load(schema, Catalog::load(scope, schema, &SYSTEM_COLUMNS))
+            .await
     }
 
     /// The cached snapshot of `schema`, or the result of `load`, stored only if no

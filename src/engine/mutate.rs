@@ -82,7 +82,9 @@ fn writable_column<'t>(
     name: &str,
     path: &str,
 ) -> Result<&'t super::catalog::Column, ToolError> {
-    if SYSTEM_COLUMNS.contains(&name) {
+    // Hidden from the catalog because the server stamps it (hdls's own schemas); a linked
+    // database's column of the same name is visible and its owner's to write.
+    if SYSTEM_COLUMNS.contains(&name) && table.column(name).is_none() {
         return Err(ToolError::invalid_input(
             path,
             format!("{name} is set by the server and cannot be written"),

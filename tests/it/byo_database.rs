@@ -380,7 +380,8 @@ async fn byo_link_serve_power_tools_and_unlink() {
         .unwrap()
         .to_owned();
     su.batch_execute(&format!(
-        "CREATE TABLE shop.orders (id int PRIMARY KEY, total numeric); GRANT SELECT ON shop.orders TO {role};"
+        "CREATE TABLE shop.orders (id int PRIMARY KEY, total numeric, workspace_id text);
+         GRANT SELECT, INSERT ON shop.orders TO {role};"
     ))
     .await
     .unwrap();
@@ -388,6 +389,19 @@ async fn byo_link_serve_power_tools_and_unlink() {
         .ok("describe_table", json!({ "table": "orders" }))
         .await;
     assert_eq!(described["table"], "orders");
+    // A column the user named workspace_id is theirs: hdls stamps (and hides) that name only
+    // in its own schemas.
+    assert!(
+        described.to_string().contains("\"workspace_id\""),
+        "{described}"
+    );
+    let inserted = member
+        .ok(
+            "insert_record",
+            json!({ "table": "orders", "values": { "id": 1, "total": 5, "workspace_id": "theirs" } }),
+        )
+        .await;
+    assert_eq!(inserted["rows"][0]["workspace_id"], "theirs");
     let tables = member.ok("list_tables", no_args()).await;
     assert_eq!(names(&tables, "tables"), vec!["orders", "products"]);
 
