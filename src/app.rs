@@ -14,6 +14,7 @@ use crate::limits::concurrency::{self, WorkspaceGate};
 use crate::limits::per_address::{self, AddressWindow, CustomerWindow};
 use crate::mail::Mailer;
 use crate::master_key::MasterKey;
+use crate::metrics::Metrics;
 use crate::net::guard::Cidr;
 use crate::net::guard::Guard;
 use crate::oauth::keys::Keyring;
@@ -51,6 +52,8 @@ pub struct App {
     pub webhooks: Arc<Webhooks>,
     /// Linked databases' pools and catalogs (this node).
     pub data_sources: DataSources,
+    /// What `/metrics` exports (served on its own listener, never the public one).
+    pub metrics: Metrics,
 }
 
 impl App {
@@ -86,6 +89,7 @@ impl App {
             ),
             webhooks: Arc::new(Webhooks::default()),
             data_sources: DataSources::default(),
+            metrics: Metrics::default(),
             pools,
         }
     }

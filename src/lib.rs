@@ -28,6 +28,7 @@ pub mod logging;
 pub mod mail;
 pub mod master_key;
 pub mod mcp;
+pub mod metrics;
 pub mod net;
 pub mod oauth;
 pub mod people;

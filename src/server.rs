@@ -1,8 +1,14 @@
-//! Running the HTTP server on a listener until told to stop (shared by `serve`, tests and benchmarks).
+//! Running the HTTP server on a listener until told to stop (shared by `serve`, tests and
+//! benchmarks), and the separate metrics listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -55,4 +61,37 @@ pub fn spawn(app: Arc<App>, listener: TcpListener) -> std::io::Result<RunningSer
         shutdown,
         task,
     })
+}
+
+/// The metrics listener's only route, `GET /metrics`. Never merged into the public router:
+/// it is served on its own address (`--metrics-bind`, loopback by default).
+pub fn metrics_router(app: Arc<App>) -> Router {
+    Router::new().route("/metrics", get(scrape)).with_state(app)
+}
+
+/// Serves [`metrics_router`] on `listener` until `shutdown` is cancelled.
+pub fn spawn_metrics(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, metrics_router(app))
+            .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
+            .await
+    })
+}
+
+/// Pools are read at scrape time; counters and histograms are kept as calls happen.
+async fn scrape(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let metrics = &app.metrics;
+    metrics.pool("runtime", app.pools.runtime.status().into());
+    metrics.pool("auth", app.pools.auth.status().into());
+    let (linked, total) = app.data_sources.pool_totals();
+    metrics.pool("linked", total);
+    metrics.linked_pools(linked);
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        metrics.encode(),
+    )
 }

@@ -58,9 +58,58 @@ pub struct ServeArgs {
     /// Sender of invitation emails, e.g. "hdls <hdls@example.com>".
     #[arg(long, env = "HDLS_SMTP_FROM")]
     pub smtp_from: Option<String>,
+    /// Where `/metrics` (Prometheus text format) is served, on a listener of its own, never
+    /// the public one; `off` turns it off. Default 127.0.0.1:9787 (loopback only), skipped with
+    /// a warning if that port is taken; an address given here must bind.
+    #[arg(long, env = "HDLS_METRICS_BIND", value_parser = parse_metrics_bind)]
+    pub metrics_bind: Option<MetricsBind>,
     /// Email of the demo workspace's owner, created on the embedded first start.
     #[arg(long, env = "HDLS_OWNER_EMAIL", default_value = "owner@localhost")]
     pub owner_email: String,
+}
+
+/// Where `/metrics` is served when `--metrics-bind` is not given.
+pub const DEFAULT_METRICS_BIND: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9787);
+
+/// `--metrics-bind`: an address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsBind {
+    Off,
+    At(SocketAddr),
+}
+
+fn parse_metrics_bind(text: &str) -> Result<MetricsBind, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(MetricsBind::Off);
+    }
+    text.parse()
+        .map(MetricsBind::At)
+        .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:9787 (or `off`)"))
+}
+
+/// Binds the metrics listener: an address the operator gave must bind; the default may be
+/// taken (another hdls on this machine), which is said and skipped.
+async fn metrics_listener(
+    bind: Option<MetricsBind>,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match bind {
+        Some(MetricsBind::Off) => Ok(None),
+        Some(MetricsBind::At(addr)) => tokio::net::TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .with_context(|| format!("--metrics-bind: listening on {addr}")),
+        None => match tokio::net::TcpListener::bind(DEFAULT_METRICS_BIND).await {
+            Ok(listener) => Ok(Some(listener)),
+            Err(error) => {
+                eprintln!(
+                    "metrics are not served: {DEFAULT_METRICS_BIND} is not free ({error}); \
+                     choose an address with --metrics-bind, or `off`"
+                );
+                Ok(None)
+            }
+        },
+    }
 }
 
 /// File recording that the demo workspace was created (its key is printed only then).
@@ -106,6 +155,7 @@ async fn serve(
         .await
         .with_context(|| format!("listening on {}", args.bind))?;
     let bound = listener.local_addr()?;
+    let metrics = metrics_listener(args.metrics_bind).await?;
     let public_url = args.public_url.clone().unwrap_or_else(|| {
         if bound.ip().is_unspecified() {
             format!("http://localhost:{}", bound.port())
@@ -126,6 +176,14 @@ async fn serve(
     let app = Arc::new(app);
 
     let running = server::spawn(app.clone(), listener)?;
+    let metrics = match metrics {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let task = server::spawn_metrics(app.clone(), listener, running.shutdown.clone());
+            Some((addr, task))
+        }
+        None => None,
+    };
 
     println!("hdls {} is running", env!("CARGO_PKG_VERSION"));
     for endpoint in Endpoint::ALL {
@@ -134,6 +192,9 @@ async fn serve(
             endpoint.name(),
             app.public.endpoint_url(endpoint)
         );
+    }
+    if let Some((addr, _)) = &metrics {
+        println!("  metrics    http://{addr}/metrics");
     }
     if let Location::Embedded(_) = location {
         println!("  data       {}", data_dir.display());
@@ -183,6 +244,9 @@ async fn serve(
     wait_for_signal().await;
     eprintln!("shutting down");
     running.stop().await;
+    if let Some((_, task)) = metrics {
+        let _ = task.await;
+    }
     Ok(())
 }
 
@@ -202,5 +266,23 @@ async fn wait_for_signal() {
             _ = ctrl_c => {}
             _ = term.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_bind_is_an_address_or_off() {
+        assert_eq!(parse_metrics_bind("off"), Ok(MetricsBind::Off));
+        assert_eq!(parse_metrics_bind("OFF"), Ok(MetricsBind::Off));
+        assert_eq!(
+            parse_metrics_bind("127.0.0.1:0"),
+            Ok(MetricsBind::At("127.0.0.1:0".parse().unwrap()))
+        );
+        assert!(parse_metrics_bind("localhost:9787").is_err());
+        assert!(parse_metrics_bind("9787").is_err());
+        assert!(DEFAULT_METRICS_BIND.ip().is_loopback());
     }
 }

@@ -112,6 +112,17 @@ impl DataSources {
         })
     }
 
+    /// How many linked pools this process holds, and their states added up (for `/metrics`,
+    /// which never names a source).
+    pub fn pool_totals(&self) -> (usize, crate::metrics::PoolState) {
+        let linked = self.lock();
+        let total = linked
+            .values()
+            .map(|l| crate::metrics::PoolState::from(l.pool.status()))
+            .fold(crate::metrics::PoolState::default(), |a, b| a + b);
+        (linked.len(), total)
+    }
+
     /// Closes a source's pool (unlinking).
     pub fn close(&self, workspace_id: Uuid, id: Uuid) {
         if let Some(linked) = self.lock().remove(&(workspace_id, id)) {

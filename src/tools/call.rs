@@ -1,4 +1,7 @@
-//! The call path every tool goes through: permit, admit, run in a Scope, audit.
+//! The call path every tool goes through: permit, admit, run in a Scope, audit; counted and
+//! timed for `/metrics`.
+
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -10,8 +13,26 @@ use crate::identity::{Endpoint, Persona, Principal};
 
 /// Runs one tool for one principal: the role/persona/product rule, then rate limit and
 /// budget, then the handler in its Scope (commit on success, roll back otherwise).
-/// Refused attempts at privileged tools are written to the audit log.
+/// Refused attempts at privileged tools are written to the audit log. Every call, refused
+/// ones included, is counted by endpoint, tool and outcome, and timed.
 pub async fn call(
+    app: &App,
+    tool: &ToolDef,
+    principal: &Principal,
+    args: Value,
+) -> Result<Value, ToolError> {
+    let started = Instant::now();
+    let result = run(app, tool, principal, args).await;
+    app.metrics.tool_call(
+        tool.endpoint.name(),
+        tool.name,
+        result.as_ref().err(),
+        started.elapsed(),
+    );
+    result
+}
+
+async fn run(
     app: &App,
     tool: &ToolDef,
     principal: &Principal,

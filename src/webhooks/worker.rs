@@ -24,6 +24,7 @@ use super::{FAILING_FOR, MAX_ATTEMPTS, retry_delay, signing, worker_principal};
 use crate::app::App;
 use crate::db::Scope;
 use crate::error::ToolError;
+use crate::metrics::Delivery;
 use crate::net::fetch::{self, FetchError};
 use crate::tools::custom_fields;
 use crate::tools::timestamp;
@@ -313,11 +314,24 @@ enum Outcome {
         status: Option<u16>,
         error: String,
         retry_after: Option<Duration>,
+        /// How `/metrics` counts it: failed, gone, unreachable or refused.
+        kind: Delivery,
     },
     /// Not sent: the subscription cannot be delivered to.
     Dropped(String),
     /// Not sent: the claim waited too long for a slot; due again at once.
     Released,
+}
+
+impl Outcome {
+    fn metric(&self) -> Delivery {
+        match self {
+            Outcome::Delivered { .. } => Delivery::Delivered,
+            Outcome::Failed { kind, .. } => *kind,
+            Outcome::Dropped(_) => Delivery::Dropped,
+            Outcome::Released => Delivery::Released,
+        }
+    }
 }
 
 /// One finished attempt (or a claim not attempted), for the recorder.
@@ -350,6 +364,7 @@ async fn deliver(app: &App, hosts: &Hosts, recorder: &Recorder, job: Job) {
             }
         }
     };
+    app.metrics.webhook_delivery(outcome.metric());
     // If the recorder is gone (shutdown), the claim stays leased and is claimed again.
     let _ = recorder.send(Attempted {
         workspace_id: job.workspace_id,
@@ -430,9 +445,20 @@ async fn attempt(app: &App, send: &Outgoing, now: OffsetDateTime) -> Outcome {
                 format!("HTTP {}", posted.status)
             },
             retry_after: posted.retry_after,
+            kind: if posted.status == 410 {
+                Delivery::Gone
+            } else {
+                Delivery::Failed
+            },
         },
         Err(error) => Outcome::Failed {
             status: None,
+            kind: match error {
+                FetchError::Refused(_) | FetchError::NotHttps | FetchError::BadUrl => {
+                    Delivery::Refused
+                }
+                _ => Delivery::Unreachable,
+            },
             error: describe(&error),
             retry_after: None,
         },
@@ -521,6 +547,7 @@ async fn record_one(
             status,
             error,
             retry_after,
+            kind: _,
         } => {
             let attempts = attempts + 1;
             let gone = status == Some(410);

@@ -24,6 +24,7 @@ mod interop;
 mod isolation;
 mod limits;
 mod log_secrets;
+mod metrics;
 mod oauth_flow;
 mod oauth_refusals;
 mod oauth_server;
