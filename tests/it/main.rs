@@ -39,6 +39,7 @@ mod protocol_errors;
 mod refusal_costs;
 mod role_matrix;
 mod statement_timeout;
+mod substring_search;
 mod support_customers;
 mod support_desk;
 mod support_rls;

@@ -75,12 +75,13 @@ pub fn tools() -> Vec<ToolDef> {
 
 const COLUMNS: &str = "id, first_name, last_name, email, phone, title, account_id, tags, custom, created_at, updated_at";
 
-/// Optional text match on names and email, account and tag filters, keyset after
+/// Optional text match on names and email (the name expression is the one V18 indexes: a
+/// substring of either name is a substring of it), account and tag filters, keyset after
 /// (first_name, id) on the `contacts_name` index, one extra row to detect another page.
 const SEARCH_SQL: &str = "SELECT id, first_name, last_name, email, phone, title, account_id, tags, custom, created_at, updated_at
      FROM crm.contacts
-     WHERE ($1::text IS NULL OR first_name ILIKE $1 OR last_name ILIKE $1 OR email ILIKE $1
-            OR concat_ws(' ', first_name, last_name) ILIKE $1)
+     WHERE ($1::text IS NULL OR (first_name || ' ' || coalesce(last_name, '')) ILIKE $1
+            OR email ILIKE $1)
        AND ($2::uuid IS NULL OR account_id = $2)
        AND ($3::text IS NULL OR tags @> ARRAY[$3::text])
        AND ($4::text IS NULL OR (first_name, id) > ($4, $5::uuid))
