@@ -368,3 +368,55 @@ async fn substring_searches_return_the_same_rows_with_the_indexes() {
     assert!(!want.is_empty() && want.len() < 200);
     assert_eq!(got, want);
 }
+
+/// `hdls setup` marks LIKE/ILIKE leakproof, so they may run on rows before the row policy
+/// filters them. That is safe only because their one row-dependent error (a pattern ending in
+/// a lone backslash) never reaches the database: the power tools refuse such a pattern, and
+/// named searches escape theirs.
+#[tokio::test]
+async fn a_pattern_ending_in_a_lone_backslash_never_reaches_the_database() {
+    let env = TestEnv::start().await;
+    let (_, owner) = env.workspace("patterns").await;
+    let crm = env.client("/api/mcp/crm", &owner).await;
+    crm.ok("create_account", json!({ "name": "Back\\slash Ltd" }))
+        .await;
+    for op in ["like", "ilike"] {
+        for pattern in ["%Back\\", "\\", "a\\\\\\"] {
+            let refused = crm
+                .err(
+                    "query_records",
+                    json!({ "table": "accounts",
+                            "filter": { "column": "name", "op": op, "value": pattern } }),
+                )
+                .await;
+            assert_eq!(
+                refused["code"], "invalid_input",
+                "{op} {pattern:?}: {refused}"
+            );
+            assert!(
+                refused["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("lone backslash"),
+                "{op} {pattern:?}: {refused}"
+            );
+        }
+    }
+    // An escaped backslash is a literal one; a named search's text is escaped whole.
+    let found = crm
+        .ok(
+            "query_records",
+            json!({ "table": "accounts",
+                    "filter": { "column": "name", "op": "like", "value": "%Back\\\\%" } }),
+        )
+        .await;
+    assert_eq!(found["rows"].as_array().unwrap().len(), 1, "{found}");
+    let searched = crm
+        .ok("search_accounts", json!({ "query": "Back\\" }))
+        .await;
+    assert_eq!(
+        searched["accounts"].as_array().unwrap().len(),
+        1,
+        "{searched}"
+    );
+}
