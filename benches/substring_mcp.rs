@@ -19,33 +19,7 @@ use common::env_number;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const LOAD: &str = "
-SET session_replication_role = replica;
-INSERT INTO hdls.workspaces (workspace_id, name)
-SELECT ('00000000-0000-0000-0000-' || lpad(to_hex(w), 12, '0'))::uuid, 'bench ' || w
-FROM generate_series(2, 100) w;
-CREATE TEMP TABLE words (a text[], b text[]);
-INSERT INTO words VALUES (
- ARRAY['Acme','Globex','Initech','Umbrella','Hooli','Stark','Wayne','Wonka','Tyrell','Cyberdyne',
-       'Soylent','Vandelay','Pied','Gringotts','Oscorp','Monarch','Aperture','Massive','Dunder','Vehement',
-       'Sterling','Prestige','Nakatomi','Virtucon','Gekko','Ollivander','Zorg','Krusty','Duff','Bluth',
-       'Sirius','Ajax','Cogswell','Spacely','Nordic','Northwind','Contoso','Fabrikam','Tailspin','Woodgrove'],
- ARRAY['Robotics','Logistics','Systems','Foods','Pharma','Energy','Media','Labs','Capital','Motors',
-       'Textiles','Mining','Airlines','Insurance','Software','Hardware','Retail','Foundry','Brewing','Shipping',
-       'Analytics','Dynamics','Holdings','Partners','Ventures','Industries','Solutions','Networks','Studios','Outfitters',
-       'Chemicals','Apparel','Aerospace','Biotech','Consulting','Telecom','Records','Farms','Optics','Paper']);
-INSERT INTO crm.accounts (workspace_id, id, name, domain, custom, created_at, updated_at)
-SELECT g.ws, gen_random_uuid(),
-       words.a[1 + (g.h % 40)] || ' ' || words.b[1 + ((g.h / 40) % 40)] || ' ' || g.n,
-       lower(words.a[1 + (g.h % 40)]) || '-' || lower(words.b[1 + ((g.h / 40) % 40)]) || g.n || '.example',
-       '{}', now(), now()
-FROM (SELECT CASE WHEN w = 1 THEN $WS$::uuid
-                  ELSE ('00000000-0000-0000-0000-' || lpad(to_hex(w), 12, '0'))::uuid END AS ws, n,
-             abs(hashint8(w * 1000003 + n)) AS h
-      FROM generate_series(1, 100) w
-      CROSS JOIN LATERAL generate_series(1, CASE WHEN w = 1 THEN 100000 ELSE 9091 END) n) g,
-     words;
-";
+const LOAD: &str = include_str!("accounts_at_scale.sql");
 
 /// p50 and p99 of `seconds` of one tool call after another on one connection.
 async fn one_connection(url: &str, key: &str, tool: &str, args: Value, seconds: u64) -> String {

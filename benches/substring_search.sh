@@ -70,35 +70,9 @@ $BIN setup --database-url "$DB_URL" >/dev/null
 $BIN migrate --database-url "$DB_URL" >/dev/null
 
 echo "loading 1,000,009 accounts into 100 workspaces ($WS holds 100,000) ..."
-SU <<'SQL'
--- Names "<Word> <Word> <n>" from 40 x 40 words: "cme Rob" is only "Acme Robotics …", one name
--- in 1,600. Domains "acme-robotics123.example". The change-event trigger is off for the load.
-SET session_replication_role = replica;
-INSERT INTO hdls.workspaces (workspace_id, name)
-SELECT ('00000000-0000-0000-0000-' || lpad(to_hex(w), 12, '0'))::uuid, 'bench ' || w
-FROM generate_series(1, 100) w;
-CREATE TEMP TABLE words (a text[], b text[]);
-INSERT INTO words VALUES (
- ARRAY['Acme','Globex','Initech','Umbrella','Hooli','Stark','Wayne','Wonka','Tyrell','Cyberdyne',
-       'Soylent','Vandelay','Pied','Gringotts','Oscorp','Monarch','Aperture','Massive','Dunder','Vehement',
-       'Sterling','Prestige','Nakatomi','Virtucon','Gekko','Ollivander','Zorg','Krusty','Duff','Bluth',
-       'Sirius','Ajax','Cogswell','Spacely','Nordic','Northwind','Contoso','Fabrikam','Tailspin','Woodgrove'],
- ARRAY['Robotics','Logistics','Systems','Foods','Pharma','Energy','Media','Labs','Capital','Motors',
-       'Textiles','Mining','Airlines','Insurance','Software','Hardware','Retail','Foundry','Brewing','Shipping',
-       'Analytics','Dynamics','Holdings','Partners','Ventures','Industries','Solutions','Networks','Studios','Outfitters',
-       'Chemicals','Apparel','Aerospace','Biotech','Consulting','Telecom','Records','Farms','Optics','Paper']);
-INSERT INTO crm.accounts (workspace_id, id, name, domain, custom, created_at, updated_at)
-SELECT g.ws, gen_random_uuid(),
-       words.a[1 + (g.h % 40)] || ' ' || words.b[1 + ((g.h / 40) % 40)] || ' ' || g.n,
-       lower(words.a[1 + (g.h % 40)]) || '-' || lower(words.b[1 + ((g.h / 40) % 40)]) || g.n || '.example',
-       '{}', now(), now()
-FROM (SELECT ('00000000-0000-0000-0000-' || lpad(to_hex(w), 12, '0'))::uuid AS ws, n,
-             abs(hashint8(w * 1000003 + n)) AS h
-      FROM generate_series(1, 100) w
-      CROSS JOIN LATERAL generate_series(1, CASE WHEN w = 1 THEN 100000 ELSE 9091 END) n) g,
-     words;
-VACUUM ANALYZE crm.accounts;
-SQL
+SU -c "INSERT INTO hdls.workspaces (workspace_id, name) VALUES ('$WS', 'bench 1')"
+sed "s/\\\$WS\\\$/'$WS'/g" benches/accounts_at_scale.sql | SU
+SU -c "VACUUM ANALYZE crm.accounts"
 SU -At -c "SELECT format('%s accounts in all, %s in the big workspace; \"cme Rob\" matches %s of them (%s%%), \"zzqx\" none',
   (SELECT count(*) FROM crm.accounts), count(*), count(*) FILTER (WHERE name ILIKE '%cme Rob%' OR domain ILIKE '%cme Rob%'),
   round(100.0 * count(*) FILTER (WHERE name ILIKE '%cme Rob%' OR domain ILIKE '%cme Rob%') / count(*), 3))
