@@ -221,11 +221,11 @@ pub async fn recall(cx: &Cx<'_>, args: RecallArgs) -> ToolResult {
             (timestamp(Some(r.get("created_at"))), r.get::<_, Uuid>("id"))
         })
     };
-    Ok(json!({
-        "memories": page.iter().map(entry_json).collect::<Vec<_>>(),
-        "has_more": next_cursor.is_some(),
-        "next_cursor": next_cursor,
-    }))
+    Ok(named::page_result(
+        "memories",
+        page.iter().map(entry_json).collect::<Vec<_>>(),
+        next_cursor,
+    ))
 }
 
 pub async fn forget(cx: &Cx<'_>, args: ForgetArgs) -> ToolResult {

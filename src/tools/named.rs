@@ -74,6 +74,16 @@ pub fn page<K: Serialize>(
     (page, next)
 }
 
+/// A listing's output: the page's items under `key`, whether there are more, and the cursor
+/// for the next page (the shape every list and search tool returns).
+pub fn page_result(key: &str, items: impl Into<Value>, next_cursor: Option<String>) -> Value {
+    serde_json::json!({
+        key: items.into(),
+        "has_more": next_cursor.is_some(),
+        "next_cursor": next_cursor,
+    })
+}
+
 /// A case-insensitive substring pattern for `ILIKE` from a search text (trimmed; empty means
 /// no filter), with LIKE's metacharacters escaped so the text matches literally.
 pub fn search_pattern(query: Option<&str>) -> Result<Option<String>, ToolError> {

@@ -185,11 +185,11 @@ async fn search_organisations(cx: &Cx<'_>, args: SearchOrganisations) -> ToolRes
             );
         }
     }
-    Ok(json!({
-        "organisations": organisations,
-        "has_more": next_cursor.is_some(),
-        "next_cursor": next_cursor,
-    }))
+    Ok(named::page_result(
+        "organisations",
+        organisations,
+        next_cursor,
+    ))
 }
 
 #[derive(Deserialize, JsonSchema)]

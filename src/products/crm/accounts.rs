@@ -283,11 +283,11 @@ async fn search_accounts(cx: &Cx<'_>, args: SearchAccounts) -> ToolResult {
     let (page, next_cursor) = named::page(&rows, limit, |r| {
         (r.get::<_, String>("name"), r.get::<_, Uuid>("id"))
     });
-    Ok(json!({
-        "accounts": custom_fields::render(cx, ENTITY, page, account_json).await?,
-        "has_more": next_cursor.is_some(),
-        "next_cursor": next_cursor,
-    }))
+    Ok(named::page_result(
+        "accounts",
+        custom_fields::render(cx, ENTITY, page, account_json).await?,
+        next_cursor,
+    ))
 }
 
 #[derive(Deserialize, JsonSchema)]

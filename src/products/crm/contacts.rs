@@ -256,11 +256,11 @@ async fn search_contacts(cx: &Cx<'_>, args: SearchContacts) -> ToolResult {
     let (page, next_cursor) = named::page(&rows, limit, |r| {
         (r.get::<_, String>("first_name"), r.get::<_, Uuid>("id"))
     });
-    Ok(json!({
-        "contacts": custom_fields::render(cx, ENTITY, page, contact_json).await?,
-        "has_more": next_cursor.is_some(),
-        "next_cursor": next_cursor,
-    }))
+    Ok(named::page_result(
+        "contacts",
+        custom_fields::render(cx, ENTITY, page, contact_json).await?,
+        next_cursor,
+    ))
 }
 
 #[derive(Deserialize, JsonSchema)]

@@ -425,11 +425,11 @@ async fn search_deals(cx: &Cx<'_>, args: SearchDeals) -> ToolResult {
     let (page, next_cursor) = named::page(&rows, limit, |r| {
         (r.get::<_, String>("name"), r.get::<_, Uuid>("id"))
     });
-    Ok(json!({
-        "deals": custom_fields::render(cx, ENTITY, page, deal_json).await?,
-        "has_more": next_cursor.is_some(),
-        "next_cursor": next_cursor,
-    }))
+    Ok(named::page_result(
+        "deals",
+        custom_fields::render(cx, ENTITY, page, deal_json).await?,
+        next_cursor,
+    ))
 }
 
 #[derive(Deserialize, JsonSchema)]

@@ -155,11 +155,11 @@ async fn list_notes(cx: &Cx<'_>, args: ListNotes) -> ToolResult {
             r.get::<_, Uuid>("id"),
         )
     });
-    Ok(json!({
-        "notes": page.iter().map(note_json).collect::<Vec<_>>(),
-        "has_more": next_cursor.is_some(),
-        "next_cursor": next_cursor,
-    }))
+    Ok(named::page_result(
+        "notes",
+        page.iter().map(note_json).collect::<Vec<_>>(),
+        next_cursor,
+    ))
 }
 
 async fn delete_note(cx: &Cx<'_>, args: IdArg) -> ToolResult {

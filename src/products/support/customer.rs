@@ -264,11 +264,11 @@ async fn list_my_tickets(cx: &Cx<'_>, args: ListMyTickets) -> ToolResult {
             r.get::<_, Uuid>("id"),
         )
     });
-    Ok(json!({
-        "tickets": page.iter().map(ticket_json).collect::<Vec<_>>(),
-        "has_more": next_cursor.is_some(),
-        "next_cursor": next_cursor,
-    }))
+    Ok(named::page_result(
+        "tickets",
+        page.iter().map(ticket_json).collect::<Vec<_>>(),
+        next_cursor,
+    ))
 }
 
 async fn get_ticket(cx: &Cx<'_>, args: IdArg) -> ToolResult {

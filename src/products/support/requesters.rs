@@ -298,11 +298,11 @@ async fn search_requesters(cx: &Cx<'_>, args: SearchRequesters) -> ToolResult {
         .await?;
     let (page, next_cursor) =
         named::page(&rows, limit, |r| r.get::<_, String>("email").to_lowercase());
-    Ok(json!({
-        "requesters": custom_fields::render(cx, ENTITY, page, requester_json).await?,
-        "has_more": next_cursor.is_some(),
-        "next_cursor": next_cursor,
-    }))
+    Ok(named::page_result(
+        "requesters",
+        custom_fields::render(cx, ENTITY, page, requester_json).await?,
+        next_cursor,
+    ))
 }
 
 #[derive(Deserialize, JsonSchema)]

@@ -440,11 +440,11 @@ async fn list_tickets(cx: &Cx<'_>, args: ListTickets) -> ToolResult {
             r.get::<_, Uuid>("id"),
         )
     });
-    Ok(json!({
-        "tickets": custom_fields::render(cx, ENTITY, page, ticket_json).await?,
-        "has_more": next_cursor.is_some(),
-        "next_cursor": next_cursor,
-    }))
+    Ok(named::page_result(
+        "tickets",
+        custom_fields::render(cx, ENTITY, page, ticket_json).await?,
+        next_cursor,
+    ))
 }
 
 async fn get_ticket(cx: &Cx<'_>, args: IdArg) -> ToolResult {
