@@ -42,6 +42,8 @@ pub struct App {
     pub trusted_proxies: Arc<TrustedProxies>,
     /// Failed bearer authentications per client address (this node).
     pub bearer_failures: AddressWindow,
+    /// Credentials this process resolved, checked by epoch on every call (`auth::cache`).
+    pub credentials: crate::auth::cache::CredentialCache,
     /// Dynamic client registrations per client address (this node).
     pub registrations: AddressWindow,
     /// Tool calls per customer (this node): one customer cannot use up the workspace's limit.
@@ -71,6 +73,7 @@ impl App {
             outbound: Guard::system(),
             mailer: None,
             trusted_proxies: Arc::new(TrustedProxies::default()),
+            credentials: Default::default(),
             bearer_failures: AddressWindow::new(
                 per_address::BEARER_FAILURES_PER_MINUTE,
                 time::Duration::minutes(1),

@@ -220,6 +220,7 @@ mod tests {
             },
             expires_at,
             data_source: None,
+            credential_epoch: None,
         }
     }
 

@@ -63,6 +63,16 @@ impl ToolError {
         self
     }
 
+    /// A cached credential whose workspace's credentials changed since it was resolved
+    /// (`crate::auth::cache`): authentication resolves it again and the request runs again,
+    /// so a client sees this only if that cannot happen.
+    pub fn credential_changed() -> ToolError {
+        ToolError::new(
+            ErrorCode::Unauthenticated,
+            "this credential changed since it was checked; present it again",
+        )
+    }
+
     pub fn forbidden(message: impl Into<String>) -> ToolError {
         ToolError::new(ErrorCode::Forbidden, message)
     }

@@ -240,6 +240,11 @@ pub struct Principal {
     pub expires_at: Option<OffsetDateTime>,
     /// The linked database a data-source key is bound to; `None` for every other credential.
     pub data_source: Option<DataSourceBinding>,
+    /// The workspace's credential epoch this principal was resolved at, when it comes from the
+    /// process's credential cache: every transaction it opens checks the epoch is unchanged
+    /// (migration V19, `crate::db::Scope`). `None` when resolved for this very request, or
+    /// not from a presented credential at all (the operator, the webhook worker, the portal).
+    pub credential_epoch: Option<i64>,
 }
 
 impl Principal {
@@ -276,6 +281,7 @@ impl Principal {
             },
             expires_at: None,
             data_source: None,
+            credential_epoch: None,
         }
     }
 }

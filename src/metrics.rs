@@ -131,6 +131,7 @@ pub struct Metrics {
     pool_waiting: Family<PoolLabels, Gauge>,
     linked_pools: Gauge,
     webhook_deliveries: Family<OutcomeLabels, Counter>,
+    credential_lookups: Family<OutcomeLabels, Counter>,
 }
 
 fn call_histogram() -> Histogram {
@@ -197,8 +198,15 @@ impl Default for Metrics {
             "Webhook delivery attempts by outcome",
             webhook_deliveries.clone(),
         );
+        let credential_lookups = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "credential_lookups",
+            "Presented credentials by how they were resolved: hit (this process's cache), miss (the database), stale (cached, but the workspace's credentials changed: resolved again)",
+            credential_lookups.clone(),
+        );
         Metrics {
             registry,
+            credential_lookups,
             tool_calls,
             call_seconds,
             admission_refusals,
@@ -246,6 +254,13 @@ impl Metrics {
                 .get_or_create(&WindowLabels { window })
                 .inc();
         }
+    }
+
+    /// Counts one credential lookup: `hit`, `miss` or `stale` (see `crate::auth::cache`).
+    pub fn credential_lookup(&self, outcome: &'static str) {
+        self.credential_lookups
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Counts one webhook delivery attempt.

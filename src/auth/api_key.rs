@@ -103,6 +103,8 @@ pub async fn resolve(
             "SELECT k.workspace_id, k.secret_hash, k.role, k.expires_at, k.revoked_at, k.last_used_at, w.name,
                     k.products IS NULL AS all_products, k.persona, k.principal_id,
                     k.data_source_id, k.data_source_schema,
+                    (SELECT e.epoch FROM hdls.credential_epochs e
+                     WHERE e.workspace_id = k.workspace_id) AS credential_epoch,
                     (SELECT r.disabled_at IS NULL FROM support.requesters r
                      WHERE r.workspace_id = k.workspace_id AND r.id = k.principal_id) AS requester_enabled,
                     ARRAY(SELECT p.product FROM hdls.installed_products p
@@ -178,20 +180,13 @@ pub async fn resolve(
             .get::<_, Option<Uuid>>("data_source_id")
             .zip(row.get::<_, Option<String>>("data_source_schema"))
             .map(|(id, schema)| DataSourceBinding { id, schema }),
+        credential_epoch: row.get("credential_epoch"),
     };
     Ok(Ok((principal, row.get("last_used_at"))))
 }
 
-/// Records use at most once a minute, off the request path.
-pub fn touch_last_used(
-    auth: &Pool,
-    principal: &Principal,
-    last_used: Option<OffsetDateTime>,
-    now: OffsetDateTime,
-) {
-    if last_used.is_some_and(|t| now - t < time::Duration::minutes(1)) {
-        return;
-    }
+/// Records a key's use, off the request path (callers do it at most once a minute).
+pub fn record_use(auth: &Pool, principal: &Principal, now: OffsetDateTime) {
     let Some(key_id) = principal
         .credential
         .id

@@ -1,9 +1,12 @@
 //! Authentication: turns the presented bearer credential into the request's Principal, or a 401.
 
 pub mod api_key;
+pub mod cache;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -37,7 +40,8 @@ pub async fn authenticate(
     if query_carries_credential(request.uri().query()) {
         return challenge(&app, endpoint, Failure::InQuery);
     }
-    let Some(token) = bearer_token(request.headers().get(header::AUTHORIZATION)) else {
+    let token = bearer_token(request.headers().get(header::AUTHORIZATION)).map(str::to_owned);
+    let Some(token) = token.as_deref() else {
         let failure = if request.headers().contains_key(header::AUTHORIZATION) {
             Failure::Invalid
         } else {
@@ -54,38 +58,68 @@ pub async fn authenticate(
     if endpoint == Endpoint::DataSource && !token.starts_with(api_key::PREFIX) {
         return challenge(&app, endpoint, Failure::Invalid);
     }
-    let resolved = if token.starts_with(api_key::PREFIX) {
+    let key = cache::Key::new(endpoint, token);
+    let is_api_key = token.starts_with(api_key::PREFIX);
+    if let Some(hit) = app.credentials.get(&key, now) {
+        // The body is read only for a credential already known good, and kept: if the call
+        // finds the workspace's credentials changed since this one was resolved, the
+        // credential is resolved again and the request runs again.
+        let (parts, body) = request.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body over the limit, or not received in full",
+            )
+                .into_response();
+        };
+        // Only a tool call checks the epoch (in the transaction it opens); every other
+        // request resolves its credential afresh, so none outlives a revocation either.
+        if is_tool_call(&body) {
+            app.metrics.credential_lookup("hit");
+            if hit.touch_due && is_api_key {
+                api_key::record_use(&app.pools.auth, &hit.principal, now);
+            }
+            let stale = Arc::new(StaleCredential::default());
+            let mut first = Request::from_parts(copy_head(&parts), Body::from(body.clone()));
+            first.extensions_mut().insert(stale.clone());
+            let response = run_as(&app, endpoint, hit.principal, first, next.clone()).await;
+            if !stale.is_marked() {
+                return response;
+            }
+            app.credentials.forget(&key);
+            app.metrics.credential_lookup("stale");
+        } else {
+            app.metrics.credential_lookup("miss");
+        }
+        request = Request::from_parts(parts, Body::from(body));
+    } else {
+        app.metrics.credential_lookup("miss");
+    }
+    let resolved = if is_api_key {
         api_key::resolve(&app.pools.auth, token, now)
             .await
             .map(|r| r.map_err(|rejection| format!("{rejection:?}")))
             .map(|r| {
                 r.map(|(principal, last_used)| {
-                    api_key::touch_last_used(&app.pools.auth, &principal, last_used, now);
-                    principal
+                    let due = last_used.is_none_or(|t| now - t >= time::Duration::minutes(1));
+                    if due {
+                        api_key::record_use(&app.pools.auth, &principal, now);
+                    }
+                    (principal, if due { Some(now) } else { last_used })
                 })
             })
     } else {
         oauth::access::resolve(&app, token, endpoint, now)
             .await
+            .map(|r| r.map(|principal| (principal, None)))
             .map(|r| r.map_err(|rejection| format!("{rejection:?}")))
     };
     match resolved {
-        Ok(Ok(principal)) => {
-            if !bound_here(endpoint, &principal, request.uri().path()) {
-                tracing::info!(
-                    endpoint = endpoint.name(),
-                    "credential presented at an endpoint it is not bound to"
-                );
-                return challenge(&app, endpoint, Failure::Invalid);
-            }
-            if let Endpoint::Product(product) = endpoint
-                && principal.credential.kind == CredentialKind::OauthToken
-                && !principal.has_product(product)
-            {
-                return insufficient_scope(&app, endpoint, product);
-            }
-            request.extensions_mut().insert(Arc::new(principal));
-            next.run(request).await
+        Ok(Ok((mut principal, last_used))) => {
+            app.credentials.insert(key, &principal, last_used, now);
+            // Resolved for this very request: nothing to check it against.
+            principal.credential_epoch = None;
+            run_as(&app, endpoint, Arc::new(principal), request, next).await
         }
         Ok(Err(rejection)) => {
             tracing::info!(endpoint = endpoint.name(), rejection, "credential refused");
@@ -100,6 +134,70 @@ pub async fn authenticate(
         )
             .into_response(),
     }
+}
+
+/// Set by the call path when a cached principal's credential epoch moved (see
+/// [`cache`]): the request is then answered with the credential resolved afresh.
+#[derive(Debug, Default)]
+pub struct StaleCredential(AtomicBool);
+
+impl StaleCredential {
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_marked(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether a request body is one JSON-RPC `tools/call` (read without building the message).
+fn is_tool_call(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Method<'a> {
+        #[serde(borrow)]
+        method: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Method>(body)
+        .ok()
+        .and_then(|m| m.method)
+        .is_some_and(|m| m == "tools/call")
+}
+
+/// A request's head again, for running it a second time.
+fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head.extensions = parts.extensions.clone();
+    head
+}
+
+/// Runs the request as `principal`, once the credential is known to be usable here.
+async fn run_as(
+    app: &App,
+    endpoint: Endpoint,
+    principal: Arc<crate::identity::Principal>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if !bound_here(endpoint, &principal, request.uri().path()) {
+        tracing::info!(
+            endpoint = endpoint.name(),
+            "credential presented at an endpoint it is not bound to"
+        );
+        return challenge(app, endpoint, Failure::Invalid);
+    }
+    if let Endpoint::Product(product) = endpoint
+        && principal.credential.kind == CredentialKind::OauthToken
+        && !principal.has_product(product)
+    {
+        return insufficient_scope(app, endpoint, product);
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
 }
 
 /// Whether a credential may be used at this endpoint: a data-source key only at its own
@@ -214,6 +312,21 @@ mod tests {
         assert_eq!(bearer_token(v("Bearer").as_ref()), None);
         assert_eq!(bearer_token(v("Bearer a b").as_ref()), None);
         assert_eq!(bearer_token(None), None);
+    }
+
+    #[test]
+    fn only_a_single_tools_call_is_a_tool_call() {
+        assert!(is_tool_call(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#
+        ));
+        assert!(!is_tool_call(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#
+        ));
+        assert!(!is_tool_call(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call"}]"#
+        ));
+        assert!(!is_tool_call(br#"{"method":"tools/call""#));
+        assert!(!is_tool_call(b""));
     }
 
     #[test]

@@ -16,6 +16,10 @@ use crate::error::ToolError;
 use crate::identity::Principal;
 use crate::limits;
 
+/// The workspace's credential epoch (migration V19), read inside the tool's transaction. The
+/// workspace is named as well as stamped, so Citus routes the lookup to one shard.
+const EPOCH_SQL: &str = "SELECT epoch FROM hdls.credential_epochs WHERE workspace_id = $1";
+
 /// Prepared statements kept per pooled connection before the cache is emptied.
 const MAX_CACHED_STATEMENTS: usize = 256;
 
@@ -117,13 +121,30 @@ impl Scope {
             Some(_) => Some(client.prepare_cached(limits::ADMIT_SQL).await?),
             None => None,
         };
+        // A cached credential is checked against its workspace's epoch: by the admission
+        // when there is one, otherwise by a lookup inside the tool's own transaction.
+        let check = match (admit_at, principal.credential_epoch) {
+            (None, Some(_)) => Some(client.prepare_cached(EPOCH_SQL).await?),
+            _ => None,
+        };
         // Values are server-made uuids and enum names, written as literals because SET
         // takes no bind parameters; nothing here comes from a client string.
+        let workspace = format!("SET LOCAL hdls.workspace_id = '{}'", principal.workspace_id);
+        // The admission is a transaction of its own, committed before the tool's begins, so
+        // the counters' row locks last microseconds rather than the length of the call.
+        // Counters are not worth a WAL flush per call (see crate::limits).
+        let admission: Vec<&str> = match admit_at {
+            Some(_) => vec!["BEGIN", &workspace, "SET LOCAL synchronous_commit = off"],
+            None => Vec::new(),
+        };
         let mut statements = vec![
             "BEGIN".to_owned(),
-            format!("SET LOCAL hdls.workspace_id = '{}'", principal.workspace_id),
+            workspace.clone(),
             format!("SET LOCAL hdls.persona = '{}'", principal.persona.as_str()),
         ];
+        if admit_at.is_some() {
+            statements.insert(0, "COMMIT".to_owned());
+        }
         // An agent has no principal: leaving hdls.principal_id unset reads as NULL, which
         // matches no customer row (fail closed), and saves a statement per call.
         if let Some(id) = principal.principal_id {
@@ -152,31 +173,47 @@ impl Scope {
         let scope = Scope {
             client: Some(Conn::Runtime(client)),
         };
-        let admission = {
+        let (admission, epoch) = {
             let c = scope.client()?;
-            // One round trip: the admission statement (committed on its own, see
-            // crate::limits), then the statements opening the tool's transaction. join!
-            // and join_all poll in argument order, which fixes the order on the wire.
+            // One round trip: the admission transaction, then the statements opening the
+            // tool's transaction, then the epoch check. join! and join_all poll in argument
+            // order, which fixes the order on the wire.
             let at = admit_at.unwrap_or(OffsetDateTime::UNIX_EPOCH);
-            let admit_params: [&(dyn ToSql + Sync); 2] = [&principal.workspace_id, &at];
+            let admit_params: [&(dyn ToSql + Sync); 3] =
+                [&principal.workspace_id, &at, &principal.credential_epoch];
             let admit = async {
                 match &admit {
                     Some(statement) => c.query_one(statement, &admit_params).await.map(Some),
                     None => Ok(None),
                 }
             };
+            let check_params: [&(dyn ToSql + Sync); 1] = [&principal.workspace_id];
+            let check = async {
+                match &check {
+                    Some(statement) => c.query_opt(statement, &check_params).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let begin_admission = join_all(admission.iter().map(|s| c.batch_execute(s)));
             let stamp = join_all(statements.iter().map(|s| c.batch_execute(s)));
-            let (admission, stamped) = futures_util::join!(admit, stamp);
-            for result in stamped {
+            let (begun, admission, stamped, epoch) =
+                futures_util::join!(begin_admission, admit, stamp, check);
+            for result in begun.into_iter().chain(stamped) {
                 result?;
             }
-            admission?
+            (admission?, epoch?)
         };
         if let Some(row) = admission
             && let Err(refusal) = limits::decide(&row)
         {
             scope.rollback().await;
             return Err(refusal);
+        }
+        if let Some(live) = epoch
+            && live.map(|row| row.get::<_, i64>(0)) != principal.credential_epoch
+        {
+            scope.rollback().await;
+            return Err(ToolError::credential_changed());
         }
         Ok(scope)
     }

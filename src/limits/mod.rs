@@ -1,10 +1,10 @@
 //! Per-workspace rate limits and monthly budgets, counted in PostgreSQL so they hold
 //! exactly across any number of hdls processes.
 //!
-//! Admission is one statement (`hdls.admit_call`, see migration V2) outside any
-//! transaction, pipelined ahead of the tool's own transaction on the same connection, so
-//! it costs no extra round trip and its row locks are held for microseconds, not for the
-//! length of the tool call.
+//! Admission is one statement (`hdls.admit_call`, migrations V2 and V19) in a transaction of
+//! its own, pipelined ahead of the tool's own transaction on the same connection, so it costs
+//! no extra round trip and its row locks are held for microseconds, not for the length of
+//! the tool call.
 //!
 //! Durability: the admission statement commits with `synchronous_commit = off`. The
 //! minute windows are in an UNLOGGED table anyway (losing one minute's count on a crash
@@ -23,14 +23,15 @@ use tokio_postgres::Row;
 
 use crate::error::{ErrorCode, ToolError};
 
-/// The admission statement: `$1` the workspace, `$2` the time of the call.
+/// The admission statement: `$1` the workspace, `$2` the time of the call, `$3` the credential
+/// epoch a cached credential was resolved at (NULL for one resolved for this request).
 pub const ADMIT_SQL: &str =
-    "SELECT allowed, refused_window, call_limit, retry_after_s FROM hdls.admit_call($1, $2)";
+    "SELECT allowed, refused_window, call_limit, retry_after_s FROM hdls.admit_call($1, $2, $3)";
 
 /// Counts a refused call in the per-minute window, inside the caller's tenant transaction
-/// (`$1` the time of the call); the same columns as [`ADMIT_SQL`].
+/// (`$1` the workspace, `$2` the time of the call); the same columns as [`ADMIT_SQL`].
 pub const COUNT_REFUSAL_SQL: &str =
-    "SELECT allowed, refused_window, call_limit, retry_after_s FROM hdls.count_refusal($1)";
+    "SELECT allowed, refused_window, call_limit, retry_after_s FROM hdls.count_refusal($1, $2)";
 
 /// The caller's default when the plan sets no per-minute limit.
 pub const DEFAULT_PER_MINUTE: i64 = 120;
@@ -43,6 +44,10 @@ pub fn decide(row: &Row) -> Result<(), ToolError> {
     }
     let window: Option<String> = row.get("refused_window");
     let window = window.unwrap_or_else(|| "minute".to_owned());
+    if window == "credential" {
+        // Nothing was counted: the credential is resolved again and the call retried.
+        return Err(ToolError::credential_changed());
+    }
     let limit: i64 = row.get("call_limit");
     let retry_after_s: i32 = row.get("retry_after_s");
     let message = match window.as_str() {

@@ -50,6 +50,18 @@ impl McpEndpoint {
     }
 
     /// The Principal the auth middleware attached to this HTTP request.
+    /// Tells authentication that the cached credential this request ran with is out of date
+    /// (see `crate::auth::cache`): it resolves the credential again and reruns the request.
+    fn mark_stale(context: &RequestContext<RoleServer>) {
+        if let Some(stale) = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Arc<crate::auth::StaleCredential>>())
+        {
+            stale.mark();
+        }
+    }
+
     fn principal(context: &RequestContext<RoleServer>) -> Result<Arc<Principal>, McpError> {
         context
             .extensions
@@ -236,7 +248,12 @@ impl ServerHandler for McpEndpoint {
         let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
         let result = match crate::tools::call(&self.app, tool, &principal, args).await {
             Ok(value) => success(value, user_content::fields(self.endpoint, tool.name)),
-            Err(error) => failure(&error),
+            Err(error) => {
+                if error.code == crate::error::ErrorCode::Unauthenticated {
+                    Self::mark_stale(&context);
+                }
+                failure(&error)
+            }
         };
         Ok(result.into())
     }

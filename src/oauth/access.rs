@@ -195,6 +195,7 @@ pub async fn resolve(
         },
         expires_at: OffsetDateTime::from_unix_timestamp(claims.exp).ok(),
         data_source: None,
+        credential_epoch: row.get("credential_epoch"),
     }))
 }
 
@@ -205,6 +206,8 @@ pub async fn resolve(
 static RESOLVE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT w.name, g.persona, g.principal_id,
+                (SELECT e.epoch FROM hdls.credential_epochs e
+                 WHERE e.workspace_id = g.workspace_id) AS credential_epoch,
                 CASE WHEN g.persona = 'agent' THEN
                          (SELECT m.role FROM hdls_identity.usable_memberships m
                           WHERE m.workspace_id = g.workspace_id AND m.user_id = g.user_id)

@@ -23,6 +23,13 @@ pub async fn call(
 ) -> Result<Value, ToolError> {
     let started = Instant::now();
     let result = run(app, tool, principal, args).await;
+    if result
+        .as_ref()
+        .is_err_and(|e| e.code == ErrorCode::Unauthenticated)
+    {
+        // A cached credential found out of date: the request runs again and counts then.
+        return result;
+    }
     app.metrics.tool_call(
         tool.endpoint.name(),
         tool.name,
@@ -165,7 +172,10 @@ async fn refuse_unpermitted(
         let scope = Scope::begin(&app.pools.runtime, principal).await?;
         if app.enforce_limits {
             let row = scope
-                .query_one(crate::limits::COUNT_REFUSAL_SQL, &[&now])
+                .query_one(
+                    crate::limits::COUNT_REFUSAL_SQL,
+                    &[&principal.workspace_id, &now],
+                )
                 .await?;
             if let Err(limited) = crate::limits::decide(&row) {
                 scope.rollback().await;
@@ -190,6 +200,8 @@ async fn refuse_unpermitted(
     match outcome {
         Ok(Some(limited)) => limited,
         Ok(None) => refusal,
+        // A cached credential found out of date: resolved again and the call retried.
+        Err(error) if error.code == ErrorCode::Unauthenticated => error,
         Err(error) => {
             tracing::error!(%error, tool = tool.name, "could not count or record a refused call");
             refusal

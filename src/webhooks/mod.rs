@@ -135,6 +135,7 @@ pub fn worker_principal(workspace_id: Uuid) -> Principal {
             id: "webhooks".to_owned(),
         },
         expires_at: None,
+        credential_epoch: None,
     }
 }
 

@@ -159,16 +159,26 @@ async fn get_usage_reports_the_windows() {
 }
 
 /// A `hdls serve` process against the test's database.
-struct ServeProcess {
+pub struct ServeProcess {
     child: Child,
-    url: String,
+    /// Its concierge endpoint.
+    pub url: String,
+    /// Its `/metrics` (on a loopback port of its own).
+    pub metrics_url: String,
 }
 
 impl ServeProcess {
-    fn start(database_url: &str, data_dir: &std::path::Path) -> ServeProcess {
+    pub fn start(database_url: &str, data_dir: &std::path::Path) -> ServeProcess {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(env!("CARGO_BIN_EXE_hdls"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--metrics-bind",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
             .arg(data_dir)
             .env("HDLS_DATABASE_URL", database_url)
             .stdout(Stdio::piped())
@@ -177,15 +187,23 @@ impl ServeProcess {
             .expect("spawn hdls serve");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
+        let (mut url, mut metrics_url) = (None, None);
+        while url.is_none() || metrics_url.is_none() {
             let line = lines.next().expect("serve printed its endpoints").unwrap();
-            if let Some(rest) = line.trim().strip_prefix("concierge") {
-                break rest.trim().to_owned();
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("concierge") {
+                url = Some(rest.trim().to_owned());
+            } else if let Some(rest) = line.strip_prefix("metrics") {
+                metrics_url = Some(rest.trim().to_owned());
             }
-        };
+        }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        ServeProcess { child, url }
+        ServeProcess {
+            child,
+            url: url.unwrap_or_default(),
+            metrics_url: metrics_url.unwrap_or_default(),
+        }
     }
 }
 

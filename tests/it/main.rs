@@ -14,6 +14,7 @@ mod concierge_docs;
 mod concierge_memory;
 mod concierge_verify;
 mod contacts;
+mod credential_cache;
 mod credentials;
 mod crm;
 mod custom_fields;

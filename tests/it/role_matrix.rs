@@ -362,5 +362,6 @@ fn principal(persona: Persona, role: Role) -> hdls::identity::Principal {
         },
         expires_at: None,
         data_source: None,
+        credential_epoch: None,
     }
 }

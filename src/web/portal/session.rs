@@ -56,6 +56,7 @@ impl PortalSession {
             },
             expires_at: Some(self.expires_at),
             data_source: None,
+            credential_epoch: None,
         }
     }
 }
