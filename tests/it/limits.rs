@@ -109,7 +109,7 @@ async fn a_monthly_budget_refuses_call_m_plus_one_and_does_not_bill_it() {
     // And they did not take minute slots.
     let minute: i32 = su
         .query_one(
-            "SELECT calls FROM hdls.rate_windows WHERE workspace_id = $1",
+            "SELECT window_calls FROM hdls.usage_ledger WHERE workspace_id = $1",
             &[&ws],
         )
         .await
@@ -248,7 +248,7 @@ async fn the_limit_holds_exactly_across_three_processes() {
     let mut verified = false;
     for _attempt in 0..3 {
         su.execute(
-            "DELETE FROM hdls.rate_windows WHERE workspace_id = $1",
+            "UPDATE hdls.usage_ledger SET window_calls = 0 WHERE workspace_id = $1",
             &[&ws],
         )
         .await
