@@ -16,6 +16,7 @@
 
 pub mod concurrency;
 pub mod per_address;
+pub mod refused;
 
 use serde_json::json;
 use time::OffsetDateTime;
