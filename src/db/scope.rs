@@ -130,13 +130,15 @@ impl Scope {
     /// from that upsert to the COMMIT right behind it, never while the tool runs. `commit`
     /// returns `rate_limited` if the call was over a limit: then nothing was counted and the
     /// rows read are never shown. A rolled-back scope admits nothing (the caller counts a
-    /// failed call with [`Scope::begin_admitted`]).
+    /// failed call with [`Scope::begin_admitted`]). Nothing is stamped for change events or
+    /// authorship (`hdls.call`), which only writes read: a read-only tool that wrote would
+    /// fail rather than record an anonymous change.
     pub async fn begin_read_admitted(
         pool: &Pool,
         principal: &Principal,
         now: OffsetDateTime,
     ) -> Result<Scope, ToolError> {
-        let mut scope = Self::open(pool, principal, Admission::OnCommit, Some(now)).await?;
+        let mut scope = Self::open(pool, principal, Admission::OnCommit, None).await?;
         scope.admit_on_commit = Some((principal.workspace_id, now));
         Ok(scope)
     }
