@@ -109,6 +109,8 @@ fn main() -> anyhow::Result<()> {
 struct Bench<'a> {
     knobs: &'a Knobs,
     postgres: Option<Postgres>,
+    /// For counting the database's transactions around a run.
+    superuser: tokio_postgres::Client,
     targets: Targets,
 }
 
@@ -122,6 +124,7 @@ async fn bench(target: &DbTarget, knobs: &Knobs, scratch: &Path) -> anyhow::Resu
     let mut bench = Bench {
         knobs,
         postgres: Postgres::find(&superuser).await,
+        superuser,
         targets: Targets::default(),
     };
     println!(
@@ -186,10 +189,12 @@ impl Bench<'_> {
         let mut floors = [Vec::new(), Vec::new()];
         for (script, floor) in scripts.iter().zip(&mut floors) {
             for c in CONNECTIONS {
+                let before = self.transactions().await?;
                 let run = pgbench
                     .run(script, c, self.knobs.run, self.knobs.cpu, self.postgres)
                     .await?;
-                let stats = Stats::from_pgbench(run);
+                let transactions = self.transactions().await? - before;
+                let stats = Stats::from_pgbench(run).with_transactions(transactions);
                 stats.print(&format!("{} transaction @{c}", script.name), "tps")?;
                 floor.push(stats);
             }
@@ -394,6 +399,23 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// Transactions the database has ended so far (committed or rolled back), from its
+    /// statistics: a run's difference per call says how many transactions a call costs.
+    /// Approximate for the server's runs: a busy backend reports at most once a second, and
+    /// an idle one up to 10 s later, so a run's last second may count in the next run (exact
+    /// for pgbench, whose backends report as they exit).
+    async fn transactions(&self) -> anyhow::Result<i64> {
+        let row = self
+            .superuser
+            .query_one(
+                "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database
+                 WHERE datname = current_database()",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
     /// One load run against `server`, with what it cost each process and, if asked, the
     /// server's peak RSS during it.
     async fn calls(
@@ -419,6 +441,7 @@ impl Bench<'_> {
             procfs::cpu_seconds(pid),
             procfs::machine_cpu_seconds(),
         );
+        let transactions = self.transactions().await?;
         let measured = load::run(spec, self.knobs.cpu).await?;
         let postgres = self
             .postgres
@@ -430,11 +453,13 @@ impl Bench<'_> {
             Some(peak) => peak.stop().await,
             None => 0,
         };
+        let transactions = self.transactions().await? - transactions;
         let stats = Stats::from_load(
             measured,
             &[("postgres", postgres), ("server", server_cpu)],
             machine_cpu,
-        );
+        )
+        .with_transactions(transactions);
         stats.print(label, "calls/s")?;
         Ok((stats, rss))
     }

@@ -18,6 +18,8 @@ pub struct Stats {
     pub first_failure: Option<String>,
     /// CPU milliseconds per successful call, by process.
     pub cpu_ms: Vec<(&'static str, f64)>,
+    /// Database transactions per successful call (from the database's statistics).
+    pub transactions_per_call: Option<f64>,
     /// CPUs kept busy during the run by everything not measured above: other processes, and
     /// kernel work charged to no process. Well above zero means the figures are noisy.
     pub others_cores: f64,
@@ -48,6 +50,7 @@ impl Stats {
             failed: m.failed,
             first_failure: m.first_failure,
             cpu_ms,
+            transactions_per_call: None,
             others_cores,
         }
     }
@@ -69,7 +72,16 @@ impl Stats {
             failed: run.failed,
             first_failure: None,
             cpu_ms,
+            transactions_per_call: None,
             others_cores,
+        }
+    }
+
+    /// With the number of database transactions the run made.
+    pub fn with_transactions(self, transactions: i64) -> Stats {
+        Stats {
+            transactions_per_call: Some(transactions as f64 / self.ok.max(1) as f64),
+            ..self
         }
     }
 
@@ -81,12 +93,13 @@ impl Stats {
             .map(|(name, ms)| format!("{name} {ms:.3}"))
             .collect();
         println!(
-            "  {label:<34} {:>8} {unit:<7} p50 {:>6.2} ms  p99 {:>6.2} ms  {:>7} ok {:>4} failed   CPU ms/call: {}; rest of machine {:.2} CPUs",
+            "  {label:<34} {:>8} {unit:<7} p50 {:>6.2} ms  p99 {:>6.2} ms  {:>7} ok {:>4} failed   db tx/call {:.1}  CPU ms/call: {}; rest of machine {:.2} CPUs",
             thousands(self.rate),
             self.p50_ms,
             self.p99_ms,
             thousands(self.ok as f64),
             self.failed,
+            self.transactions_per_call.unwrap_or(f64::NAN),
             cpu.join(", "),
             self.others_cores,
         );
