@@ -346,14 +346,30 @@ pub(super) async fn usage(cx: &Cx<'_>) -> ToolResult {
     let now = cx.app.clock.now();
     let minute_start = limits::minute_start(now);
     let month_start = limits::month_start(now);
+    // Citus-clean (DESIGN §3): the workspace named (one shard), the counters read by
+    // subqueries correlated on workspace_id, and the plan (a reference table) by scalar
+    // subqueries rather than an outer join under the policy's qual.
     let row = cx
         .scope
         .query_one(
-            "SELECT w.plan, coalesce(p.per_minute, $3) AS per_minute, p.monthly_budget,
-                    coalesce((SELECT r.calls FROM hdls.rate_windows r WHERE r.window_start = $1), 0) AS minute_calls,
-                    coalesce((SELECT u.calls FROM hdls.usage_ledger u WHERE u.period = $2), 0) AS month_calls
-             FROM hdls.workspaces w LEFT JOIN hdls_catalog.plans p ON p.name = w.plan",
-            &[&minute_start, &month_start, &(limits::DEFAULT_PER_MINUTE as i32)],
+            "SELECT w.plan,
+                    coalesce((SELECT p.per_minute FROM hdls_catalog.plans p WHERE p.name = w.plan), $3)
+                        AS per_minute,
+                    (SELECT p.monthly_budget FROM hdls_catalog.plans p WHERE p.name = w.plan)
+                        AS monthly_budget,
+                    coalesce((SELECT r.calls FROM hdls.rate_windows r
+                              WHERE r.workspace_id = w.workspace_id AND r.window_start = $1), 0)
+                        AS minute_calls,
+                    coalesce((SELECT u.calls FROM hdls.usage_ledger u
+                              WHERE u.workspace_id = w.workspace_id AND u.period = $2), 0)
+                        AS month_calls
+             FROM hdls.workspaces w WHERE w.workspace_id = $4",
+            &[
+                &minute_start,
+                &month_start,
+                &(limits::DEFAULT_PER_MINUTE as i32),
+                &cx.principal.workspace_id,
+            ],
         )
         .await?;
     Ok(json!({

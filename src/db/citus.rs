@@ -61,16 +61,18 @@ pub async fn create_extension(client: &Client) -> anyhow::Result<()> {
 
 /// Role settings hdls needs on Citus, set once with `ALTER ROLE … SET` (Citus carries them to
 /// the workers):
-/// - `hdls_runtime`: `citus.propagate_set_commands = 'local'`, so the Scope's `SET LOCAL
-///   hdls.workspace_id` (and persona, principal, call) reaches the workers' sessions, where
-///   the row policies are evaluated on the shards; without it every tenant query on a shard
-///   runs with no workspace and sees zero rows.
+/// - `hdls_runtime` and `hdls_owner`: `citus.propagate_set_commands = 'local'`, so a Scope's
+///   `SET LOCAL hdls.workspace_id` (and persona, principal, call) reaches the workers'
+///   sessions, where the row policies are evaluated on the shards; without it every tenant
+///   query on a shard runs with no workspace and sees zero rows. The owner is bound by the
+///   forced policies too and opens Scopes for operator commands (`hdls admin plan set`).
 /// - `hdls_owner`: `citus.enable_unsafe_triggers = on`, so migrations may add triggers to
 ///   distributed tables. Citus calls them unsafe because a trigger on a shard could write
 ///   rows on another node; hdls's triggers only raise errors or write rows of the same
 ///   workspace, which live in the same shard group (DESIGN §3).
-pub const ROLE_SETTINGS: [(&str, &str, &str); 2] = [
+pub const ROLE_SETTINGS: [(&str, &str, &str); 3] = [
     (RUNTIME_ROLE, "citus.propagate_set_commands", "local"),
+    (OWNER_ROLE, "citus.propagate_set_commands", "local"),
     (OWNER_ROLE, "citus.enable_unsafe_triggers", "on"),
 ];
 

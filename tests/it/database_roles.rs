@@ -3,7 +3,7 @@
 use hdls::db::{AUTH_ROLE, RUNTIME_ROLE};
 use tokio_postgres::error::SqlState;
 
-use crate::harness::{TestDb, assert_refused};
+use crate::harness::{TestDb, assert_refused, statements};
 
 /// The message of a refusal by row-level security's WITH CHECK.
 const RLS_CHECK: &str = "violates row-level security policy";
@@ -162,7 +162,7 @@ async fn no_workspace_setting_sees_zero_rows_everywhere() {
     let rt = db.connect_as(RUNTIME_ROLE).await;
     // Put a row in every table through a real workspace first.
     let env_ws = uuid::Uuid::new_v4();
-    rt.batch_execute(&format!(
+    statements(&rt, &format!(
         "BEGIN; SET LOCAL hdls.workspace_id = '{env_ws}';
          INSERT INTO hdls.workspaces (name) VALUES ('w');
          INSERT INTO hdls.installed_products (product) VALUES ('crm');
@@ -200,7 +200,7 @@ async fn no_workspace_setting_sees_zero_rows_everywhere() {
                 "{schema}.{table} returned rows with no workspace ({phase})"
             );
         }
-        rt.batch_execute(&format!(
+        statements(&rt, &format!(
             "BEGIN; SET LOCAL hdls.workspace_id = '{}'; COMMIT;",
             uuid::Uuid::new_v4()
         ))
@@ -223,13 +223,13 @@ async fn a_forged_workspace_id_is_refused() {
     let rt = db.connect_as(RUNTIME_ROLE).await;
     let (mine, theirs) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     for ws in [mine, theirs] {
-        rt.batch_execute(&format!(
+        statements(&rt, &format!(
             "BEGIN; SET LOCAL hdls.workspace_id = '{ws}'; INSERT INTO hdls.workspaces (name) VALUES ('w'); COMMIT;"
         ))
         .await
         .unwrap();
     }
-    rt.batch_execute(&format!("BEGIN; SET LOCAL hdls.workspace_id = '{mine}';"))
+    statements(&rt, &format!("BEGIN; SET LOCAL hdls.workspace_id = '{mine}';"))
         .await
         .unwrap();
     let forged = rt
@@ -246,7 +246,7 @@ async fn a_forged_workspace_id_is_refused() {
     );
     rt.batch_execute("ROLLBACK").await.unwrap();
     // Moving an own row to another workspace is refused too.
-    rt.batch_execute(&format!(
+    statements(&rt, &format!(
         "BEGIN; SET LOCAL hdls.workspace_id = '{mine}'; INSERT INTO crm.accounts (name) VALUES ('mine');"
     ))
     .await
@@ -358,7 +358,7 @@ async fn the_runtime_role_cannot_change_plans_unrevoke_keys_or_shrink_the_ledger
     let db = TestDb::create().await;
     let rt = db.connect_as(RUNTIME_ROLE).await;
     let ws = uuid::Uuid::new_v4();
-    rt.batch_execute(&format!(
+    statements(&rt, &format!(
         "BEGIN; SET LOCAL hdls.workspace_id = '{ws}';
          INSERT INTO hdls.workspaces (name) VALUES ('w');
          INSERT INTO hdls.api_keys (key_id, secret_hash, role, created_by)
@@ -401,7 +401,7 @@ async fn the_runtime_role_cannot_change_plans_unrevoke_keys_or_shrink_the_ledger
             "permission denied for table usage_ledger",
         ),
     ] {
-        rt.batch_execute(&format!("BEGIN; SET LOCAL hdls.workspace_id = '{ws}';"))
+        statements(&rt, &format!("BEGIN; SET LOCAL hdls.workspace_id = '{ws}';"))
             .await
             .unwrap();
         let result = rt.batch_execute(statement).await;

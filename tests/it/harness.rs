@@ -699,6 +699,19 @@ impl Mcp {
     }
 }
 
+/// Runs `sql`'s `;`-separated statements one message each, as the server sends them (a
+/// multi-statement string is forwarded to a Citus worker whole, where a statement that
+/// touches another shard fails). For test SQL without `;` inside literals.
+pub async fn statements(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<(), tokio_postgres::Error> {
+    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        client.batch_execute(statement).await?;
+    }
+    Ok(())
+}
+
 /// An empty JSON object, for tools without arguments.
 pub fn no_args() -> Value {
     json!({})
