@@ -10,6 +10,7 @@ use futures_util::future::join_all;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use uuid::Uuid;
 
 use crate::engine::sql::Sql;
 use crate::error::ToolError;
@@ -82,6 +83,9 @@ impl Conn {
 /// An open, identity-stamped transaction.
 pub struct Scope {
     client: Option<Conn>,
+    /// The workspace stamped (None on a linked database's connection), for statements that
+    /// name it so Citus routes them to its shard (see [`Scope::workspace`]).
+    workspace: Option<Uuid>,
 }
 
 impl Scope {
@@ -172,6 +176,7 @@ impl Scope {
         }
         let scope = Scope {
             client: Some(Conn::Runtime(client)),
+            workspace: Some(principal.workspace_id),
         };
         let (admission, epoch) = {
             let c = scope.client()?;
@@ -223,9 +228,18 @@ impl Scope {
     pub async fn over(lease: Box<dyn Lease>) -> Result<Scope, ToolError> {
         let scope = Scope {
             client: Some(Conn::Leased(lease)),
+            workspace: None,
         };
         scope.client()?.batch_execute("BEGIN").await?;
         Ok(scope)
+    }
+
+    /// The workspace this transaction is stamped with; None on a linked database. Row-level
+    /// security keeps the transaction to it whatever a statement says; a statement that also
+    /// names it (`workspace_id = $n`) lets Citus route it to that workspace's shard instead of
+    /// every shard (DESIGN §3).
+    pub fn workspace(&self) -> Option<Uuid> {
+        self.workspace
     }
 
     fn client(&self) -> Result<&ClientWrapper, ToolError> {
