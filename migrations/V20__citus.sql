@@ -317,7 +317,120 @@ BEGIN
 END
 $$;
 
-SELECT hdls.distribute_all();
+-- Triggers name their table by argument, never by TG_TABLE_NAME: on Citus a trigger fires
+-- on the shard, whose name carries the shard id (`accounts_102008`), so a change event would
+-- name the shard and the key/connection cascades would take the wrong branch.
+CREATE OR REPLACE FUNCTION hdls.record_change() RETURNS trigger
+    LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog
+AS $$
+DECLARE
+    call     text := nullif(current_setting('hdls.call', true), '');
+    actor    text := nullif(split_part(call, ' ', 1), '');
+    at       timestamptz := coalesce(to_timestamp(nullif(split_part(call, ' ', 2), '')::bigint / 1000.0),
+                                     statement_timestamp());
+    row_data jsonb;
+    old_data jsonb;
+    changed  text[];
+    ws       uuid;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        row_data := to_jsonb(OLD);
+        ws := OLD.workspace_id;
+    ELSE
+        row_data := to_jsonb(NEW);
+        ws := NEW.workspace_id;
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        old_data := to_jsonb(OLD);
+        SELECT coalesce(array_agg(n.key ORDER BY n.key), '{}') INTO changed
+        FROM jsonb_each(row_data) n
+        WHERE n.value IS DISTINCT FROM old_data -> n.key;
+    END IF;
+    -- TG_ARGV[0]: the table's name (hdls.track_changes passes it).
+    INSERT INTO hdls.change_events
+        (workspace_id, event_id, schema_name, table_name, op, record_id, data, changed, actor, occurred_at)
+    VALUES (ws, hdls.uuid_v7(at), TG_TABLE_SCHEMA, TG_ARGV[0], lower(TG_OP),
+            (row_data ->> 'id')::uuid, row_data - 'workspace_id', changed, left(actor, 200), at);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION hdls.track_changes(tbl regclass) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog
+AS $$
+BEGIN
+    EXECUTE format('CREATE TRIGGER record_change AFTER INSERT OR UPDATE OR DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION hdls.record_change(%L)',
+                   tbl, (SELECT c.relname FROM pg_class c WHERE c.oid = tbl));
+END
+$$;
+
+DO $$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN SELECT tgrelid::regclass FROM pg_trigger
+             WHERE tgname = 'record_change' AND tgfoid = 'hdls.record_change'::regproc
+             ORDER BY 1::text
+    LOOP
+        EXECUTE format('DROP TRIGGER record_change ON %s', t);
+        PERFORM hdls.track_changes(t);
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION hdls.revoke_minted_keys() RETURNS trigger
+    LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog
+AS $$
+BEGIN
+    -- TG_ARGV[0]: 'api_keys' or 'oauth_grants'.
+    IF TG_ARGV[0] = 'api_keys' THEN
+        UPDATE hdls.api_keys SET revoked_at = NEW.revoked_at,
+               revoked_reason = left('minter revoked: key_' || NEW.key_id, 200)
+        WHERE workspace_id = NEW.workspace_id AND parent_key_id = NEW.key_id AND revoked_at IS NULL;
+    ELSE
+        UPDATE hdls.api_keys SET revoked_at = NEW.revoked_at,
+               revoked_reason = left('minting connection revoked: grant_' || NEW.grant_id, 200)
+        WHERE workspace_id = NEW.workspace_id AND parent_grant_id = NEW.grant_id AND revoked_at IS NULL;
+    END IF;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER revoke_minted_keys ON hdls.api_keys;
+DROP TRIGGER revoke_minted_keys ON hdls.oauth_grants;
+CREATE TRIGGER revoke_minted_keys AFTER UPDATE OF revoked_at ON hdls.api_keys
+    FOR EACH ROW WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL)
+    EXECUTE FUNCTION hdls.revoke_minted_keys('api_keys');
+CREATE TRIGGER revoke_minted_keys AFTER UPDATE OF revoked_at ON hdls.oauth_grants
+    FOR EACH ROW WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL)
+    EXECUTE FUNCTION hdls.revoke_minted_keys('oauth_grants');
+
+CREATE OR REPLACE FUNCTION hdls.disable_minted_webhooks() RETURNS trigger
+    LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog
+AS $$
+BEGIN
+    -- TG_ARGV[0]: 'api_keys' or 'oauth_grants'.
+    IF TG_ARGV[0] = 'api_keys' THEN
+        UPDATE hdls.webhook_subscriptions SET status = 'disabled', disabled_at = NEW.revoked_at,
+               disabled_reason = left('creator revoked: key_' || NEW.key_id, 200)
+        WHERE workspace_id = NEW.workspace_id AND parent_key_id = NEW.key_id AND status = 'active';
+    ELSE
+        UPDATE hdls.webhook_subscriptions SET status = 'disabled', disabled_at = NEW.revoked_at,
+               disabled_reason = left('creator revoked: grant_' || NEW.grant_id, 200)
+        WHERE workspace_id = NEW.workspace_id AND parent_grant_id = NEW.grant_id AND status = 'active';
+    END IF;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER disable_minted_webhooks ON hdls.api_keys;
+DROP TRIGGER disable_minted_webhooks ON hdls.oauth_grants;
+CREATE TRIGGER disable_minted_webhooks AFTER UPDATE OF revoked_at ON hdls.api_keys
+    FOR EACH ROW WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL)
+    EXECUTE FUNCTION hdls.disable_minted_webhooks('api_keys');
+CREATE TRIGGER disable_minted_webhooks AFTER UPDATE OF revoked_at ON hdls.oauth_grants
+    FOR EACH ROW WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL)
+    EXECUTE FUNCTION hdls.disable_minted_webhooks('oauth_grants');
+
 
 -- The webhook claim, in two steps a distributed database can run. V14's single statement
 -- (an UPDATE joined to a FOR UPDATE SKIP LOCKED subquery over every workspace) cannot be
@@ -376,3 +489,7 @@ BEGIN
     RETURN removed;
 END
 $$;
+
+-- Last: everything above is in place on the coordinator, and the conversion carries the
+-- functions the tables depend on to the workers.
+SELECT hdls.distribute_all();

@@ -389,7 +389,8 @@ async fn check_guard(
     let mut sql = Sql::new();
     sql.push("SELECT count(*) AS n FROM (SELECT 1 FROM ")
         .table(&catalog.schema, &table.name)
-        .push(" t WHERE ");
+        .push(" t WHERE ")
+        .route(scope, table, "t");
     filter::compile(&mut sql, table, "t", filter, "filter")?;
     sql.push(&format!(" LIMIT {}) s", guard + 1));
     let rows = scope.query_sql(&sql).await?;
@@ -433,7 +434,7 @@ pub async fn update(
         sql.ident(&column.name).push(" = ");
         bind_write(&mut sql, column, value, &path)?;
     }
-    sql.push(" WHERE ");
+    sql.push(" WHERE ").route(scope, table, "t");
     let selection = Selection {
         key: args.key.as_ref(),
         filter: args.filter.as_ref(),
@@ -454,7 +455,8 @@ pub async fn delete(
     let mut sql = Sql::new();
     sql.push("DELETE FROM ")
         .table(&catalog.schema, &table.name)
-        .push(" AS t WHERE ");
+        .push(" AS t WHERE ")
+        .route(scope, table, "t");
     let selection = Selection {
         key: args.key.as_ref(),
         filter: args.filter.as_ref(),

@@ -246,13 +246,24 @@ pub async fn accept(
 ) -> Result<Result<Accepted, Refused>, ToolError> {
     let mut client = auth.get().await.map_err(ToolError::from_pool)?;
     let tx = client.transaction().await?;
+    let hash = secret::hash(token);
+    // The workspace first, then the row locked on its shard: Citus locks rows only in a
+    // statement that names the workspace (DESIGN §3).
+    let workspace: Option<Uuid> = tx
+        .query_opt(
+            "SELECT workspace_id FROM hdls.invitations WHERE token_hash = $1",
+            &[&hash.as_slice()],
+        )
+        .await?
+        .map(|row| row.get(0));
     let Some(invite) = tx
         .query_opt(
             "SELECT i.workspace_id, i.invitation_id, i.email, i.role, i.invited_by, i.requester_id, w.name
              FROM hdls.invitations i JOIN hdls.workspaces w USING (workspace_id)
-             WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.expires_at > $2
+             WHERE i.workspace_id = $3 AND i.token_hash = $1 AND i.accepted_at IS NULL
+               AND i.expires_at > $2
              FOR UPDATE OF i",
-            &[&secret::hash(token).as_slice(), &now],
+            &[&hash.as_slice(), &now, &workspace],
         )
         .await?
     else {

@@ -553,8 +553,8 @@ async fn add_custom_field(cx: &Cx<'_>, args: AddField) -> ToolResult {
         .scope
         .query_opt(
             "SELECT type, owner, removed_at IS NOT NULL AS removed FROM hdls.custom_fields
-             WHERE product = $1 AND entity = $2 AND name = $3 FOR UPDATE",
-            &[&product.slug(), &entity.name, &args.name],
+             WHERE workspace_id = $4 AND product = $1 AND entity = $2 AND name = $3 FOR UPDATE",
+            &[&product.slug(), &entity.name, &args.name, &cx.scope.workspace()],
         )
         .await?;
     let field_type = args.field_type.as_str();

@@ -434,8 +434,8 @@ async fn merge_contacts(cx: &Cx<'_>, args: MergeContacts) -> ToolResult {
         .scope
         .query(
             "SELECT id, email, phone, organisation_id, tags, custom FROM contacts.contacts
-             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            &[&vec![args.keep_id, args.merge_id]],
+             WHERE workspace_id = $2 AND id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&vec![args.keep_id, args.merge_id], &cx.scope.workspace()],
         )
         .await?;
     let find = |id: Uuid, path: &str| {

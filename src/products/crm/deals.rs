@@ -554,8 +554,8 @@ async fn move_deal_stage(cx: &Cx<'_>, args: MoveStage) -> ToolResult {
     let from: String = cx
         .scope
         .query_opt(
-            "SELECT stage FROM crm.deals WHERE id = $1 FOR UPDATE",
-            &[&args.id],
+            "SELECT stage FROM crm.deals WHERE workspace_id = $2 AND id = $1 FOR UPDATE",
+            &[&args.id, &cx.scope.workspace()],
         )
         .await?
         .ok_or_else(|| not_found(args.id))?

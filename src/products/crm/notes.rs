@@ -166,8 +166,8 @@ async fn delete_note(cx: &Cx<'_>, args: IdArg) -> ToolResult {
     let author: String = cx
         .scope
         .query_opt(
-            "SELECT author FROM crm.notes WHERE id = $1 FOR UPDATE",
-            &[&args.id],
+            "SELECT author FROM crm.notes WHERE workspace_id = $2 AND id = $1 FOR UPDATE",
+            &[&args.id, &cx.scope.workspace()],
         )
         .await?
         .ok_or_else(|| ToolError::not_found(format!("no note {} in this workspace", args.id)))?

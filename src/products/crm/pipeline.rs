@@ -97,8 +97,8 @@ pub(super) async fn check_stage(cx: &Cx<'_>, path: &str, stage: &str) -> Result<
     let found = cx
         .scope
         .query_opt(
-            "SELECT 1 FROM crm.pipeline_stages WHERE name = $1 FOR KEY SHARE",
-            &[&stage],
+            "SELECT 1 FROM crm.pipeline_stages WHERE workspace_id = $2 AND name = $1 FOR KEY SHARE",
+            &[&stage, &cx.scope.workspace()],
         )
         .await?;
     if found.is_some() {
@@ -127,9 +127,9 @@ pub(super) async fn check_stage(cx: &Cx<'_>, path: &str, stage: &str) -> Result<
 pub(super) async fn first_open_stage(cx: &Cx<'_>) -> Result<String, ToolError> {
     cx.scope
         .query_opt(
-            "SELECT name FROM crm.pipeline_stages WHERE kind = 'open'
+            "SELECT name FROM crm.pipeline_stages WHERE workspace_id = $1 AND kind = 'open'
              ORDER BY sort_order, name LIMIT 1 FOR KEY SHARE",
-            &[],
+            &[&cx.scope.workspace()],
         )
         .await?
         .map(|r| r.get(0))
@@ -219,8 +219,8 @@ async fn set_pipeline_stages(cx: &Cx<'_>, args: SetStages) -> ToolResult {
     let existing = cx
         .scope
         .query(
-            "SELECT name FROM crm.pipeline_stages ORDER BY name FOR UPDATE",
-            &[],
+            "SELECT name FROM crm.pipeline_stages WHERE workspace_id = $1 ORDER BY name FOR UPDATE",
+            &[&cx.scope.workspace()],
         )
         .await?;
     let removed: Vec<String> = existing
