@@ -285,49 +285,33 @@ impl TestDb {
 
     /// A new Citus cluster of its own (the order Citus needs: the database and the extension
     /// on every worker, then on the coordinator, then the nodes registered in it), set up and
-    /// migrated, which distributes the schema.
+    /// migrated, which distributes the schema. Registering a node now and then fails while
+    /// another test's database is being dropped on the same nodes; such an attempt is
+    /// dropped and made again under a new name.
     async fn create_on_citus(server: &Server, nodes: &CitusNodes, name: String) -> TestDb {
-        for worker in &nodes.workers {
-            create_citus_database(worker, &name).await;
-        }
-        let target = create_citus_database(&server.superuser, &name).await;
-        let coordinator = connect(&target.as_given()).await.unwrap();
-        let (host, port) = &nodes.coordinator;
-        coordinator
-            .execute(
-                "SELECT citus_set_coordinator_host($1, $2)",
-                &[host, port],
-            )
-            .await
-            .expect("citus_set_coordinator_host");
-        for worker in &nodes.workers {
-            let config = worker.as_given();
-            let host = match config.get_hosts().first() {
-                Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
-                _ => unreachable!("workers are TCP hosts"),
+        let mut last_error = None;
+        for attempt in 0..3 {
+            let name = if attempt == 0 {
+                name.clone()
+            } else {
+                format!("{name}_{attempt}")
             };
-            let port = i32::from(config.get_ports()[0]);
-            coordinator
-                .execute("SELECT citus_add_node($1, $2)", &[&host, &port])
-                .await
-                .expect("citus_add_node");
+            match try_create_on_citus(server, nodes, &name).await {
+                Ok(target) => {
+                    return TestDb {
+                        name,
+                        target,
+                        superuser: server.superuser.clone(),
+                    };
+                }
+                Err(error) => {
+                    eprintln!("creating Citus test database {name} failed, trying again: {error:#}");
+                    drop_everywhere(server, nodes, &name).await;
+                    last_error = Some(error);
+                }
+            }
         }
-        coordinator
-            .batch_execute(&format!(
-                "ALTER DATABASE {name} SET citus.shard_count = {CITUS_TEST_SHARDS}"
-            ))
-            .await
-            .unwrap();
-        drop(coordinator);
-        setup::run(&target).await.expect("setup on a Citus test database");
-        migrate::run(&target)
-            .await
-            .expect("migrate a Citus test database");
-        TestDb {
-            name,
-            target,
-            superuser: server.superuser.clone(),
-        }
+        panic!("could not create a Citus test database: {last_error:?}");
     }
 
     /// The superuser targets of this database on each Citus worker (empty without Citus).
@@ -445,28 +429,82 @@ impl Drop for TestDb {
     }
 }
 
+/// One attempt at [`TestDb::create_on_citus`]; returns the coordinator's target.
+async fn try_create_on_citus(
+    server: &Server,
+    nodes: &CitusNodes,
+    name: &str,
+) -> anyhow::Result<DbTarget> {
+    for worker in &nodes.workers {
+        create_citus_database(worker, name).await?;
+    }
+    let target = create_citus_database(&server.superuser, name).await?;
+    let coordinator = connect(&target.as_given()).await?;
+    let (host, port) = &nodes.coordinator;
+    coordinator
+        .execute("SELECT citus_set_coordinator_host($1, $2)", &[host, port])
+        .await?;
+    for worker in &nodes.workers {
+        let config = worker.as_given();
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
+            _ => anyhow::bail!("a Citus worker without a TCP host"),
+        };
+        let port = i32::from(config.get_ports()[0]);
+        coordinator
+            .execute("SELECT citus_add_node($1, $2)", &[&host, &port])
+            .await?;
+    }
+    coordinator
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET citus.shard_count = {CITUS_TEST_SHARDS}"
+        ))
+        .await?;
+    // A diagnostic: HDLS_TEST_CITUS_MULTI_SHARD=warning makes the coordinator log every
+    // statement that visits more than one shard, with its text (in the server log).
+    if let Ok(level) = std::env::var("HDLS_TEST_CITUS_MULTI_SHARD") {
+        anyhow::ensure!(
+            ["debug", "log", "notice", "warning", "error"].contains(&level.as_str()),
+            "HDLS_TEST_CITUS_MULTI_SHARD is a message level (e.g. warning)"
+        );
+        coordinator
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} SET citus.multi_task_query_log_level = '{level}';
+                 ALTER DATABASE {name} SET log_min_error_statement = '{level}'"
+            ))
+            .await?;
+    }
+    drop(coordinator);
+    setup::run(&target).await?;
+    migrate::run(&target).await?;
+    Ok(target)
+}
+
+/// Drops `name` on the coordinator, then on every worker.
+async fn drop_everywhere(server: &Server, nodes: &CitusNodes, name: &str) {
+    for node in std::iter::once(&server.superuser).chain(&nodes.workers) {
+        if let Ok(client) = connect(&node.with_dbname("postgres").as_given()).await {
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
+}
+
 /// Creates `name` with the citus extension on one Citus node; returns its superuser target.
-async fn create_citus_database(node: &DbTarget, name: &str) -> DbTarget {
-    let admin = connect(&node.with_dbname("postgres").as_given())
-        .await
-        .expect("connect to a Citus node as superuser");
+async fn create_citus_database(node: &DbTarget, name: &str) -> anyhow::Result<DbTarget> {
+    let admin = connect(&node.with_dbname("postgres").as_given()).await?;
     // Alone: CREATE DATABASE cannot run in the implicit transaction of a multi-statement query.
-    admin
-        .batch_execute("SET client_min_messages = warning")
-        .await
-        .unwrap();
+    admin.batch_execute("SET client_min_messages = warning").await?;
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create a database on a Citus node");
+        .await?;
     let target = node.with_dbname(name);
     connect(&target.as_given())
-        .await
-        .unwrap()
+        .await?
         .batch_execute("SET client_min_messages = warning; CREATE EXTENSION citus")
-        .await
-        .expect("CREATE EXTENSION citus");
-    target
+        .await?;
+    Ok(target)
 }
 
 /// A running hdls server on a loopback port over its own database, with a clock the test controls.

@@ -37,6 +37,7 @@ COMMENT ON TABLE crm.probe IS 'Probe rows for tests';
 ALTER TABLE crm.probe ENABLE ROW LEVEL SECURITY; ALTER TABLE crm.probe FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant ON crm.probe USING (workspace_id = hdls.current_workspace()) WITH CHECK (workspace_id = hdls.current_workspace());
 GRANT SELECT, INSERT, UPDATE, DELETE ON crm.probe TO hdls_runtime;
+SELECT hdls.distribute('crm.probe');
 NOTIFY hdls_catalog;
 ";
 
