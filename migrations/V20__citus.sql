@@ -490,6 +490,40 @@ BEGIN
 END
 $$;
 
+-- The refused-call count, as V19 wrote it but for reading the plan in two lookups (the
+-- workspace's row, then the plan by name), as hdls.admit_call does: once delegated to the
+-- workspace's shard with force_delegation, Citus lets it run only statements that name the
+-- workspace or read a reference table alone, and a subquery on hdls.workspaces inside the
+-- query on the plans is neither.
+CREATE OR REPLACE FUNCTION hdls.count_refusal(workspace uuid, at timestamptz,
+                                              OUT allowed boolean, OUT refused_window text,
+                                              OUT call_limit bigint, OUT retry_after_s integer)
+    LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+    SET search_path = pg_catalog
+AS $$
+DECLARE
+    plan_name text;
+    per_minute integer;
+    minute_start timestamptz := date_trunc('minute', at, 'UTC');
+    taken integer;
+BEGIN
+    SELECT w.plan INTO plan_name FROM hdls.workspaces w WHERE w.workspace_id = workspace;
+    SELECT p.per_minute INTO per_minute FROM hdls_catalog.plans p WHERE p.name = plan_name;
+    per_minute := coalesce(per_minute, 120);
+    INSERT INTO hdls.rate_windows AS r (workspace_id, window_start, calls)
+    VALUES (workspace, minute_start, 1)
+    ON CONFLICT (workspace_id, window_start) DO UPDATE SET calls = r.calls + 1
+        WHERE r.calls < per_minute
+    RETURNING r.calls INTO taken;
+    allowed := taken IS NOT NULL AND taken <= per_minute;
+    IF NOT allowed THEN
+        refused_window := 'minute';
+        retry_after_s := greatest(1, ceil(extract(epoch FROM (minute_start + interval '1 minute' - at)))::integer);
+    END IF;
+    call_limit := per_minute;
+END
+$$;
+
 -- Last: everything above is in place on the coordinator, and the conversion carries the
 -- functions the tables depend on to the workers.
 SELECT hdls.distribute_all();

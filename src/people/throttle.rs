@@ -52,11 +52,14 @@ pub async fn attempt(
 ) -> Result<Result<(), i64>, ToolError> {
     let rows = client
         .query(
+            // Every parameter cast: on Citus this reference-table INSERT … SELECT is sent to
+            // a worker as text, which must be able to tell the parameters' types by itself.
             "INSERT INTO hdls_identity.sign_in_failures AS f (subject, window_start, failures)
-             SELECT s, $2, 1 FROM unnest($1::text[]) AS s
+             SELECT s, $2::timestamptz, 1 FROM unnest($1::text[]) AS s
              ON CONFLICT (subject) DO UPDATE SET
-                 failures = CASE WHEN f.window_start <= $3 THEN 1 ELSE f.failures + 1 END,
-                 window_start = CASE WHEN f.window_start <= $3 THEN $2 ELSE f.window_start END
+                 failures = CASE WHEN f.window_start <= $3::timestamptz THEN 1 ELSE f.failures + 1 END,
+                 window_start = CASE WHEN f.window_start <= $3::timestamptz THEN $2::timestamptz
+                                     ELSE f.window_start END
              RETURNING subject, window_start, failures",
             &[&subjects.all(), &now, &(now - WINDOW)],
         )

@@ -193,6 +193,14 @@ where
 }
 
 /// `not_found` for a record of kind `what` (e.g. "account") the workspace does not have.
+/// `statement` (an INSERT, UPDATE or DELETE written without RETURNING) returning `columns`
+/// of the rows it wrote. The rows go through a CTE and `columns` is evaluated on them: Citus
+/// refuses a RETURNING clause with a function that is not IMMUTABLE (such as `date::text`,
+/// which depends on DateStyle) on a distributed table.
+pub fn returning(statement: &str, columns: &str) -> String {
+    format!("WITH changed AS ({statement} RETURNING *) SELECT {columns} FROM changed")
+}
+
 pub fn not_found(what: &str, id: Uuid) -> ToolError {
     ToolError::not_found(format!("no {what} {id} in this workspace"))
 }

@@ -300,11 +300,11 @@ async fn create_deal(cx: &Cx<'_>, args: CreateDeal) -> ToolResult {
     let row = cx
         .scope
         .query_one(
-            &format!(
+            &named::returning(
                 "INSERT INTO crm.deals (id, name, account_id, contact_id, amount, currency, stage, close_date,
                                         owner, custom, created_at, updated_at, stage_changed_at)
-                 VALUES ($1, $2, $3, $4, $5::text::numeric, $6, $7, $8, $9, $10, $11, $11, $11)
-                 RETURNING {COLUMNS}"
+                 VALUES ($1, $2, $3, $4, $5::text::numeric, $6, $7, $8, $9, $10, $11, $11, $11)",
+                COLUMNS,
             ),
             &[
                 &id,
@@ -496,7 +496,7 @@ async fn update_deal(cx: &Cx<'_>, args: UpdateDeal) -> ToolResult {
     let row = cx
         .scope
         .query_opt(
-            &format!(
+            &named::returning(
                 "UPDATE crm.deals SET
                     name = coalesce($2, name),
                     account_id = CASE WHEN $3 THEN $4 ELSE account_id END,
@@ -507,8 +507,8 @@ async fn update_deal(cx: &Cx<'_>, args: UpdateDeal) -> ToolResult {
                     owner = CASE WHEN $12 THEN $13 ELSE owner END,
                     custom = (custom || $14::jsonb) - $15::text[],
                     updated_at = $16
-                 WHERE id = $1
-                 RETURNING {COLUMNS}"
+                 WHERE workspace_id = $17 AND id = $1",
+                COLUMNS,
             ),
             &[
                 &args.id,
@@ -527,6 +527,7 @@ async fn update_deal(cx: &Cx<'_>, args: UpdateDeal) -> ToolResult {
                 &set,
                 &clear,
                 &cx.app.clock.now(),
+                &cx.scope.workspace(),
             ],
         )
         .await?
@@ -567,11 +568,12 @@ async fn move_deal_stage(cx: &Cx<'_>, args: MoveStage) -> ToolResult {
         let row = cx
             .scope
             .query_one(
-                &format!(
+                &named::returning(
                     "UPDATE crm.deals SET stage = $2, stage_changed_at = $3, updated_at = $3
-                     WHERE id = $1 RETURNING {COLUMNS}"
+                     WHERE workspace_id = $4 AND id = $1",
+                    COLUMNS,
                 ),
-                &[&args.id, &args.stage, &now],
+                &[&args.id, &args.stage, &now, &cx.scope.workspace()],
             )
             .await?;
         record_move(cx, args.id, Some(&from), &args.stage, now).await?;
