@@ -153,6 +153,102 @@ async fn every_tenant_table_has_rls_enabled_forced_and_a_workspace_policy() {
             "{schema}.{table} lacks the tenant policy (USING and WITH CHECK)"
         );
     }
+    // Keys Citus can keep (every key includes workspace_id): no SET NULL / SET DEFAULT on
+    // delete (hdls.clear_on_delete instead, migration V20), none on update.
+    let actions = su
+        .query(
+            "SELECT c.conrelid::regclass::text, c.conname::text FROM pg_constraint c
+             JOIN pg_namespace n ON n.oid = c.connamespace
+             WHERE c.contype = 'f' AND n.nspname = ANY($1)
+               AND (c.confdeltype IN ('n', 'd') OR c.confupdtype IN ('n', 'd', 'c'))",
+            &[&TENANT_SCHEMAS.to_vec()],
+        )
+        .await
+        .unwrap();
+    let actions: Vec<(String, String)> = actions.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert!(actions.is_empty(), "keys with SET NULL/DEFAULT or ON UPDATE actions: {actions:?}");
+    // Triggers name their table by argument: on Citus TG_TABLE_NAME is the shard's name.
+    let by_name = su
+        .query(
+            "SELECT DISTINCT p.oid::regprocedure::text FROM pg_trigger t
+             JOIN pg_proc p ON p.oid = t.tgfoid
+             JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = ANY($1) AND NOT t.tgisinternal AND p.prosrc LIKE '%TG_TABLE_NAME%'",
+            &[&TENANT_SCHEMAS.to_vec()],
+        )
+        .await
+        .unwrap();
+    let by_name: Vec<String> = by_name.iter().map(|r| r.get(0)).collect();
+    assert!(by_name.is_empty(), "trigger functions reading TG_TABLE_NAME: {by_name:?}");
+
+    if !on_citus() {
+        return;
+    }
+    // On Citus: every tenant table distributed by workspace_id in hdls.workspaces's colocation
+    // group (one workspace's rows on one worker), every other table of hdls's schemas a
+    // reference table, the per-call functions delegated to the workspace's shard.
+    let colocation = "(SELECT colocationid FROM pg_dist_partition
+                       WHERE logicalrelid = 'hdls.workspaces'::regclass)";
+    for (schema, table, _, _) in &tables {
+        let placed = su
+            .query_opt(
+                &format!(
+                    "SELECT 1 FROM pg_dist_partition
+                     WHERE logicalrelid = format('%I.%I', $1::text, $2::text)::regclass
+                       AND partmethod = 'h'
+                       AND column_to_column_name(logicalrelid, partkey) = 'workspace_id'
+                       AND colocationid = {colocation}"
+                ),
+                &[schema, table],
+            )
+            .await
+            .unwrap();
+        assert!(
+            placed.is_some(),
+            "{schema}.{table} is not distributed by workspace_id with hdls.workspaces"
+        );
+    }
+    let misplaced = su
+        .query(
+            "SELECT tbl::text, wanted, placement FROM hdls.citus_tables()
+             WHERE placement IS DISTINCT FROM wanted",
+            &[],
+        )
+        .await
+        .unwrap();
+    let misplaced: Vec<(String, String, Option<String>)> =
+        misplaced.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert!(misplaced.is_empty(), "not placed as they should be: {misplaced:?}");
+    let reference: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname IN ('hdls_identity', 'hdls_catalog') AND c.relkind = 'r'
+               AND hdls.citus_placement(c.oid) IS DISTINCT FROM 'reference'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reference, 0, "identity and catalog tables are reference tables");
+    let delegated = su
+        .query(
+            &format!(
+                "SELECT f::text, o.distribution_argument_index, o.force_delegation,
+                        o.colocationid = {colocation}
+                 FROM hdls.delegated_functions() f
+                 LEFT JOIN pg_dist_object o
+                   ON o.classid = 'pg_proc'::regclass AND o.objid = f::oid"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in delegated {
+        let name: String = row.get(0);
+        assert_eq!(row.get::<_, Option<i32>>(1), Some(0), "{name} delegated by its workspace");
+        assert_eq!(row.get::<_, Option<bool>>(2), Some(true), "{name} force_delegation");
+        assert_eq!(row.get::<_, Option<bool>>(3), Some(true), "{name} with hdls.workspaces");
+    }
 }
 
 #[tokio::test]

@@ -314,6 +314,61 @@ impl TestDb {
         panic!("could not create a Citus test database: {last_error:?}");
     }
 
+    /// Citus mode: a database as it was before Citus (plain on the coordinator, set up and
+    /// migrated there, so nothing is distributed), with the citus extension already in its
+    /// copies on the workers. [`TestDb::register_citus_nodes`] then does the operator's steps.
+    pub async fn create_before_citus() -> TestDb {
+        let server = server().await;
+        let nodes = server.citus.as_ref().expect("Citus mode");
+        let name = format!("hdls_t_{}_{}", std::process::id(), Uuid::new_v4().simple());
+        for worker in &nodes.workers {
+            create_citus_database(worker, &name).await.unwrap();
+        }
+        let target = create_citus_database(&server.superuser, &name).await.unwrap();
+        // Setup makes a database Citus when the library is preloaded; one from before Citus
+        // was migrated without it, which dropping the extension reproduces.
+        setup::run(&target).await.unwrap();
+        connect(&target.as_given())
+            .await
+            .unwrap()
+            .batch_execute("DROP EXTENSION citus")
+            .await
+            .unwrap();
+        migrate::run(&target).await.unwrap();
+        TestDb {
+            name,
+            target,
+            superuser: server.superuser.clone(),
+        }
+    }
+
+    /// The operator's steps on a database from before Citus: the extension on the
+    /// coordinator, the coordinator and the workers registered.
+    pub async fn register_citus_nodes(&self) {
+        let nodes = server().await.citus.as_ref().expect("Citus mode");
+        let coordinator = self.connect_superuser().await;
+        coordinator
+            .batch_execute("SET client_min_messages = warning; CREATE EXTENSION citus")
+            .await
+            .unwrap();
+        let (host, port) = &nodes.coordinator;
+        coordinator
+            .execute("SELECT citus_set_coordinator_host($1, $2)", &[host, port])
+            .await
+            .unwrap();
+        for worker in &nodes.workers {
+            let config = worker.as_given();
+            let Some(tokio_postgres::config::Host::Tcp(host)) = config.get_hosts().first() else {
+                panic!("a Citus worker without a TCP host");
+            };
+            let port = i32::from(config.get_ports()[0]);
+            coordinator
+                .execute("SELECT citus_add_node($1, $2)", &[host, &port])
+                .await
+                .unwrap();
+        }
+    }
+
     /// The superuser targets of this database on each Citus worker (empty without Citus).
     pub async fn citus_workers(&self) -> Vec<DbTarget> {
         match &server().await.citus {

@@ -8,6 +8,7 @@ mod browser;
 mod byo_database;
 mod change_events;
 mod cli;
+mod citus;
 mod clock;
 mod concierge_content;
 mod concierge_docs;

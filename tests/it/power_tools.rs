@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::harness::{Mcp, TestEnv, no_args};
+use crate::harness::{Mcp, TestEnv, no_args, statements};
 
 /// The fixture table every power-tool test works on (created after the server started).
 pub const PROBE_DDL: &str = "
@@ -336,7 +336,7 @@ async fn list_and_describe_come_from_the_live_catalog() {
         .client("/api/mcp/crm", &env.key(ws, Role::Member).await)
         .await;
     let su = env.db.connect_superuser().await;
-    su.batch_execute("ALTER TABLE crm.probe ADD COLUMN note text; NOTIFY hdls_catalog;")
+    statements(&su, "ALTER TABLE crm.probe ADD COLUMN note text; NOTIFY hdls_catalog;")
         .await
         .unwrap();
     await_column(&crm, "note", true).await;
@@ -353,7 +353,7 @@ async fn list_and_describe_come_from_the_live_catalog() {
         )
         .await;
     assert_eq!(noted["rows"], json!([{ "note": "hello" }]));
-    su.batch_execute("ALTER TABLE crm.probe DROP COLUMN note; NOTIFY hdls_catalog;")
+    statements(&su, "ALTER TABLE crm.probe DROP COLUMN note; NOTIFY hdls_catalog;")
         .await
         .unwrap();
     await_column(&crm, "note", false).await;
