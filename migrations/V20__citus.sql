@@ -96,6 +96,8 @@ DECLARE
     wanted text := hdls.citus_wanted(tbl);
     placement text := hdls.citus_placement(tbl);
     guard name;
+    has_rows boolean;
+    forced boolean;
 BEGIN
     IF wanted IS NULL OR placement IS NOT DISTINCT FROM wanted THEN
         RETURN;
@@ -103,6 +105,13 @@ BEGIN
     IF placement IS NOT NULL THEN
         -- A Citus local table (or the wrong kind): back to a plain table first.
         EXECUTE 'SELECT undistribute_table($1)' USING tbl;
+    END IF;
+    has_rows := pg_relation_size(tbl) > 0;
+    forced := (SELECT c.relforcerowsecurity FROM pg_class c WHERE c.oid = tbl);
+    IF has_rows AND forced THEN
+        -- Citus copies existing rows into the shards with COPY, which row-level security
+        -- refuses while it binds the owner; lifted for the copy, as V6 does for a back-fill.
+        EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', tbl);
     END IF;
     IF wanted = 'reference' THEN
         EXECUTE 'SELECT create_reference_table($1)' USING tbl;
@@ -113,9 +122,12 @@ BEGIN
                                                    colocate_with => 'hdls.workspaces')$q$
             USING tbl;
     END IF;
+    IF has_rows AND forced THEN
+        EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+    END IF;
     -- Existing rows were copied into the shards; the coordinator's copy is dead weight. The
     -- audit log refuses TRUNCATE by trigger: lifted for this one local truncation only.
-    IF pg_relation_size(tbl) > 0 THEN
+    IF has_rows THEN
         FOR guard IN SELECT t.tgname FROM pg_trigger t
                      WHERE t.tgrelid = tbl AND NOT t.tgisinternal AND t.tgtype & 32 <> 0 LOOP
             EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', tbl, guard);

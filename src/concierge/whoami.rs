@@ -113,8 +113,9 @@ async fn credential(
                 Some(hex) => cx
                     .scope
                     .query_opt(
-                        "SELECT label, created_by, created_at FROM hdls.api_keys WHERE key_id = $1",
-                        &[&hex],
+                        "SELECT label, created_by, created_at FROM hdls.api_keys
+                         WHERE workspace_id = $2 AND key_id = $1",
+                        &[&hex, &p.workspace_id],
                     )
                     .await?,
                 None => None,

@@ -31,7 +31,7 @@ async fn rows_by_node(
     let rows = su
         .query(
             "SELECT nodename || ':' || nodeport, success, result
-             FROM run_command_on_placements($1::regclass,
+             FROM run_command_on_placements($1::text::regclass,
                  format('SELECT count(*) FROM %%s WHERE workspace_id = %L', $2::uuid))",
             &[&table, &workspace],
         )
@@ -249,7 +249,7 @@ async fn an_existing_database_is_distributed_in_place_with_its_rows() {
     // The coordinator keeps no copy of the rows it moved into the shards.
     for table in ["crm.accounts", "hdls.audit_events", "hdls.workspaces"] {
         let local: i64 = su
-            .query_one("SELECT pg_relation_size($1::regclass)", &[&table])
+            .query_one("SELECT pg_relation_size($1::text::regclass)", &[&table])
             .await
             .unwrap()
             .get(0);

@@ -98,7 +98,7 @@ const SEARCH_SQL: &str =
     "SELECT id, name, account_id, contact_id, amount::text AS amount, currency, stage,
             close_date::text AS close_date, owner, custom, created_at, updated_at, stage_changed_at
      FROM crm.deals
-     WHERE ($1::text IS NULL OR name ILIKE $1)
+     WHERE workspace_id = $9 AND ($1::text IS NULL OR name ILIKE $1)
        AND ($2::text IS NULL OR stage = $2)
        AND ($3::uuid IS NULL OR account_id = $3)
        AND ($4::uuid IS NULL OR owner = $4)
@@ -330,8 +330,8 @@ async fn get_deal(cx: &Cx<'_>, args: IdArg) -> ToolResult {
     let row = cx
         .scope
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM crm.deals WHERE id = $1"),
-            &[&args.id],
+            &format!("SELECT {COLUMNS} FROM crm.deals WHERE workspace_id = $2 AND id = $1"),
+            &[&args.id, &cx.scope.workspace()],
         )
         .await?
         .ok_or_else(|| not_found(args.id))?;
@@ -341,9 +341,9 @@ async fn get_deal(cx: &Cx<'_>, args: IdArg) -> ToolResult {
         .query(
             "SELECT from_stage, to_stage, changed_by, changed_at FROM (
                  SELECT id, from_stage, to_stage, changed_by, changed_at FROM crm.deal_stage_history
-                 WHERE deal_id = $1 ORDER BY changed_at DESC, id DESC LIMIT $2
+                 WHERE workspace_id = $3 AND deal_id = $1 ORDER BY changed_at DESC, id DESC LIMIT $2
              ) latest ORDER BY changed_at, id",
-            &[&args.id, &HISTORY_SHOWN],
+            &[&args.id, &HISTORY_SHOWN, &cx.scope.workspace()],
         )
         .await?;
     if let Some(object) = deal.as_object_mut() {
@@ -419,6 +419,7 @@ async fn search_deals(cx: &Cx<'_>, args: SearchDeals) -> ToolResult {
                 &after_name,
                 &after_id,
                 &(limit + 1),
+                &cx.scope.workspace(),
             ],
         )
         .await?;
@@ -581,8 +582,8 @@ async fn move_deal_stage(cx: &Cx<'_>, args: MoveStage) -> ToolResult {
     } else {
         cx.scope
             .query_one(
-                &format!("SELECT {COLUMNS} FROM crm.deals WHERE id = $1"),
-                &[&args.id],
+                &format!("SELECT {COLUMNS} FROM crm.deals WHERE workspace_id = $2 AND id = $1"),
+                &[&args.id, &cx.scope.workspace()],
             )
             .await?
     };
