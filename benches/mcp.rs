@@ -374,6 +374,8 @@ async fn main() -> anyhow::Result<()> {
         Box::new(None::<String>),
         Box::new(None::<uuid::Uuid>),
         Box::new(PAGE + 1),
+        // SEARCH_SQL names the workspace (so Citus routes it to one shard).
+        Box::new(workspace_id),
     ];
     let direct = direct_side(
         &config,
