@@ -95,9 +95,10 @@ AS $$
 DECLARE
     wanted text := hdls.citus_wanted(tbl);
     placement text := hdls.citus_placement(tbl);
-    guard name;
     has_rows boolean;
     forced boolean;
+    paused name[];
+    trigger_name name;
 BEGIN
     IF wanted IS NULL OR placement IS NOT DISTINCT FROM wanted THEN
         RETURN;
@@ -106,12 +107,23 @@ BEGIN
         -- A Citus local table (or the wrong kind): back to a plain table first.
         EXECUTE 'SELECT undistribute_table($1)' USING tbl;
     END IF;
+    -- A table with rows (a database converted in place): Citus copies them into the shards
+    -- with COPY, where the table's triggers would fire again (a second change event per row,
+    -- a row written into a table not distributed yet), and which row-level security refuses
+    -- while it binds the owner. Both are lifted for the copy and the local truncation after
+    -- it (the audit log's trigger refuses TRUNCATE), and restored as they were.
     has_rows := pg_relation_size(tbl) > 0;
     forced := (SELECT c.relforcerowsecurity FROM pg_class c WHERE c.oid = tbl);
-    IF has_rows AND forced THEN
-        -- Citus copies existing rows into the shards with COPY, which row-level security
-        -- refuses while it binds the owner; lifted for the copy, as V6 does for a back-fill.
-        EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', tbl);
+    IF has_rows THEN
+        paused := ARRAY(SELECT t.tgname FROM pg_trigger t
+                        WHERE t.tgrelid = tbl AND NOT t.tgisinternal AND t.tgenabled <> 'D'
+                        ORDER BY t.tgname);
+        FOREACH trigger_name IN ARRAY paused LOOP
+            EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', tbl, trigger_name);
+        END LOOP;
+        IF forced THEN
+            EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', tbl);
+        END IF;
     END IF;
     IF wanted = 'reference' THEN
         EXECUTE 'SELECT create_reference_table($1)' USING tbl;
@@ -122,20 +134,14 @@ BEGIN
                                                    colocate_with => 'hdls.workspaces')$q$
             USING tbl;
     END IF;
-    IF has_rows AND forced THEN
-        EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
-    END IF;
-    -- Existing rows were copied into the shards; the coordinator's copy is dead weight. The
-    -- audit log refuses TRUNCATE by trigger: lifted for this one local truncation only.
     IF has_rows THEN
-        FOR guard IN SELECT t.tgname FROM pg_trigger t
-                     WHERE t.tgrelid = tbl AND NOT t.tgisinternal AND t.tgtype & 32 <> 0 LOOP
-            EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', tbl, guard);
-        END LOOP;
+        -- The coordinator's own copy of the rows is dead weight now.
         EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING tbl;
-        FOR guard IN SELECT t.tgname FROM pg_trigger t
-                     WHERE t.tgrelid = tbl AND NOT t.tgisinternal AND t.tgtype & 32 <> 0 LOOP
-            EXECUTE format('ALTER TABLE %s ENABLE TRIGGER %I', tbl, guard);
+        IF forced THEN
+            EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+        END IF;
+        FOREACH trigger_name IN ARRAY paused LOOP
+            EXECUTE format('ALTER TABLE %s ENABLE TRIGGER %I', tbl, trigger_name);
         END LOOP;
     END IF;
 END
@@ -175,6 +181,63 @@ BEGIN
 END
 $$;
 
+-- Makes hdls's own functions known to every node (create_distributed_function without a
+-- distribution argument only propagates a function). Citus creates a function on the workers
+-- by itself when it is created in a database that has Citus and a table depending on it is
+-- distributed, but not one used only in a row policy or a query (hdls.acting_as_agent() in
+-- policies, support.breached(tickets, …) in queries) or made before Citus was installed.
+-- `after_tables`: the functions that can go only once the tables are distributed (those
+-- taking or returning a table's row type, and SQL functions whose body, which a worker checks
+-- on creation, names a table); the others go first, since row policies use them.
+CREATE FUNCTION hdls.citus_propagate_functions(after_tables boolean) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog
+AS $$
+DECLARE
+    pending regprocedure[];
+    fn regprocedure;
+    progress boolean := true;
+BEGIN
+    pending := ARRAY(
+        SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname IN ('hdls', 'crm', 'support', 'contacts', 'hdls_catalog', 'hdls_identity')
+          AND p.prokind = 'f'
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                          WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+          AND NOT EXISTS (SELECT 1 FROM pg_dist_object o
+                          WHERE o.classid = 'pg_proc'::regclass AND o.objid = p.oid)
+          AND after_tables = (
+                EXISTS (SELECT 1 FROM unnest(p.proargtypes::oid[] || p.prorettype) AS a(t)
+                        JOIN pg_type ty ON ty.oid = a.t WHERE ty.typrelid <> 0)
+                OR (p.prolang = (SELECT l.oid FROM pg_language l WHERE l.lanname = 'sql')
+                    AND EXISTS (SELECT 1 FROM hdls.citus_tables() c
+                                WHERE strpos(p.prosrc, c.tbl::text) > 0)))
+        ORDER BY p.oid::regprocedure::text);
+    -- A worker checks a SQL function's body when it is created there, so a function goes
+    -- only after every pending function its body names (hdls.acting_as_agent() after
+    -- hdls.current_persona()); whatever is left by a cycle goes last, as it is.
+    WHILE progress AND cardinality(pending) > 0 LOOP
+        progress := false;
+        FOREACH fn IN ARRAY pending LOOP
+            IF NOT EXISTS (
+                SELECT 1 FROM unnest(pending) AS o(f)
+                JOIN pg_proc op ON op.oid = o.f
+                JOIN pg_namespace opn ON opn.oid = op.pronamespace
+                WHERE o.f <> fn
+                  AND strpos((SELECT p.prosrc FROM pg_proc p WHERE p.oid = fn),
+                             opn.nspname || '.' || op.proname || '(') > 0)
+            THEN
+                EXECUTE 'SELECT create_distributed_function($1)' USING fn;
+                pending := array_remove(pending, fn);
+                progress := true;
+            END IF;
+        END LOOP;
+    END LOOP;
+    FOREACH fn IN ARRAY pending LOOP
+        EXECUTE 'SELECT create_distributed_function($1)' USING fn;
+    END LOOP;
+END
+$$;
+
 -- The functions delegated to a workspace's shard (each takes `workspace uuid`).
 CREATE FUNCTION hdls.delegated_functions() RETURNS SETOF regprocedure
     LANGUAGE sql IMMUTABLE SET search_path = pg_catalog
@@ -210,6 +273,7 @@ BEGIN
     FOREACH statement IN ARRAY coalesce(drops, '{}') LOOP
         EXECUTE statement;
     END LOOP;
+    PERFORM hdls.citus_propagate_functions(false);
     FOR t IN SELECT * FROM hdls.citus_tables() WHERE wanted = 'reference' LOOP
         PERFORM hdls.citus_convert(t.tbl);
     END LOOP;
@@ -220,6 +284,7 @@ BEGIN
     FOREACH statement IN ARRAY coalesce(adds, '{}') LOOP
         EXECUTE statement;
     END LOOP;
+    PERFORM hdls.citus_propagate_functions(true);
     FOR fn IN SELECT * FROM hdls.delegated_functions() LOOP
         PERFORM hdls.delegate(fn);
     END LOOP;
@@ -253,14 +318,17 @@ BEGIN
     FOREACH statement IN ARRAY coalesce(drops, '{}') LOOP
         EXECUTE statement;
     END LOOP;
+    PERFORM hdls.citus_propagate_functions(false);
     PERFORM hdls.citus_convert(tbl);
     FOREACH statement IN ARRAY coalesce(adds, '{}') LOOP
         EXECUTE statement;
     END LOOP;
+    PERFORM hdls.citus_propagate_functions(true);
 END
 $$;
 
 REVOKE EXECUTE ON FUNCTION hdls.citus_convert(regclass), hdls.delegate(regprocedure),
+    hdls.citus_propagate_functions(boolean),
     hdls.distribute_all(), hdls.distribute(regclass) FROM PUBLIC;
 
 -- `ON DELETE SET NULL (col)`: Citus refuses any SET NULL action on a foreign key that
@@ -383,7 +451,7 @@ DECLARE
 BEGIN
     FOR t IN SELECT tgrelid::regclass FROM pg_trigger
              WHERE tgname = 'record_change' AND tgfoid = 'hdls.record_change'::regproc
-             ORDER BY 1::text
+             ORDER BY tgrelid::regclass::text
     LOOP
         EXECUTE format('DROP TRIGGER record_change ON %s', t);
         PERFORM hdls.track_changes(t);
@@ -535,6 +603,114 @@ BEGIN
     call_limit := per_minute;
 END
 $$;
+
+-- support.breached(t, at) takes a ticket's row type. On Citus a query runs on the shard,
+-- whose row type is the shard's own (support.tickets_102141), so no such function exists
+-- there. The rule, over the columns it reads; the old signature stays, built on it.
+CREATE FUNCTION support.sla_breached(status text, first_responded_at timestamptz,
+                                     first_response_due_at timestamptz,
+                                     resolution_due_at timestamptz,
+                                     resolution_paused_at timestamptz, at timestamptz)
+    RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog
+AS $$
+    SELECT status IN ('open', 'pending')
+       AND ((first_responded_at IS NULL AND first_response_due_at < at)
+            OR resolution_due_at < coalesce(resolution_paused_at, at))
+$$;
+CREATE OR REPLACE FUNCTION support.breached(t support.tickets, at timestamptz) RETURNS boolean
+    LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog
+AS $$
+    SELECT support.sla_breached(t.status, t.first_responded_at, t.first_response_due_at,
+                                t.resolution_due_at, t.resolution_paused_at, at)
+$$;
+
+-- The SLA targets of the current workspace, in PL/pgSQL: Citus cannot plan a SQL function's
+-- query on a distributed table with the function's parameters in it ("could not create
+-- distributed plan"), and the workspace named as a value routes the lookup to one shard.
+CREATE OR REPLACE FUNCTION support.sla_targets(priority text, OUT first_response interval,
+                                               OUT resolution interval)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+DECLARE
+    workspace uuid := hdls.current_workspace();
+    own_first integer;
+    own_resolution integer;
+    d record;
+BEGIN
+    SELECT p.first_response_minutes, p.resolution_minutes INTO own_first, own_resolution
+    FROM support.sla_policies p
+    WHERE p.workspace_id = workspace AND p.priority = sla_targets.priority;
+    SELECT * INTO d FROM support.default_sla(sla_targets.priority);
+    first_response := make_interval(mins => coalesce(own_first, d.first_response_minutes));
+    resolution := make_interval(mins => coalesce(own_resolution, d.resolution_minutes));
+END
+$$;
+
+-- Citus 13.2.2 re-creates a table's row policies on its shards (and on the workers' copies of
+-- the table) without `AS RESTRICTIVE` (commands/policy.c, CreatePolicyCommandForPolicy), so
+-- every RESTRICTIVE policy of hdls (a customer's narrowing to their own rows, agents-only
+-- deletes, the persona rules) becomes PERMISSIVE there and is OR-ed with the tenant policy:
+-- a shard would then show an agent the rows of every workspace it holds. Measured on this
+-- schema. Citus re-creates shard policies this way whenever it makes a shard (distributing,
+-- moving or copying a placement, rebalancing), so hdls repairs them after each of its own
+-- conversions (`hdls migrate`, `hdls admin citus distribute`), `hdls serve` refuses to start
+-- while any is wrong, and the README tells operators to run `hdls admin citus distribute`
+-- after moving shards.
+--
+-- The repair for one node, as one DO block run there: every restrictive policy of every
+-- distributed table, dropped and created again AS RESTRICTIVE on each placement the node
+-- holds (and on the node's copy of the table, unless the node is the coordinator, whose
+-- copy is the original). One statement per node, atomic there.
+CREATE FUNCTION hdls.citus_policy_repair() RETURNS text
+    LANGUAGE sql STABLE SET search_path = pg_catalog
+AS $f$
+    SELECT 'DO $repair$ DECLARE target text; BEGIN ' || coalesce(string_agg(format(
+        'FOR target IN SELECT shard_name(s.logicalrelid, s.shardid) FROM pg_dist_shard s
+             JOIN pg_dist_placement pl USING (shardid)
+             WHERE s.logicalrelid = %1$L::regclass
+               AND pl.groupid = (SELECT groupid FROM pg_dist_local_group)
+           UNION ALL SELECT %1$L WHERE (SELECT groupid FROM pg_dist_local_group) <> 0
+         LOOP
+             EXECUTE format(%2$L, target);
+         END LOOP; ',
+        p.polrelid::regclass::text,
+        format('DROP POLICY IF EXISTS %1$I ON %%1$s; CREATE POLICY %1$I ON %%1$s AS RESTRICTIVE FOR %2$s TO %3$s',
+               p.polname,
+               CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                             WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+               (SELECT string_agg(CASE WHEN r.role = 0 THEN 'PUBLIC'
+                                       ELSE quote_ident(pg_get_userbyid(r.role)) END, ', ')
+                FROM unnest(p.polroles) AS r(role)))
+        -- The expressions go through format() on the node: a literal % is doubled.
+        || coalesce(' USING (' || replace(pg_get_expr(p.polqual, p.polrelid), '%', '%%') || ')', '')
+        || coalesce(' WITH CHECK (' || replace(pg_get_expr(p.polwithcheck, p.polrelid), '%', '%%')
+                    || ')', '')),
+        '' ORDER BY p.polrelid::regclass::text, p.polname), '') || 'END $repair$'
+    FROM pg_policy p
+    WHERE NOT p.polpermissive AND hdls.citus_placement(p.polrelid) = 'distributed'
+$f$;
+
+-- The check for one node: how many of the placements it holds (and its copies of the tables)
+-- have a restrictive policy of hdls that is missing or not restrictive. 0 when all are right.
+CREATE FUNCTION hdls.citus_policy_check() RETURNS text
+    LANGUAGE sql STABLE SET search_path = pg_catalog
+AS $f$
+    SELECT 'SELECT count(*) FROM (VALUES ' || coalesce(string_agg(
+               format('(%L::regclass, %L)', p.polrelid::regclass::text, p.polname), ', '),
+               '(NULL::regclass, NULL::name)') || ') AS w(tbl, policy)
+         JOIN LATERAL (SELECT shard_name(s.logicalrelid, s.shardid) AS target FROM pg_dist_shard s
+                       JOIN pg_dist_placement pl USING (shardid)
+                       WHERE s.logicalrelid = w.tbl
+                         AND pl.groupid = (SELECT groupid FROM pg_dist_local_group)
+                       UNION ALL SELECT w.tbl::text WHERE (SELECT groupid FROM pg_dist_local_group) <> 0) t
+           ON true
+         WHERE NOT EXISTS (SELECT 1 FROM pg_policy q
+                           WHERE q.polrelid = t.target::regclass AND q.polname = w.policy
+                             AND NOT q.polpermissive)'
+    FROM pg_policy p
+    WHERE NOT p.polpermissive AND hdls.citus_placement(p.polrelid) = 'distributed'
+$f$;
 
 -- Last: everything above is in place on the coordinator, and the conversion carries the
 -- functions the tables depend on to the workers.

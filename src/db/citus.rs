@@ -147,7 +147,8 @@ pub struct Placement {
 }
 
 /// Converts an existing database (migrated before it had Citus) in place: `hdls.distribute_all()`
-/// as the owner role. Idempotent; an error on a database without Citus.
+/// as the owner role, then the shards' restrictive row policies repaired (which is also what
+/// to run after moving or copying shards). Idempotent; an error on a database without Citus.
 pub async fn distribute(owner: &Client) -> anyhow::Result<Placement> {
     let enabled: bool = owner
         .query_one(
@@ -175,6 +176,7 @@ pub async fn distribute(owner: &Client) -> anyhow::Result<Placement> {
         .batch_execute("SET statement_timeout = 0; SELECT hdls.distribute_all();")
         .await
         .context("converting the schema (hdls.distribute_all)")?;
+    repair_policies(owner).await?;
     placement(owner).await
 }
 
@@ -194,4 +196,69 @@ pub async fn placement(client: &Client) -> anyhow::Result<Placement> {
         reference: row.get(1),
         pending: row.get(2),
     })
+}
+
+/// Repairs the restrictive row policies Citus 13.2.2 re-creates as permissive on shards (see
+/// migration V20, `hdls.citus_policy_repair`): one statement per node, run through the
+/// coordinator after the shards exist (committed). Returns how many nodes were repaired.
+pub async fn repair_policies(client: &Client) -> anyhow::Result<usize> {
+    if !distributed(client).await? {
+        return Ok(0);
+    }
+    let repair: String = client
+        .query_one("SELECT hdls.citus_policy_repair()", &[])
+        .await?
+        .get(0);
+    on_workers(client, &repair)
+        .await
+        .context("repairing restrictive row policies on the workers")?;
+    // Shards the coordinator itself holds (a coordinator that takes shards).
+    client
+        .batch_execute(&format!("SET citus.enable_ddl_propagation TO off; {repair}; RESET citus.enable_ddl_propagation"))
+        .await
+        .context("repairing restrictive row policies on the coordinator")?;
+    Ok(workers(client).await?.len() + 1)
+}
+
+/// How many placements (and workers' copies of tables) have a restrictive row policy of hdls
+/// missing or permissive; 0 when every shard enforces what the schema says.
+pub async fn broken_policies(client: &Client) -> anyhow::Result<i64> {
+    if !distributed(client).await? {
+        return Ok(0);
+    }
+    let check: String = client
+        .query_one("SELECT hdls.citus_policy_check()", &[])
+        .await?
+        .get(0);
+    let mut broken: i64 = client.query_one(&check, &[]).await?.get(0);
+    let rows = client
+        .query(
+            "SELECT nodename, nodeport, success, result FROM run_command_on_workers($1)",
+            &[&check],
+        )
+        .await?;
+    for row in rows {
+        let result: String = row.get(3);
+        anyhow::ensure!(
+            row.get::<_, bool>(2),
+            "checking row policies on Citus worker {}:{}: {result}",
+            row.get::<_, String>(0),
+            row.get::<_, i32>(1)
+        );
+        broken += result.parse::<i64>().unwrap_or(1);
+    }
+    Ok(broken)
+}
+
+/// Whether this database has Citus and hdls's schema is distributed.
+async fn distributed(client: &Client) -> anyhow::Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')
+                    AND to_regprocedure('hdls.citus_policy_check()') IS NOT NULL
+                    AND hdls.citus_placement('hdls.workspaces') = 'distributed'",
+            &[],
+        )
+        .await?
+        .get(0))
 }

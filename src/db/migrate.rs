@@ -34,6 +34,10 @@ pub async fn run(target: &DbTarget) -> anyhow::Result<usize> {
              NOTIFY hdls_catalog;",
         )
         .await?;
+    // On Citus, the shards' restrictive row policies as the schema has them (a Citus defect
+    // re-creates them permissive whenever it makes shards; see migration V20). After the
+    // migrations committed: the repair runs on the workers over connections of their own.
+    super::citus::repair_policies(&client).await?;
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;

@@ -219,6 +219,13 @@ async fn every_tenant_table_has_rls_enabled_forced_and_a_workspace_policy() {
     let misplaced: Vec<(String, String, Option<String>)> =
         misplaced.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
     assert!(misplaced.is_empty(), "not placed as they should be: {misplaced:?}");
+    // Every shard enforces the restrictive policies as restrictive (Citus 13.2.2 re-creates
+    // them permissive; `hdls migrate` repairs them, see migration V20).
+    assert_eq!(
+        hdls::db::citus::broken_policies(&su).await.unwrap(),
+        0,
+        "shard placements with a restrictive policy missing or permissive"
+    );
     let reference: i64 = su
         .query_one(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
