@@ -285,6 +285,20 @@ BEGIN
         EXECUTE statement;
     END LOOP;
     PERFORM hdls.citus_propagate_functions(true);
+    -- A schema that existed before the extension (a database converted in place) may reach
+    -- the workers without its grants (`hdls setup` changing its owner marks it distributed
+    -- first). Granting what it has again is nothing new here and makes Citus send it there.
+    FOR statement IN
+        SELECT format('GRANT %s ON SCHEMA %I TO %s%s', a.privilege_type, n.nspname,
+                      CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                      CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+        FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a
+        WHERE n.nspname IN ('hdls', 'crm', 'support', 'contacts', 'hdls_catalog', 'hdls_identity')
+          AND a.grantee <> n.nspowner
+        ORDER BY 1
+    LOOP
+        EXECUTE statement;
+    END LOOP;
     FOR fn IN SELECT * FROM hdls.delegated_functions() LOOP
         PERFORM hdls.delegate(fn);
     END LOOP;
