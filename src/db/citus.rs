@@ -170,7 +170,10 @@ pub async fn distribute(owner: &Client) -> anyhow::Result<Placement> {
         )
         .await?
         .get(0);
-    anyhow::ensure!(migrated, "this database is not migrated: run `hdls migrate` first");
+    anyhow::ensure!(
+        migrated,
+        "this database is not migrated: run `hdls migrate` first"
+    );
     // A conversion copies every row into the shards: no statement timeout.
     owner
         .batch_execute("SET statement_timeout = 0; SELECT hdls.distribute_all();")
@@ -214,7 +217,9 @@ pub async fn repair_policies(client: &Client) -> anyhow::Result<usize> {
         .context("repairing restrictive row policies on the workers")?;
     // Shards the coordinator itself holds (a coordinator that takes shards).
     client
-        .batch_execute(&format!("SET citus.enable_ddl_propagation TO off; {repair}; RESET citus.enable_ddl_propagation"))
+        .batch_execute(&format!(
+            "SET citus.enable_ddl_propagation TO off; {repair}; RESET citus.enable_ddl_propagation"
+        ))
         .await
         .context("repairing restrictive row policies on the coordinator")?;
     Ok(workers(client).await?.len() + 1)

@@ -192,7 +192,12 @@ pub async fn visible_to(
     let rows = scope
         .query(
             VISIBLE_SQL,
-            &[&entity.product.slug(), &entity.name, &author, &scope.workspace()],
+            &[
+                &entity.product.slug(),
+                &entity.name,
+                &author,
+                &scope.workspace(),
+            ],
         )
         .await?;
     rows.iter().map(definition).collect()
@@ -222,7 +227,11 @@ pub async fn argument_schemas(
              WHERE workspace_id = $3 AND product = $1 AND removed_at IS NULL
                AND (owner IS NULL OR owner = $2)
              ORDER BY entity, name",
-            &[&product.slug(), &principal.author_id(), &principal.workspace_id],
+            &[
+                &product.slug(),
+                &principal.author_id(),
+                &principal.workspace_id,
+            ],
         )
         .await?;
     scope.commit().await?;
@@ -556,7 +565,12 @@ async fn add_custom_field(cx: &Cx<'_>, args: AddField) -> ToolResult {
         .query_opt(
             "SELECT type, owner, removed_at IS NOT NULL AS removed FROM hdls.custom_fields
              WHERE workspace_id = $4 AND product = $1 AND entity = $2 AND name = $3 FOR UPDATE",
-            &[&product.slug(), &entity.name, &args.name, &cx.scope.workspace()],
+            &[
+                &product.slug(),
+                &entity.name,
+                &args.name,
+                &cx.scope.workspace(),
+            ],
         )
         .await?;
     let field_type = args.field_type.as_str();

@@ -70,7 +70,10 @@ async fn a_workspaces_rows_live_on_one_worker_and_workspaces_spread_over_both() 
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(workers.len() >= 2, "the test needs two workers: {workers:?}");
+    assert!(
+        workers.len() >= 2,
+        "the test needs two workers: {workers:?}"
+    );
 
     // Workspaces until every worker holds at least one (each lands by the hash of its id).
     let mut homes: BTreeMap<Uuid, String> = BTreeMap::new();
@@ -204,7 +207,9 @@ async fn an_existing_database_is_distributed_in_place_with_its_rows() {
     let now = hdls::clock::Clock::now(&hdls::clock::SystemClock);
     let mut workspaces = Vec::new();
     for name in ["before-a", "before-b"] {
-        let created = hdls::workspaces::create(&pools.runtime, name, now).await.unwrap();
+        let created = hdls::workspaces::create(&pools.runtime, name, now)
+            .await
+            .unwrap();
         let runtime = db.connect_as(hdls::db::RUNTIME_ROLE).await;
         for statement in [
             "BEGIN".to_owned(),
@@ -224,7 +229,10 @@ async fn an_existing_database_is_distributed_in_place_with_its_rows() {
     assert_eq!(report.citus_workers.len(), db.citus_workers().await.len());
     let placement = hdls::db::citus::distribute(&owner).await.unwrap();
     assert_eq!(placement.pending, 0, "{placement:?}");
-    assert!(placement.distributed >= 20 && placement.reference >= 5, "{placement:?}");
+    assert!(
+        placement.distributed >= 20 && placement.reference >= 5,
+        "{placement:?}"
+    );
 
     let su = db.connect_superuser().await;
     for ws in &workspaces {
@@ -232,10 +240,16 @@ async fn an_existing_database_is_distributed_in_place_with_its_rows() {
         assert_eq!(accounts.values().sum::<i64>(), 2, "{accounts:?}");
         assert_eq!(accounts.len(), 1, "{accounts:?}");
         let audit = rows_by_node(&su, "hdls.audit_events", *ws).await;
-        assert_eq!(audit.keys().collect::<Vec<_>>(), accounts.keys().collect::<Vec<_>>());
+        assert_eq!(
+            audit.keys().collect::<Vec<_>>(),
+            accounts.keys().collect::<Vec<_>>()
+        );
         // Read back through the runtime role: its own two rows, no other workspace's.
         let runtime = db.connect_as(hdls::db::RUNTIME_ROLE).await;
-        for statement in ["BEGIN".to_owned(), format!("SET LOCAL hdls.workspace_id = '{ws}'")] {
+        for statement in [
+            "BEGIN".to_owned(),
+            format!("SET LOCAL hdls.workspace_id = '{ws}'"),
+        ] {
             runtime.batch_execute(&statement).await.unwrap();
         }
         let seen: i64 = runtime

@@ -166,7 +166,10 @@ async fn every_tenant_table_has_rls_enabled_forced_and_a_workspace_policy() {
         .await
         .unwrap();
     let actions: Vec<(String, String)> = actions.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert!(actions.is_empty(), "keys with SET NULL/DEFAULT or ON UPDATE actions: {actions:?}");
+    assert!(
+        actions.is_empty(),
+        "keys with SET NULL/DEFAULT or ON UPDATE actions: {actions:?}"
+    );
     // Triggers name their table by argument: on Citus TG_TABLE_NAME is the shard's name.
     let by_name = su
         .query(
@@ -179,7 +182,10 @@ async fn every_tenant_table_has_rls_enabled_forced_and_a_workspace_policy() {
         .await
         .unwrap();
     let by_name: Vec<String> = by_name.iter().map(|r| r.get(0)).collect();
-    assert!(by_name.is_empty(), "trigger functions reading TG_TABLE_NAME: {by_name:?}");
+    assert!(
+        by_name.is_empty(),
+        "trigger functions reading TG_TABLE_NAME: {by_name:?}"
+    );
 
     if !on_citus() {
         return;
@@ -216,9 +222,14 @@ async fn every_tenant_table_has_rls_enabled_forced_and_a_workspace_policy() {
         )
         .await
         .unwrap();
-    let misplaced: Vec<(String, String, Option<String>)> =
-        misplaced.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
-    assert!(misplaced.is_empty(), "not placed as they should be: {misplaced:?}");
+    let misplaced: Vec<(String, String, Option<String>)> = misplaced
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(
+        misplaced.is_empty(),
+        "not placed as they should be: {misplaced:?}"
+    );
     // Every shard enforces the restrictive policies as restrictive (Citus 13.2.2 re-creates
     // them permissive; `hdls migrate` repairs them, see migration V20).
     assert_eq!(
@@ -236,7 +247,10 @@ async fn every_tenant_table_has_rls_enabled_forced_and_a_workspace_policy() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(reference, 0, "identity and catalog tables are reference tables");
+    assert_eq!(
+        reference, 0,
+        "identity and catalog tables are reference tables"
+    );
     let delegated = su
         .query(
             &format!(
@@ -252,9 +266,21 @@ async fn every_tenant_table_has_rls_enabled_forced_and_a_workspace_policy() {
         .unwrap();
     for row in delegated {
         let name: String = row.get(0);
-        assert_eq!(row.get::<_, Option<i32>>(1), Some(0), "{name} delegated by its workspace");
-        assert_eq!(row.get::<_, Option<bool>>(2), Some(true), "{name} force_delegation");
-        assert_eq!(row.get::<_, Option<bool>>(3), Some(true), "{name} with hdls.workspaces");
+        assert_eq!(
+            row.get::<_, Option<i32>>(1),
+            Some(0),
+            "{name} delegated by its workspace"
+        );
+        assert_eq!(
+            row.get::<_, Option<bool>>(2),
+            Some(true),
+            "{name} force_delegation"
+        );
+        assert_eq!(
+            row.get::<_, Option<bool>>(3),
+            Some(true),
+            "{name} with hdls.workspaces"
+        );
     }
 }
 
@@ -303,10 +329,13 @@ async fn no_workspace_setting_sees_zero_rows_everywhere() {
                 "{schema}.{table} returned rows with no workspace ({phase})"
             );
         }
-        statements(&rt, &format!(
-            "BEGIN; SET LOCAL hdls.workspace_id = '{}'; COMMIT;",
-            uuid::Uuid::new_v4()
-        ))
+        statements(
+            &rt,
+            &format!(
+                "BEGIN; SET LOCAL hdls.workspace_id = '{}'; COMMIT;",
+                uuid::Uuid::new_v4()
+            ),
+        )
         .await
         .unwrap();
     }
@@ -341,9 +370,12 @@ async fn a_forged_workspace_id_is_refused() {
         .await
         .unwrap();
     }
-    statements(&rt, &format!("BEGIN; SET LOCAL hdls.workspace_id = '{mine}';"))
-        .await
-        .unwrap();
+    statements(
+        &rt,
+        &format!("BEGIN; SET LOCAL hdls.workspace_id = '{mine}';"),
+    )
+    .await
+    .unwrap();
     let forged = rt
         .execute(
             "INSERT INTO crm.accounts (workspace_id, name) VALUES ($1, 'forged')",
@@ -517,9 +549,12 @@ async fn the_runtime_role_cannot_change_plans_unrevoke_keys_or_shrink_the_ledger
             "permission denied for table usage_ledger",
         ),
     ] {
-        statements(&rt, &format!("BEGIN; SET LOCAL hdls.workspace_id = '{ws}';"))
-            .await
-            .unwrap();
+        statements(
+            &rt,
+            &format!("BEGIN; SET LOCAL hdls.workspace_id = '{ws}';"),
+        )
+        .await
+        .unwrap();
         let result = rt.batch_execute(statement).await;
         rt.batch_execute("ROLLBACK").await.unwrap();
         assert_refused(

@@ -199,7 +199,10 @@ async fn citus_server(url: &str) -> Server {
             Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
             _ => panic!("HDLS_TEST_CITUS_URL must name a TCP host the workers can reach"),
         };
-        (host, i32::from(*config.get_ports().first().unwrap_or(&5432)))
+        (
+            host,
+            i32::from(*config.get_ports().first().unwrap_or(&5432)),
+        )
     });
     let nodes = CitusNodes {
         coordinator,
@@ -305,7 +308,9 @@ impl TestDb {
                     };
                 }
                 Err(error) => {
-                    eprintln!("creating Citus test database {name} failed, trying again: {error:#}");
+                    eprintln!(
+                        "creating Citus test database {name} failed, trying again: {error:#}"
+                    );
                     drop_everywhere(server, nodes, &name).await;
                     last_error = Some(error);
                 }
@@ -324,7 +329,9 @@ impl TestDb {
         for worker in &nodes.workers {
             create_citus_database(worker, &name).await.unwrap();
         }
-        let target = create_citus_database(&server.superuser, &name).await.unwrap();
+        let target = create_citus_database(&server.superuser, &name)
+            .await
+            .unwrap();
         // Setup makes a database Citus when the library is preloaded; one from before Citus
         // was migrated without it, which dropping the extension reproduces.
         setup::run(&target).await.unwrap();
@@ -461,7 +468,12 @@ impl Drop for TestDb {
         // Citus worker: every node holds one database per test and a maintenance worker for it.
         let mut nodes = vec![self.superuser.with_dbname("postgres").as_given()];
         if let Some(Some(citus)) = SERVER.get().map(|s| s.citus.as_ref()) {
-            nodes.extend(citus.workers.iter().map(|w| w.with_dbname("postgres").as_given()));
+            nodes.extend(
+                citus
+                    .workers
+                    .iter()
+                    .map(|w| w.with_dbname("postgres").as_given()),
+            );
         }
         // Drop is synchronous and the test's runtime may be shutting down: use a thread.
         let _ = std::thread::spawn(move || {
@@ -550,7 +562,9 @@ async fn drop_everywhere(server: &Server, nodes: &CitusNodes, name: &str) {
 async fn create_citus_database(node: &DbTarget, name: &str) -> anyhow::Result<DbTarget> {
     let admin = connect(&node.with_dbname("postgres").as_given()).await?;
     // Alone: CREATE DATABASE cannot run in the implicit transaction of a multi-statement query.
-    admin.batch_execute("SET client_min_messages = warning").await?;
+    admin
+        .batch_execute("SET client_min_messages = warning")
+        .await?;
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await?;

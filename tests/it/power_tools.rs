@@ -336,9 +336,12 @@ async fn list_and_describe_come_from_the_live_catalog() {
         .client("/api/mcp/crm", &env.key(ws, Role::Member).await)
         .await;
     let su = env.db.connect_superuser().await;
-    statements(&su, "ALTER TABLE crm.probe ADD COLUMN note text; NOTIFY hdls_catalog;")
-        .await
-        .unwrap();
+    statements(
+        &su,
+        "ALTER TABLE crm.probe ADD COLUMN note text; NOTIFY hdls_catalog;",
+    )
+    .await
+    .unwrap();
     await_column(&crm, "note", true).await;
     member
         .ok(
@@ -353,9 +356,12 @@ async fn list_and_describe_come_from_the_live_catalog() {
         )
         .await;
     assert_eq!(noted["rows"], json!([{ "note": "hello" }]));
-    statements(&su, "ALTER TABLE crm.probe DROP COLUMN note; NOTIFY hdls_catalog;")
-        .await
-        .unwrap();
+    statements(
+        &su,
+        "ALTER TABLE crm.probe DROP COLUMN note; NOTIFY hdls_catalog;",
+    )
+    .await
+    .unwrap();
     await_column(&crm, "note", false).await;
     let after = crm.ok("query_records", json!({ "table": "probe" })).await;
     assert_eq!(after["rows"][0]["title"], "noted");
