@@ -2,8 +2,8 @@
 -- them in the workspace $WS$ (which must exist; the others are made here). Names
 -- "<Word> <Word> <n>" from 40 x 40 words: "cme Rob" is only "Acme Robotics …", one name in
 -- 1,600. Domains "acme-robotics123.example". The change-event trigger is off for the load.
--- Used by benches/substring_search.sh and benches/substring_mcp.rs, which put the workspace's
--- quoted id in place of $WS$.
+-- Used by benches/substring_search.sh and the large-data runs of benches/mcp, which put the
+-- workspace's quoted id in place of $WS$.
 SET session_replication_role = replica;
 INSERT INTO hdls.workspaces (workspace_id, name)
 SELECT ('00000000-0000-0000-0000-' || lpad(to_hex(w), 12, '0'))::uuid, 'bench ' || w

@@ -81,16 +81,28 @@ CREATE TRIGGER credential_epoch AFTER INSERT OR UPDATE OR DELETE ON hdls.install
 CREATE TRIGGER credential_epoch AFTER UPDATE OF name ON hdls.workspaces
     FOR EACH ROW EXECUTE FUNCTION hdls.bump_credential_epoch();
 
+-- One counter row per call instead of two. The per-minute window moves into the usage
+-- ledger's row for the month (the window is always inside the month, since months start on
+-- a minute), so admitting a call is one upsert of one row instead of an upsert of the
+-- UNLOGGED window row and another of the ledger row (measured: the admission cost about as
+-- much PostgreSQL time as the search it admitted). The window's count is now logged with the
+-- ledger; it is written anyway, and losing it in a crash is as harmless as before.
+DROP TABLE hdls.rate_windows;
+ALTER TABLE hdls.usage_ledger
+    ADD COLUMN window_start timestamptz,
+    ADD COLUMN window_calls integer NOT NULL DEFAULT 0 CHECK (window_calls >= 0);
+GRANT UPDATE (window_start, window_calls) ON hdls.usage_ledger TO hdls_runtime;
+
 -- Admission, stamped with SET LOCAL by its caller (src/db/scope.rs) rather than by
 -- set_config() here: Citus forwards only SET LOCAL to the workers (DESIGN §3). The
 -- workspace is an argument (so Citus can delegate the call to the workspace's shard) and
--- every write names it; the time is an argument, never now(), in the counters' upserts.
+-- every write names it; the time is an argument, never now(), in the upsert.
 -- `expected_epoch` is the credential epoch the caller's credential was resolved at (NULL:
 -- resolved for this very request); a different one refuses the call as 'credential' before
 -- anything is counted, and the caller resolves the credential again.
--- Order matters: the minute window is taken first; if the month is exhausted that slot is
--- given back, so a refused call is counted nowhere. Row locks on the two counters make the
--- limits exact across any number of hdls processes.
+-- The upsert counts the call in the minute and the month only if both have room, so a
+-- refused call is counted nowhere; its row lock makes the limits exact across any number of
+-- hdls processes.
 DROP FUNCTION hdls.admit_call(uuid, timestamptz);
 CREATE FUNCTION hdls.admit_call(workspace uuid, at timestamptz, expected_epoch bigint,
                                 OUT allowed boolean, OUT refused_window text,
@@ -104,8 +116,7 @@ DECLARE
     budget bigint;
     minute_start timestamptz := date_trunc('minute', at, 'UTC');
     month_start date := date_trunc('month', at, 'UTC')::date;
-    taken integer;
-    spent bigint;
+    counted hdls.usage_ledger%ROWTYPE;
 BEGIN
     IF expected_epoch IS NOT NULL AND expected_epoch IS DISTINCT FROM
             (SELECT e.epoch FROM hdls.credential_epochs e WHERE e.workspace_id = workspace) THEN
@@ -121,41 +132,39 @@ BEGIN
     FROM hdls_catalog.plans p WHERE p.name = plan_name;
     per_minute := coalesce(per_minute, 120);
 
-    INSERT INTO hdls.rate_windows AS r (workspace_id, window_start, calls)
-    VALUES (workspace, minute_start, 1)
-    ON CONFLICT (workspace_id, window_start) DO UPDATE SET calls = r.calls + 1
-        WHERE r.calls < per_minute
-    RETURNING r.calls INTO taken;
-    IF taken IS NULL OR taken > per_minute THEN
-        allowed := false; refused_window := 'minute'; call_limit := per_minute;
-        retry_after_s := greatest(1, ceil(extract(epoch FROM (minute_start + interval '1 minute' - at)))::integer);
+    INSERT INTO hdls.usage_ledger AS u (workspace_id, period, calls, updated_at, window_start, window_calls)
+    VALUES (workspace, month_start, 1, at, minute_start, 1)
+    ON CONFLICT (workspace_id, period) DO UPDATE
+        SET calls = u.calls + 1,
+            updated_at = excluded.updated_at,
+            window_start = excluded.window_start,
+            window_calls = CASE WHEN u.window_start = excluded.window_start
+                                THEN u.window_calls + 1 ELSE 1 END
+        WHERE (u.window_start IS DISTINCT FROM excluded.window_start OR u.window_calls < per_minute)
+          AND (budget IS NULL OR u.calls < budget)
+    RETURNING u.* INTO counted;
+    IF counted.workspace_id IS NOT NULL THEN
+        allowed := true;
         RETURN;
     END IF;
 
-    INSERT INTO hdls.usage_ledger AS u (workspace_id, period, calls, updated_at)
-    VALUES (workspace, month_start, 1, at)
-    ON CONFLICT (workspace_id, period) DO UPDATE SET calls = u.calls + 1, updated_at = excluded.updated_at
-        WHERE budget IS NULL OR u.calls < budget
-    RETURNING u.calls INTO spent;
-    IF spent IS NULL OR spent > budget THEN
-        UPDATE hdls.rate_windows SET calls = calls - 1
-        WHERE workspace_id = workspace AND window_start = minute_start;
-        allowed := false; refused_window := 'month'; call_limit := budget;
+    -- Refused (only the refusal pays for a second look): which window is full?
+    SELECT * INTO counted FROM hdls.usage_ledger u
+    WHERE u.workspace_id = workspace AND u.period = month_start;
+    allowed := false;
+    IF counted.window_start = minute_start AND counted.window_calls >= per_minute THEN
+        refused_window := 'minute'; call_limit := per_minute;
+        retry_after_s := greatest(1, ceil(extract(epoch FROM (minute_start + interval '1 minute' - at)))::integer);
+    ELSE
+        refused_window := 'month'; call_limit := budget;
         retry_after_s := greatest(1, ceil(extract(epoch FROM
             ((month_start + interval '1 month')::timestamp AT TIME ZONE 'UTC' - at)))::integer);
-        RETURN;
     END IF;
-
-    -- Old windows are dead weight; each workspace sweeps its own when it opens a new one.
-    IF taken = 1 THEN
-        DELETE FROM hdls.rate_windows
-        WHERE workspace_id = workspace AND window_start < minute_start - interval '1 hour';
-    END IF;
-    allowed := true;
 END
 $$;
 
--- The refused-call count, with the workspace named for the same reasons.
+-- A call the permit rule refused takes a slot in the minute window (never the month's
+-- count, which bills calls that ran); with the workspace named for the same reasons.
 DROP FUNCTION hdls.count_refusal(timestamptz);
 CREATE FUNCTION hdls.count_refusal(workspace uuid, at timestamptz,
                                    OUT allowed boolean, OUT refused_window text,
@@ -166,17 +175,21 @@ AS $$
 DECLARE
     per_minute integer;
     minute_start timestamptz := date_trunc('minute', at, 'UTC');
+    month_start date := date_trunc('month', at, 'UTC')::date;
     taken integer;
 BEGIN
     per_minute := coalesce((SELECT p.per_minute FROM hdls_catalog.plans p
                             WHERE p.name = (SELECT w.plan FROM hdls.workspaces w
                                             WHERE w.workspace_id = workspace)), 120);
-    INSERT INTO hdls.rate_windows AS r (workspace_id, window_start, calls)
-    VALUES (workspace, minute_start, 1)
-    ON CONFLICT (workspace_id, window_start) DO UPDATE SET calls = r.calls + 1
-        WHERE r.calls < per_minute
-    RETURNING r.calls INTO taken;
-    allowed := taken IS NOT NULL AND taken <= per_minute;
+    INSERT INTO hdls.usage_ledger AS u (workspace_id, period, calls, updated_at, window_start, window_calls)
+    VALUES (workspace, month_start, 0, at, minute_start, 1)
+    ON CONFLICT (workspace_id, period) DO UPDATE
+        SET window_start = excluded.window_start,
+            window_calls = CASE WHEN u.window_start = excluded.window_start
+                                THEN u.window_calls + 1 ELSE 1 END
+        WHERE u.window_start IS DISTINCT FROM excluded.window_start OR u.window_calls < per_minute
+    RETURNING u.window_calls INTO taken;
+    allowed := taken IS NOT NULL;
     IF NOT allowed THEN
         refused_window := 'minute';
         retry_after_s := greatest(1, ceil(extract(epoch FROM (minute_start + interval '1 minute' - at)))::integer);

@@ -584,7 +584,7 @@ BEGIN
 END
 $$;
 
--- The refused-call count, as V19 wrote it but for reading the plan in two lookups (the
+-- The refused-call count, as V19 writes it but for reading the plan in two lookups (the
 -- workspace's row, then the plan by name), as hdls.admit_call does: once delegated to the
 -- workspace's shard with force_delegation, Citus lets it run only statements that name the
 -- workspace or read a reference table alone, and a subquery on hdls.workspaces inside the
@@ -599,17 +599,21 @@ DECLARE
     plan_name text;
     per_minute integer;
     minute_start timestamptz := date_trunc('minute', at, 'UTC');
+    month_start date := date_trunc('month', at, 'UTC')::date;
     taken integer;
 BEGIN
     SELECT w.plan INTO plan_name FROM hdls.workspaces w WHERE w.workspace_id = workspace;
     SELECT p.per_minute INTO per_minute FROM hdls_catalog.plans p WHERE p.name = plan_name;
     per_minute := coalesce(per_minute, 120);
-    INSERT INTO hdls.rate_windows AS r (workspace_id, window_start, calls)
-    VALUES (workspace, minute_start, 1)
-    ON CONFLICT (workspace_id, window_start) DO UPDATE SET calls = r.calls + 1
-        WHERE r.calls < per_minute
-    RETURNING r.calls INTO taken;
-    allowed := taken IS NOT NULL AND taken <= per_minute;
+    INSERT INTO hdls.usage_ledger AS u (workspace_id, period, calls, updated_at, window_start, window_calls)
+    VALUES (workspace, month_start, 0, at, minute_start, 1)
+    ON CONFLICT (workspace_id, period) DO UPDATE
+        SET window_start = excluded.window_start,
+            window_calls = CASE WHEN u.window_start = excluded.window_start
+                                THEN u.window_calls + 1 ELSE 1 END
+        WHERE u.window_start IS DISTINCT FROM excluded.window_start OR u.window_calls < per_minute
+    RETURNING u.window_calls INTO taken;
+    allowed := taken IS NOT NULL;
     IF NOT allowed THEN
         refused_window := 'minute';
         retry_after_s := greatest(1, ceil(extract(epoch FROM (minute_start + interval '1 minute' - at)))::integer);

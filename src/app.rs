@@ -44,6 +44,9 @@ pub struct App {
     pub bearer_failures: AddressWindow,
     /// Credentials this process resolved, checked by epoch on every call (`auth::cache`).
     pub credentials: crate::auth::cache::CredentialCache,
+    /// Workspaces just refused as over a limit, answered without the database until the
+    /// window ends (`limits::refused`).
+    pub recent_refusals: crate::limits::refused::RecentRefusals,
     /// Dynamic client registrations per client address (this node).
     pub registrations: AddressWindow,
     /// Tool calls per customer (this node): one customer cannot use up the workspace's limit.
@@ -74,6 +77,7 @@ impl App {
             mailer: None,
             trusted_proxies: Arc::new(TrustedProxies::default()),
             credentials: Default::default(),
+            recent_refusals: Default::default(),
             bearer_failures: AddressWindow::new(
                 per_address::BEARER_FAILURES_PER_MINUTE,
                 time::Duration::minutes(1),

@@ -352,17 +352,16 @@ pub(super) async fn usage(cx: &Cx<'_>) -> ToolResult {
     let row = cx
         .scope
         .query_one(
+            // Correlated on workspace_id and scalar lookups of the plan (no outer join to
+            // a reference table), so Citus runs it on the workspace's shard (DESIGN §3).
             "SELECT w.plan,
-                    coalesce((SELECT p.per_minute FROM hdls_catalog.plans p WHERE p.name = w.plan), $3)
-                        AS per_minute,
-                    (SELECT p.monthly_budget FROM hdls_catalog.plans p WHERE p.name = w.plan)
-                        AS monthly_budget,
-                    coalesce((SELECT r.calls FROM hdls.rate_windows r
-                              WHERE r.workspace_id = w.workspace_id AND r.window_start = $1), 0)
-                        AS minute_calls,
+                    coalesce((SELECT p.per_minute FROM hdls_catalog.plans p WHERE p.name = w.plan), $3) AS per_minute,
+                    (SELECT p.monthly_budget FROM hdls_catalog.plans p WHERE p.name = w.plan) AS monthly_budget,
+                    coalesce((SELECT CASE WHEN u.window_start = $1 THEN u.window_calls ELSE 0 END
+                              FROM hdls.usage_ledger u
+                              WHERE u.workspace_id = w.workspace_id AND u.period = $2), 0) AS minute_calls,
                     coalesce((SELECT u.calls FROM hdls.usage_ledger u
-                              WHERE u.workspace_id = w.workspace_id AND u.period = $2), 0)
-                        AS month_calls
+                              WHERE u.workspace_id = w.workspace_id AND u.period = $2), 0) AS month_calls
              FROM hdls.workspaces w WHERE w.workspace_id = $4",
             &[
                 &minute_start,

@@ -86,12 +86,24 @@ pub struct Scope {
     /// The workspace stamped (None on a linked database's connection), for statements that
     /// name it so Citus routes them to its shard (see [`Scope::workspace`]).
     workspace: Option<Uuid>,
+    /// A read-only call admitted by its own commit (see [`Scope::begin_read_admitted`]).
+    admit_on_commit: Option<(Uuid, OffsetDateTime)>,
+}
+
+/// When a call is admitted against the workspace's limits.
+#[derive(Clone, Copy)]
+enum Admission {
+    None,
+    /// In a transaction of its own, committed before the tool's transaction begins.
+    Before(OffsetDateTime),
+    /// Inside the tool's transaction, just before its commit.
+    OnCommit,
 }
 
 impl Scope {
     /// Takes a connection and opens the transaction stamped with `principal`'s identity.
     pub async fn begin(pool: &Pool, principal: &Principal) -> Result<Scope, ToolError> {
-        Self::open(pool, principal, None, None).await
+        Self::open(pool, principal, Admission::None, None).await
     }
 
     /// Like [`Scope::begin`], also stamping the call's time (the server clock's) for the
@@ -101,7 +113,7 @@ impl Scope {
         principal: &Principal,
         now: OffsetDateTime,
     ) -> Result<Scope, ToolError> {
-        Self::open(pool, principal, None, Some(now)).await
+        Self::open(pool, principal, Admission::None, Some(now)).await
     }
 
     /// Like [`Scope::begin`], but first admits the call against the workspace's rate limit
@@ -111,15 +123,39 @@ impl Scope {
         principal: &Principal,
         now: OffsetDateTime,
     ) -> Result<Scope, ToolError> {
-        Self::open(pool, principal, Some(now), Some(now)).await
+        Self::open(pool, principal, Admission::Before(now), Some(now)).await
+    }
+
+    /// For a tool that only reads: the admission runs inside the tool's own transaction, just
+    /// before [`Scope::commit`], pipelined with the COMMIT, so the call is one transaction
+    /// instead of two (the admission's upsert is the only write, so the transaction commits
+    /// asynchronously, like every admission; see crate::limits). The counter's row lock is held
+    /// from that upsert to the COMMIT right behind it, never while the tool runs. `commit`
+    /// returns `rate_limited` if the call was over a limit: then nothing was counted and the
+    /// rows read are never shown. A rolled-back scope admits nothing (the caller counts a
+    /// failed call with [`Scope::begin_admitted`]). Nothing is stamped for change events or
+    /// authorship (`hdls.call`), which only writes read: a read-only tool that wrote would
+    /// fail rather than record an anonymous change.
+    pub async fn begin_read_admitted(
+        pool: &Pool,
+        principal: &Principal,
+        now: OffsetDateTime,
+    ) -> Result<Scope, ToolError> {
+        let mut scope = Self::open(pool, principal, Admission::OnCommit, None).await?;
+        scope.admit_on_commit = Some((principal.workspace_id, now));
+        Ok(scope)
     }
 
     async fn open(
         pool: &Pool,
         principal: &Principal,
-        admit_at: Option<OffsetDateTime>,
+        admission: Admission,
         call_at: Option<OffsetDateTime>,
     ) -> Result<Scope, ToolError> {
+        let admit_at = match admission {
+            Admission::Before(at) => Some(at),
+            Admission::None | Admission::OnCommit => None,
+        };
         let client = pool.get().await.map_err(ToolError::from_pool)?;
         let admit = match admit_at {
             Some(_) => Some(client.prepare_cached(limits::ADMIT_SQL).await?),
@@ -137,7 +173,7 @@ impl Scope {
         // The admission is a transaction of its own, committed before the tool's begins, so
         // the counters' row locks last microseconds rather than the length of the call.
         // Counters are not worth a WAL flush per call (see crate::limits).
-        let admission: Vec<&str> = match admit_at {
+        let admission_statements: Vec<&str> = match admit_at {
             Some(_) => vec!["BEGIN", &workspace, "SET LOCAL synchronous_commit = off"],
             None => Vec::new(),
         };
@@ -146,8 +182,13 @@ impl Scope {
             workspace.clone(),
             format!("SET LOCAL hdls.persona = '{}'", principal.persona.as_str()),
         ];
-        if admit_at.is_some() {
-            statements.insert(0, "COMMIT".to_owned());
+        match admission {
+            Admission::Before(_) => statements.insert(0, "COMMIT".to_owned()),
+            // The tool only reads; the admission's upsert will be the transaction's one write.
+            Admission::OnCommit => {
+                statements.push("SET LOCAL synchronous_commit = off".to_owned());
+            }
+            Admission::None => {}
         }
         // An agent has no principal: leaving hdls.principal_id unset reads as NULL, which
         // matches no customer row (fail closed), and saves a statement per call.
@@ -177,8 +218,9 @@ impl Scope {
         let scope = Scope {
             client: Some(Conn::Runtime(client)),
             workspace: Some(principal.workspace_id),
+            admit_on_commit: None,
         };
-        let (admission, epoch) = {
+        let (admitted, epoch) = {
             let c = scope.client()?;
             // One round trip: the admission transaction, then the statements opening the
             // tool's transaction, then the epoch check. join! and join_all poll in argument
@@ -199,7 +241,8 @@ impl Scope {
                     None => Ok(None),
                 }
             };
-            let begin_admission = join_all(admission.iter().map(|s| c.batch_execute(s)));
+            let begin_admission =
+                join_all(admission_statements.iter().map(|s| c.batch_execute(s)));
             let stamp = join_all(statements.iter().map(|s| c.batch_execute(s)));
             let (begun, admission, stamped, epoch) =
                 futures_util::join!(begin_admission, admit, stamp, check);
@@ -208,7 +251,7 @@ impl Scope {
             }
             (admission?, epoch?)
         };
-        if let Some(row) = admission
+        if let Some(row) = admitted
             && let Err(refusal) = limits::decide(&row)
         {
             scope.rollback().await;
@@ -229,6 +272,7 @@ impl Scope {
         let scope = Scope {
             client: Some(Conn::Leased(lease)),
             workspace: None,
+            admit_on_commit: None,
         };
         scope.client()?.batch_execute("BEGIN").await?;
         Ok(scope)
@@ -306,19 +350,41 @@ impl Scope {
         Ok(c.query(&statement, &params).await?)
     }
 
-    /// Commits and returns the connection to the pool.
+    /// Commits and returns the connection to the pool. A scope from
+    /// [`Scope::begin_read_admitted`] is admitted here first, in the same round trip.
     pub async fn commit(mut self) -> Result<(), ToolError> {
+        let admit = match self.admit_on_commit.take() {
+            Some(call) => Some((self.client()?.prepare_cached(limits::ADMIT_SQL).await?, call)),
+            None => None,
+        };
         let client = self
             .client
             .take()
             .ok_or_else(|| ToolError::internal("scope already ended"))?;
-        match client.client().batch_execute("COMMIT").await {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                // The connection's state is unknown: close it rather than pool it.
-                client.detach();
-                Err(error.into())
+        let c = client.client();
+        let (admitted, committed) = match &admit {
+            Some((statement, (workspace, at))) => {
+                // The epoch was checked when the scope opened, in this transaction.
+                let params: [&(dyn ToSql + Sync); 3] = [workspace, at, &None::<i64>];
+                let (admitted, committed) = futures_util::join!(
+                    c.query_one(statement, &params),
+                    c.batch_execute("COMMIT")
+                );
+                (Some(admitted), committed)
             }
+            None => (None, c.batch_execute("COMMIT").await),
+        };
+        if let Err(error) = committed {
+            // The connection's state is unknown: close it rather than pool it.
+            client.detach();
+            return Err(error.into());
+        }
+        match admitted {
+            // A failed admission aborted the transaction, so the COMMIT rolled it back.
+            Some(Err(error)) => Err(error.into()),
+            // Refused: the admission wrote nothing, so nothing was committed.
+            Some(Ok(row)) => limits::decide(&row),
+            None => Ok(()),
         }
     }
 

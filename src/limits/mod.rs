@@ -3,19 +3,20 @@
 //!
 //! Admission is one statement (`hdls.admit_call`, migrations V2 and V19) in a transaction of
 //! its own, pipelined ahead of the tool's own transaction on the same connection, so it costs
-//! no extra round trip and its row locks are held for microseconds, not for the length of
-//! the tool call.
+//! no extra round trip and its row lock is held for microseconds, not for the length of the
+//! tool call. It writes one row: the workspace's usage-ledger row for the month, which also
+//! holds the current minute's window.
 //!
-//! Durability: the admission statement commits with `synchronous_commit = off`. The
-//! minute windows are in an UNLOGGED table anyway (losing one minute's count on a crash
-//! is harmless). The usage ledger is logged; with asynchronous commit a crash can lose at
-//! most the last few hundred milliseconds of increments, and only for read-only calls:
-//! a call that writes commits synchronously afterwards on the same WAL stream, which
-//! flushes the ledger increment before it. The error is an under-count, in the
-//! customer's favour, and never an over-count.
+//! Durability: the admission commits with `synchronous_commit = off`. With asynchronous
+//! commit a crash can lose at most the last few hundred milliseconds of increments, and
+//! only for read-only calls: a call that writes commits synchronously afterwards on the same
+//! WAL stream, which flushes the ledger increment before it. The error is an under-count, in
+//! the customer's favour, and never an over-count; a minute window that restarts from a
+//! lower count after a crash is as harmless.
 
 pub mod concurrency;
 pub mod per_address;
+pub mod refused;
 
 use serde_json::json;
 use time::OffsetDateTime;

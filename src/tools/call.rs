@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{Cx, ErrorCode, ToolDef, ToolError};
+use super::{Cx, Effect, ErrorCode, ToolDef, ToolError};
 use crate::app::App;
 use crate::audit;
 use crate::db::Scope;
@@ -52,13 +52,27 @@ async fn run(
     if let Err(refusal) = tool.permits(principal) {
         return Err(refuse_unpermitted(app, tool, principal, &args, refusal).await);
     }
-    let scope = if tool.endpoint == Endpoint::DataSource {
-        linked_scope(app, principal).await?
+    let now = app.clock.now();
+    if app.enforce_limits
+        && let Some(refusal) = app.recent_refusals.check(principal.workspace_id, now)
+    {
+        return Err(refusal);
+    }
+    // A tool that only reads is admitted by its own transaction's commit (one transaction per
+    // call); every other call is admitted before it runs. See crate::limits.
+    let admitted_on_commit = app.enforce_limits
+        && matches!(tool.effect, Effect::Read)
+        && tool.endpoint != Endpoint::DataSource;
+    let opened = if tool.endpoint == Endpoint::DataSource {
+        linked_scope(app, principal, now).await
+    } else if admitted_on_commit {
+        Scope::begin_read_admitted(&app.pools.runtime, principal, now).await
     } else if app.enforce_limits {
-        Scope::begin_admitted(&app.pools.runtime, principal, app.clock.now()).await?
+        Scope::begin_admitted(&app.pools.runtime, principal, now).await
     } else {
-        Scope::begin_at(&app.pools.runtime, principal, app.clock.now()).await?
+        Scope::begin_at(&app.pools.runtime, principal, now).await
     };
+    let scope = opened.map_err(|error| remember_refusal(app, principal, error, now))?;
     let (outcome, kept_args) = {
         let cx = Cx {
             principal,
@@ -74,8 +88,11 @@ async fn run(
     };
     match outcome {
         Ok(value) => {
-            scope.commit().await?;
-            if !matches!(tool.effect, super::Effect::Read) {
+            scope
+                .commit()
+                .await
+                .map_err(|error| remember_refusal(app, principal, error, now))?;
+            if !matches!(tool.effect, Effect::Read) {
                 // A write may have made webhook deliveries (the fan-out trigger, V14): this
                 // process's worker sends them now. Other processes' workers find due
                 // deliveries on their timer; no NOTIFY, which would serialise every writing
@@ -86,6 +103,15 @@ async fn run(
         }
         Err(error) => {
             scope.rollback().await;
+            if admitted_on_commit {
+                // A failed call counts like any call: admitted on its own now that the
+                // transaction it would have been admitted in is rolled back.
+                Scope::begin_admitted(&app.pools.runtime, principal, now)
+                    .await
+                    .map_err(|refusal| remember_refusal(app, principal, refusal, now))?
+                    .rollback()
+                    .await;
+            }
             if let (ErrorCode::Forbidden, Some(args), Some(action)) =
                 (error.code, &kept_args, tool.audit_action)
             {
@@ -108,9 +134,13 @@ async fn run(
 /// A call on a linked database is admitted against the workspace's limits in hdls's own
 /// database (committed on its own, like every admission), then runs in a transaction on the
 /// linked database.
-async fn linked_scope(app: &App, principal: &Principal) -> Result<Scope, ToolError> {
+async fn linked_scope(
+    app: &App,
+    principal: &Principal,
+    now: time::OffsetDateTime,
+) -> Result<Scope, ToolError> {
     if app.enforce_limits {
-        Scope::begin_admitted(&app.pools.runtime, principal, app.clock.now())
+        Scope::begin_admitted(&app.pools.runtime, principal, now)
             .await?
             .rollback()
             .await;
@@ -123,6 +153,20 @@ async fn linked_scope(app: &App, principal: &Principal) -> Result<Scope, ToolErr
             principal,
         )
         .await
+}
+
+/// Passes an error on, first remembering a refusal for being over a limit, so that the
+/// workspace's next calls on this process are refused without the database until the window
+/// ends (crate::limits::refused).
+fn remember_refusal(
+    app: &App,
+    principal: &Principal,
+    error: ToolError,
+    now: time::OffsetDateTime,
+) -> ToolError {
+    app.recent_refusals
+        .record(principal.workspace_id, &error, now);
+    error
 }
 
 /// A customer's calls count against the workspace's limits like any call, and also against a

@@ -59,6 +59,43 @@ async fn exactly_n_calls_per_minute_then_a_new_window() {
     assert_eq!(ledger(&env, ws).await, 10);
 }
 
+/// A tool that only reads is admitted by its own transaction's commit: a refused read shows
+/// no rows, a failed read still counts, and a plan's limit holds across reads and writes.
+#[tokio::test]
+async fn reads_are_admitted_at_commit_and_failed_reads_still_count() {
+    let env = TestEnv::start().await;
+    let (ws, key) = env.workspace("reads").await;
+    set_plan(&env, ws, 4, None).await;
+    env.align_to_minute_start();
+    let crm = env.client("/api/mcp/crm", &key).await;
+    crm.ok("create_account", json!({ "name": "Acme" })).await;
+    let found = crm.ok("search_accounts", json!({ "query": "Acme" })).await;
+    assert_eq!(found["accounts"].as_array().unwrap().len(), 1);
+    // A read that fails (no such account) is counted like any call.
+    let missing = crm
+        .err("get_account", json!({ "id": Uuid::new_v4() }))
+        .await;
+    assert_eq!(missing["code"], "not_found");
+    crm.ok("search_accounts", json!({ "query": "Acme" })).await;
+    assert_eq!(ledger(&env, ws).await, 4);
+    // The fifth call is refused: no rows, nothing counted, and the same without the database
+    // for the rest of the window.
+    for _ in 0..2 {
+        let refused = crm.err("search_accounts", json!({ "query": "Acme" })).await;
+        assert_eq!(refused["code"], "rate_limited", "{refused}");
+        assert_eq!(refused["window"], "minute");
+        assert_eq!(refused["limit"], 4);
+    }
+    assert_eq!(
+        crm.err_code("create_account", json!({ "name": "Beta" })).await,
+        "rate_limited"
+    );
+    assert_eq!(ledger(&env, ws).await, 4);
+    env.clock.advance(time::Duration::minutes(1));
+    crm.ok("search_accounts", json!({ "query": "Acme" })).await;
+    assert_eq!(ledger(&env, ws).await, 5);
+}
+
 #[tokio::test]
 async fn the_default_is_120_per_minute() {
     let env = TestEnv::start().await;
@@ -109,7 +146,7 @@ async fn a_monthly_budget_refuses_call_m_plus_one_and_does_not_bill_it() {
     // And they did not take minute slots.
     let minute: i32 = su
         .query_one(
-            "SELECT calls FROM hdls.rate_windows WHERE workspace_id = $1",
+            "SELECT window_calls FROM hdls.usage_ledger WHERE workspace_id = $1",
             &[&ws],
         )
         .await
@@ -148,10 +185,13 @@ async fn get_usage_reports_the_windows() {
     let client = env.client("/api/mcp", &key).await;
     client.ok("whoami", no_args()).await;
     client.ok("whoami", no_args()).await;
+    // A read is counted when it commits, so the counts are the calls before this one.
+    let usage = client.ok("get_usage", no_args()).await;
+    assert_eq!(usage["minute"]["calls"], 2, "{usage}");
+    assert_eq!(usage["minute"]["limit"], 50);
+    assert_eq!(usage["month"]["calls"], 2);
     let usage = client.ok("get_usage", no_args()).await;
     assert_eq!(usage["minute"]["calls"], 3, "{usage}");
-    assert_eq!(usage["minute"]["limit"], 50);
-    assert_eq!(usage["month"]["calls"], 3);
     assert_eq!(usage["month"]["budget"], 1000);
     assert_eq!(usage["plan"], format!("ws-{ws}"));
     assert!(usage["minute"]["resets_at"].is_string());
@@ -248,7 +288,7 @@ async fn the_limit_holds_exactly_across_three_processes() {
     let mut verified = false;
     for _attempt in 0..3 {
         su.execute(
-            "DELETE FROM hdls.rate_windows WHERE workspace_id = $1",
+            "UPDATE hdls.usage_ledger SET window_calls = 0 WHERE workspace_id = $1",
             &[&ws],
         )
         .await

@@ -23,8 +23,9 @@ pub fn tools() -> Vec<ToolDef> {
     tools
 }
 
-/// The statement `search_accounts` runs (the benchmark issues the same SQL directly).
-pub use accounts::SEARCH_SQL;
+/// The statements `search_accounts` and `create_account` run (the benchmark issues the same
+/// SQL directly).
+pub use accounts::{INSERT_SQL, SEARCH_SQL};
 
 /// A kind of CRM record that notes hang off and that others link to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -1,0 +1,505 @@
+//! Benchmark for issue 15: what a tool call costs over MCP against the SQL it runs, in one
+//! run, every figure against its limit.
+//!
+//! 1. pgbench: the transactions `search_accounts` and `create_account` run (their statements
+//!    from the product code, the Scope's `SET LOCAL`s, the tool's parameters), as
+//!    `hdls_runtime`, `-M prepared`, one thread pinned to CPU 1, at 16 and 64 clients.
+//! 2. `hdls serve` as a child process, driven by stateless MCP `tools/call` POSTs over 16 and
+//!    64 keep-alive connections from one thread of this process pinned to CPU 1:
+//!    `search_accounts` with an API key and with an OAuth access token, `create_account`;
+//!    then the same search against two servers built from the library with limits on and
+//!    off (`serve` has no switch for that); the server's RSS idle, at peak and after.
+//! 3. Unless HDLS_BENCH_LARGE=0: 1,000,009 accounts (100,000 in one workspace), and substring
+//!    searches at one connection.
+//!
+//! `cargo bench --bench mcp`. Knobs: HDLS_BENCH_SECONDS (default 10 per run),
+//! HDLS_BENCH_LARGE (default 1), HDLS_BENCH_DATABASE_URL (a superuser URL; default: a private
+//! cluster in a temp dir, removed afterwards).
+
+#[path = "../common/mod.rs"]
+mod common;
+mod fixtures;
+mod load;
+mod oauth;
+mod pgbench;
+mod procfs;
+mod report;
+mod server;
+
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use hdls::clock::{Clock, SystemClock};
+use hdls::db::{DbTarget, RUNTIME_ROLE, connect};
+use serde_json::{Value, json};
+
+use crate::load::{Call, Spec};
+use crate::pgbench::Pgbench;
+use crate::procfs::Postgres;
+use crate::report::{Stats, Targets, megabytes};
+use crate::server::ServerProcess;
+
+// The same allocator as the hdls binary (see src/main.rs): this binary is also the server
+// of the limits on/off runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// What `search_accounts` is asked: 1,000 of the 2,000 accounts match, 20 are shown.
+const QUERY: &str = "Acme";
+const PAGE: i64 = 20;
+const CONNECTIONS: [usize; 2] = [16, 64];
+/// How long after the last run the server's memory is read again.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// Issue 15's limits.
+const LEAST_OF_PGBENCH: f64 = 0.35;
+const LEAST_OAUTH_OF_KEY: f64 = 0.9;
+const LEAST_LIMITS_ON_OF_OFF: f64 = 0.9;
+const MOST_P99_AT_64_MS: f64 = 20.0;
+const MOST_RSS_MB: f64 = 150.0;
+const MOST_LARGE_P50_MS: f64 = 5.0;
+
+struct Knobs {
+    run: Duration,
+    large: bool,
+    /// The CPU every load generator (pgbench and ours) is pinned to.
+    cpu: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider (see Cargo.toml); the loopback runs
+    // use none, but building a client requires one.
+    hdls::net::fetch::install_tls_provider();
+    if let Some(limits) = server::requested_limits() {
+        return server::serve_in_bench(limits);
+    }
+    let knobs = Knobs {
+        run: Duration::from_secs(common::env_number("HDLS_BENCH_SECONDS", 10)),
+        large: common::env_number("HDLS_BENCH_LARGE", 1) != 0,
+        cpu: procfs::load_cpu(),
+    };
+    // This thread only orchestrates and is never pinned: PostgreSQL and the servers it
+    // starts must be free to use every CPU. Load runs on threads of their own (see load.rs).
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let database = common::BenchDatabase::create("hdls_bench").await?;
+            let scratch =
+                std::env::temp_dir().join(format!("hdls-bench-run-{}", std::process::id()));
+            // A panic must not leave the private cluster running.
+            let result = AssertUnwindSafe(bench(&database.target, &knobs, &scratch))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the benchmark panicked")));
+            match &result {
+                Ok(()) => {
+                    let _ = std::fs::remove_dir_all(&scratch);
+                }
+                Err(_) => eprintln!("server and pgbench files kept in {}", scratch.display()),
+            }
+            database.remove().await?;
+            result
+        })
+}
+
+/// What every measured run needs besides its spec.
+struct Bench<'a> {
+    knobs: &'a Knobs,
+    postgres: Option<Postgres>,
+    /// For counting the database's transactions around a run.
+    superuser: tokio_postgres::Client,
+    targets: Targets,
+}
+
+async fn bench(target: &DbTarget, knobs: &Knobs, scratch: &Path) -> anyhow::Result<()> {
+    let read = fixtures::workspace(target, "bench", fixtures::ACCOUNTS).await?;
+    fixtures::workspace(target, "neighbour", fixtures::ACCOUNTS).await?;
+    let write = fixtures::workspace(target, "writes", 0).await?;
+    fixtures::person(target, read.id).await?;
+    fixtures::settle(target).await?;
+    let superuser = connect(&target.as_given()).await?;
+    let mut bench = Bench {
+        knobs,
+        postgres: Postgres::find(&superuser).await,
+        superuser,
+        targets: Targets::default(),
+    };
+    println!(
+        "issue 15 benchmark: {} s per run; load generators on CPU {} of {}; {} accounts in the searched workspace",
+        knobs.run.as_secs(),
+        knobs.cpu,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        report::thousands(fixtures::ACCOUNTS as f64),
+    );
+
+    let pgbench = Pgbench::locate(
+        fixtures::conninfo(target, Some(RUNTIME_ROLE)),
+        &scratch.join("pgbench"),
+    )?;
+    let (floor_search, floor_create) = bench.pgbench(&pgbench, &read, &write).await?;
+    fixtures::settle(target).await?;
+
+    let url = fixtures::conninfo(target, None);
+    let hdls = ServerProcess::hdls(&url, &scratch.join("serve")).await?;
+    first_call_works(&hdls.crm_url(), &read.key).await?;
+    let by_key = bench
+        .hdls(&hdls, &read, &write, &floor_search, &floor_create)
+        .await?;
+
+    fixtures::settle(target).await?;
+    bench.limits(&url, scratch, &read, &by_key).await?;
+
+    if knobs.large {
+        bench.large(target, &hdls).await?;
+    }
+    hdls.stop().await;
+    bench.targets.print();
+    Ok(())
+}
+
+impl Bench<'_> {
+    /// pgbench's rates of the search and the insert transactions (the floors), by clients.
+    async fn pgbench(
+        &mut self,
+        pgbench: &Pgbench,
+        read: &fixtures::Workspace,
+        write: &fixtures::Workspace,
+    ) -> anyhow::Result<(Vec<Stats>, Vec<Stats>)> {
+        println!(
+            "pgbench -M prepared as hdls_runtime, 1 thread on CPU {}",
+            self.knobs.cpu
+        );
+        let pattern = hdls::tools::named::search_pattern(Some(QUERY))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .unwrap_or_default();
+        let now = SystemClock.now();
+        let millis = now.unix_timestamp_nanos() / 1_000_000;
+        let call = format!("{c} {millis} {c} owner", c = write.credential);
+        let scripts = [
+            pgbench::search(read.id, &pattern, PAGE),
+            pgbench::create_account(
+                write.id,
+                &call,
+                &now.format(&time::format_description::well_known::Rfc3339)?,
+            ),
+        ];
+        let mut floors = [Vec::new(), Vec::new()];
+        for (script, floor) in scripts.iter().zip(&mut floors) {
+            for c in CONNECTIONS {
+                let before = self.transactions().await?;
+                let run = pgbench
+                    .run(script, c, self.knobs.run, self.knobs.cpu, self.postgres)
+                    .await?;
+                let transactions = self.transactions().await? - before;
+                let stats = Stats::from_pgbench(run).with_transactions(transactions);
+                stats.print(&format!("{} transaction @{c}", script.name), "tps")?;
+                floor.push(stats);
+            }
+        }
+        let [search, create] = floors;
+        Ok((search, create))
+    }
+
+    /// The runs against `hdls serve`, with its memory; returns the API-key search rates.
+    async fn hdls(
+        &mut self,
+        hdls: &ServerProcess,
+        read: &fixtures::Workspace,
+        write: &fixtures::Workspace,
+        floor_search: &[Stats],
+        floor_create: &[Stats],
+    ) -> anyhow::Result<Vec<Stats>> {
+        println!(
+            "hdls serve (child process), MCP over HTTP/1.1 keep-alive, load from 1 thread on CPU {}",
+            self.knobs.cpu
+        );
+        let idle = procfs::rss_bytes(hdls.pid()).unwrap_or(0);
+        let mut peak = 0;
+        let mut by_key = Vec::new();
+        for (c, floor) in CONNECTIONS.into_iter().zip(floor_search) {
+            let label = format!("search_accounts API key @{c}");
+            let (stats, rss) = self
+                .calls(hdls, &label, &read.key, search_call(), c, c == 64)
+                .await?;
+            peak = peak.max(rss);
+            self.targets.ratio(
+                &label,
+                &stats,
+                "calls/s",
+                ("pgbench", floor),
+                LEAST_OF_PGBENCH,
+            );
+            if c == 64 {
+                self.targets.at_most(
+                    &format!("{label} p99"),
+                    stats.p99_ms,
+                    "ms",
+                    MOST_P99_AT_64_MS,
+                );
+            }
+            by_key.push(stats);
+        }
+        for (c, key_rate) in CONNECTIONS.into_iter().zip(&by_key) {
+            // A fresh token per run: an access token lives 10 minutes.
+            let person = oauth::Person {
+                email: fixtures::EMAIL,
+                password: fixtures::PASSWORD,
+                workspace: read.id,
+            };
+            let token = oauth::access_token(&hdls.base, &person).await?;
+            let label = format!("search_accounts OAuth @{c}");
+            let (stats, rss) = self
+                .calls(hdls, &label, &token, search_call(), c, c == 64)
+                .await?;
+            peak = peak.max(rss);
+            self.targets.ratio(
+                &label,
+                &stats,
+                "calls/s",
+                ("API key", key_rate),
+                LEAST_OAUTH_OF_KEY,
+            );
+        }
+        for (c, floor) in CONNECTIONS.into_iter().zip(floor_create) {
+            let label = format!("create_account API key @{c}");
+            let (stats, rss) = self
+                .calls(hdls, &label, &write.key, Call::CreateAccount, c, c == 64)
+                .await?;
+            peak = peak.max(rss);
+            self.targets.ratio(
+                &label,
+                &stats,
+                "calls/s",
+                ("pgbench", floor),
+                LEAST_OF_PGBENCH,
+            );
+        }
+        tokio::time::sleep(SETTLE).await;
+        let after = procfs::rss_bytes(hdls.pid()).unwrap_or(0);
+        println!(
+            "  hdls serve RSS: idle {:.1} MB, peak {:.1} MB (64-connection runs), {:.1} MB {} s after",
+            megabytes(idle),
+            megabytes(peak),
+            megabytes(after),
+            SETTLE.as_secs()
+        );
+        self.targets.at_most(
+            "hdls serve peak RSS @64",
+            megabytes(peak),
+            "MB",
+            MOST_RSS_MB,
+        );
+        self.targets.note(format!(
+            "hdls serve RSS {} s after load: {:.1} MB = {:.2}× idle ({:.1} MB); target: near idle (no number set)",
+            SETTLE.as_secs(),
+            megabytes(after),
+            after as f64 / idle.max(1) as f64,
+            megabytes(idle),
+        ));
+        Ok(by_key)
+    }
+
+    /// The search against two servers built from the library, limits on and off (each in a
+    /// child process, one after the other). The one with limits on is set beside `serve`'s
+    /// rate, to show the two servers are alike.
+    async fn limits(
+        &mut self,
+        url: &str,
+        scratch: &Path,
+        read: &fixtures::Workspace,
+        by_key: &[Stats],
+    ) -> anyhow::Result<()> {
+        println!(
+            "the same App and router built in a child process of this benchmark, limits on and off"
+        );
+        let mut runs = Vec::new();
+        for limits in [true, false] {
+            let server = ServerProcess::in_bench(url, limits, scratch).await?;
+            let mut by_connections = Vec::new();
+            for c in CONNECTIONS {
+                let label = format!("search, limits {} @{c}", if limits { "on" } else { "off" });
+                by_connections.push(
+                    self.calls(&server, &label, &read.key, search_call(), c, false)
+                        .await?
+                        .0,
+                );
+            }
+            server.stop().await;
+            runs.push(by_connections);
+        }
+        let [on, off] =
+            <[Vec<Stats>; 2]>::try_from(runs).map_err(|_| anyhow::anyhow!("two runs"))?;
+        for (((c, on), off), serve) in CONNECTIONS.into_iter().zip(&on).zip(&off).zip(by_key) {
+            self.targets.ratio(
+                &format!("limits on/off @{c}"),
+                on,
+                "calls/s",
+                ("limits off", off),
+                LEAST_LIMITS_ON_OF_OFF,
+            );
+            self.targets.note(format!(
+                "(library-built server with limits on @{c}: {:.2}× hdls serve's rate; alike within noise)",
+                on.rate / serve.rate
+            ));
+        }
+        Ok(())
+    }
+
+    /// Target 4: substring searches on a large workspace, one connection.
+    async fn large(&mut self, target: &DbTarget, hdls: &ServerProcess) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let large = fixtures::workspace(target, "large", 0).await?;
+        fixtures::at_scale(target, large.id).await?;
+        println!(
+            "large data: 1,000,009 accounts, 100,000 in the searched workspace (loaded in {:.0} s); 1 connection",
+            started.elapsed().as_secs_f64()
+        );
+        let runs = [
+            (
+                "search_accounts \"cme Rob\"",
+                "search_accounts",
+                json!({ "query": "cme Rob" }),
+                true,
+            ),
+            (
+                "search_accounts \"zzqx\"",
+                "search_accounts",
+                json!({ "query": "zzqx" }),
+                false,
+            ),
+            (
+                "query_records ilike \"%cme Rob%\"",
+                "query_records",
+                filter("ilike", "%cme Rob%"),
+                true,
+            ),
+            (
+                "query_records like \"%cme Rob%\"",
+                "query_records",
+                filter("like", "%cme Rob%"),
+                true,
+            ),
+        ];
+        for (label, tool, args, targeted) in runs {
+            let (stats, _) = self
+                .calls(hdls, label, &large.key, Call::tool(tool, args), 1, false)
+                .await?;
+            if targeted {
+                self.targets.at_most(
+                    &format!("{label} p50 @1"),
+                    stats.p50_ms,
+                    "ms",
+                    MOST_LARGE_P50_MS,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Transactions the database has ended so far (committed or rolled back), from its
+    /// statistics: a run's difference per call says how many transactions a call costs.
+    /// Approximate for the server's runs: a busy backend reports at most once a second, and
+    /// an idle one up to 10 s later, so a run's last second may count in the next run (exact
+    /// for pgbench, whose backends report as they exit).
+    async fn transactions(&self) -> anyhow::Result<i64> {
+        let row = self
+            .superuser
+            .query_one(
+                "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database
+                 WHERE datname = current_database()",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// One load run against `server`, with what it cost each process and, if asked, the
+    /// server's peak RSS during it.
+    async fn calls(
+        &self,
+        server: &ServerProcess,
+        label: &str,
+        token: &str,
+        call: Call,
+        connections: usize,
+        sample_rss: bool,
+    ) -> anyhow::Result<(Stats, u64)> {
+        let spec = Spec {
+            url: server.crm_url().parse()?,
+            token: token.to_owned(),
+            call,
+            connections,
+            duration: self.knobs.run,
+        };
+        let pid = server.pid();
+        let peak = sample_rss.then(|| procfs::PeakRss::start(pid));
+        let before = (
+            self.postgres.map(|p| p.cpu_seconds()),
+            procfs::cpu_seconds(pid),
+            procfs::machine_cpu_seconds(),
+        );
+        let transactions = self.transactions().await?;
+        let measured = load::run(spec, self.knobs.cpu).await?;
+        let postgres = self
+            .postgres
+            .zip(before.0)
+            .map(|(p, b)| p.cpu_seconds() - b);
+        let server_cpu = procfs::cpu_seconds(pid).zip(before.1).map(|(a, b)| a - b);
+        let machine_cpu = procfs::machine_cpu_seconds() - before.2;
+        let rss = match peak {
+            Some(peak) => peak.stop().await,
+            None => 0,
+        };
+        let transactions = self.transactions().await? - transactions;
+        let stats = Stats::from_load(
+            measured,
+            &[("postgres", postgres), ("server", server_cpu)],
+            machine_cpu,
+        )
+        .with_transactions(transactions);
+        stats.print(label, "calls/s")?;
+        Ok((stats, rss))
+    }
+}
+
+fn search_call() -> Call {
+    Call::tool("search_accounts", json!({ "query": QUERY, "limit": PAGE }))
+}
+
+fn filter(op: &str, pattern: &str) -> Value {
+    json!({
+        "table": "accounts",
+        "select": ["id", "name", "domain"],
+        "filter": { "column": "name", "op": op, "value": pattern }
+    })
+}
+
+/// A bare `tools/call`, without `initialize`, works in the server's stateless mode, and the
+/// search finds a full page: otherwise the runs would measure something else.
+async fn first_call_works(url: &str, key: &str) -> anyhow::Result<()> {
+    let reply: Value = reqwest::Client::new()
+        .post(url)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": { "name": "search_accounts", "arguments": { "query": QUERY, "limit": PAGE } }
+        }).to_string())
+        .send()
+        .await?
+        .json()
+        .await?;
+    let shown = reply["result"]["structuredContent"]["accounts"]
+        .as_array()
+        .map(Vec::len);
+    anyhow::ensure!(
+        shown == Some(PAGE as usize) && reply["result"]["structuredContent"]["has_more"] == true,
+        "search_accounts did not return a full page: {reply}"
+    );
+    Ok(())
+}
