@@ -358,22 +358,9 @@ impl TestDb {
             .batch_execute("SET client_min_messages = warning; CREATE EXTENSION citus")
             .await
             .unwrap();
-        let (host, port) = &nodes.coordinator;
-        coordinator
-            .execute("SELECT citus_set_coordinator_host($1, $2)", &[host, port])
+        register_nodes(&self.superuser, nodes, &coordinator)
             .await
             .unwrap();
-        for worker in &nodes.workers {
-            let config = worker.as_given();
-            let Some(tokio_postgres::config::Host::Tcp(host)) = config.get_hosts().first() else {
-                panic!("a Citus worker without a TCP host");
-            };
-            let port = i32::from(config.get_ports()[0]);
-            coordinator
-                .execute("SELECT citus_add_node($1, $2)", &[host, &port])
-                .await
-                .unwrap();
-        }
     }
 
     /// The superuser targets of this database on each Citus worker (empty without Citus).
@@ -507,21 +494,7 @@ async fn try_create_on_citus(
     }
     let target = create_citus_database(&server.superuser, name).await?;
     let coordinator = connect(&target.as_given()).await?;
-    let (host, port) = &nodes.coordinator;
-    coordinator
-        .execute("SELECT citus_set_coordinator_host($1, $2)", &[host, port])
-        .await?;
-    for worker in &nodes.workers {
-        let config = worker.as_given();
-        let host = match config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
-            _ => anyhow::bail!("a Citus worker without a TCP host"),
-        };
-        let port = i32::from(config.get_ports()[0]);
-        coordinator
-            .execute("SELECT citus_add_node($1, $2)", &[&host, &port])
-            .await?;
-    }
+    register_nodes(&server.superuser, nodes, &coordinator).await?;
     coordinator
         .batch_execute(&format!(
             "ALTER DATABASE {name} SET citus.shard_count = {CITUS_TEST_SHARDS}"
@@ -545,6 +518,40 @@ async fn try_create_on_citus(
     setup::run(&target).await?;
     migrate::run(&target).await?;
     Ok(target)
+}
+
+/// Registers the coordinator and the workers in the database `coordinator` is connected to.
+/// One test database at a time across every test process: registering a node makes Citus
+/// alter the (cluster-wide) roles on it, and two at once fail with "tuple concurrently
+/// updated" (one database per cluster, as in production, never meets this).
+async fn register_nodes(
+    superuser: &DbTarget,
+    nodes: &CitusNodes,
+    coordinator: &tokio_postgres::Client,
+) -> anyhow::Result<()> {
+    let lock = connect(&superuser.with_dbname("postgres").as_given()).await?;
+    lock.execute("SELECT pg_advisory_lock(7165)", &[]).await?;
+    let registered = async {
+        let (host, port) = &nodes.coordinator;
+        coordinator
+            .execute("SELECT citus_set_coordinator_host($1, $2)", &[host, port])
+            .await?;
+        for worker in &nodes.workers {
+            let config = worker.as_given();
+            let host = match config.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
+                _ => anyhow::bail!("a Citus worker without a TCP host"),
+            };
+            let port = i32::from(config.get_ports()[0]);
+            coordinator
+                .execute("SELECT citus_add_node($1, $2)", &[&host, &port])
+                .await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    lock.execute("SELECT pg_advisory_unlock(7165)", &[]).await?;
+    registered
 }
 
 /// Drops `name` on the coordinator, then on every worker.
