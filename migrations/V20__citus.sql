@@ -240,7 +240,7 @@ $$;
 
 -- The functions delegated to a workspace's shard (each takes `workspace uuid`).
 CREATE FUNCTION hdls.delegated_functions() RETURNS SETOF regprocedure
-    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog
+    LANGUAGE sql STABLE SET search_path = pg_catalog
 AS $$
     VALUES ('hdls.admit_call(uuid, timestamptz, bigint)'::regprocedure),
            ('hdls.count_refusal(uuid, timestamptz)'::regprocedure)

@@ -135,17 +135,19 @@ async fn authorization_code(
     let resource = params.get("resource")?;
     let verifier = params.get("code_verifier")?;
     let mut db = app.pools.auth.get().await.map_err(ToolError::from_pool)?;
-    let tx = db.transaction().await?;
     let hash = secret::hash(code);
     // The workspace first, then the code locked on its shard: Citus locks rows only in a
-    // statement that names the workspace (DESIGN §3).
-    let workspace: Option<Uuid> = tx
+    // statement that names the workspace (DESIGN §3). The lookup visits every shard, so it
+    // runs before the transaction, which may then change reference tables (Citus refuses
+    // that after a statement on several shards in the same transaction).
+    let workspace: Option<Uuid> = db
         .query_opt(
             "SELECT workspace_id FROM hdls.oauth_codes WHERE code_hash = $1",
             &[&hash.as_slice()],
         )
         .await?
         .map(|row| row.get(0));
+    let tx = db.transaction().await?;
     let Some(row) = tx
         .query_opt(
             "SELECT c.workspace_id, c.grant_id, c.client_id, c.redirect_uri, c.code_challenge, c.resource,
@@ -299,15 +301,15 @@ async fn refresh(
     let resource = params.get("resource")?;
     let hash = secret::hash(token);
     let mut db = app.pools.auth.get().await.map_err(ToolError::from_pool)?;
-    let tx = db.transaction().await?;
     // The workspace first, then the rows locked on its shard (as for codes above).
-    let workspace: Option<Uuid> = tx
+    let workspace: Option<Uuid> = db
         .query_opt(
             "SELECT workspace_id FROM hdls.oauth_refresh_tokens WHERE token_hash = $1",
             &[&hash.as_slice()],
         )
         .await?
         .map(|row| row.get(0));
+    let tx = db.transaction().await?;
     let Some(row) = tx
         .query_opt(
             "SELECT r.workspace_id, r.grant_id, r.issued_at, r.used_at,

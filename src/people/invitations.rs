@@ -245,17 +245,19 @@ pub async fn accept(
     now: OffsetDateTime,
 ) -> Result<Result<Accepted, Refused>, ToolError> {
     let mut client = auth.get().await.map_err(ToolError::from_pool)?;
-    let tx = client.transaction().await?;
     let hash = secret::hash(token);
     // The workspace first, then the row locked on its shard: Citus locks rows only in a
-    // statement that names the workspace (DESIGN §3).
-    let workspace: Option<Uuid> = tx
+    // statement that names the workspace (DESIGN §3). The lookup visits every shard, so it
+    // runs before the transaction, which changes the people (a reference table; Citus
+    // refuses that after a statement on several shards in the same transaction).
+    let workspace: Option<Uuid> = client
         .query_opt(
             "SELECT workspace_id FROM hdls.invitations WHERE token_hash = $1",
             &[&hash.as_slice()],
         )
         .await?
         .map(|row| row.get(0));
+    let tx = client.transaction().await?;
     let Some(invite) = tx
         .query_opt(
             "SELECT i.workspace_id, i.invitation_id, i.email, i.role, i.invited_by, i.requester_id, w.name
