@@ -87,7 +87,7 @@ SET LOCAL hdls.persona = 'agent';
 SET LOCAL hdls.call = 'key_00000000000000aa 1764650000000';
 SELECT id, name, domain, owner, industry, tags, custom, created_at, updated_at
      FROM crm.accounts
-     WHERE (:pattern::text IS NULL OR name ILIKE :pattern OR domain ILIKE :pattern)
+     WHERE workspace_id = '$WS' AND (:pattern::text IS NULL OR name ILIKE :pattern OR domain ILIKE :pattern)
        AND (NULL::text IS NULL OR (name, id) > (NULL, NULL::uuid))
      ORDER BY name, id
      LIMIT 51;

@@ -72,10 +72,13 @@ pub async fn record(
         Outcome::Allowed => ("allowed", None),
         Outcome::Refused(reason) => ("refused", Some(truncate(reason))),
     };
+    // The workspace named rather than left to the column default (the policy checks it is
+    // the stamped one): Citus routes an INSERT by a value it can see, which also keeps a
+    // refusal counted by the delegated hdls.count_refusal on that workspace's shard.
     scope
         .execute(
-            "INSERT INTO hdls.audit_events (id, at, actor_kind, actor_id, action, target, outcome, reason)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO hdls.audit_events (id, at, actor_kind, actor_id, action, target, outcome, reason, workspace_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 &Uuid::now_v7(),
                 &at,
@@ -85,6 +88,7 @@ pub async fn record(
                 &target.map(truncate),
                 &outcome,
                 &reason,
+                &actor.workspace_id,
             ],
         )
         .await?;

@@ -132,6 +132,23 @@ impl ToolError {
     }
 }
 
+/// Whether a database error is a PL/pgSQL RAISE of hdls's own schema (see below). On Citus a
+/// trigger runs on the worker holding the shard, and the coordinator raises the worker's
+/// error again from `ReportResultError`, keeping its SQLSTATE, message and context: the
+/// innermost context line is then the RAISE ("PL/pgSQL function … line N at RAISE").
+fn raised_by_the_schema(db: &tokio_postgres::error::DbError) -> bool {
+    match db.routine() {
+        Some("exec_stmt_raise") => true,
+        Some("ReportResultError") => db
+            .where_()
+            .and_then(|context| context.lines().next())
+            .is_some_and(|innermost| {
+                innermost.starts_with("PL/pgSQL function ") && innermost.ends_with(" at RAISE")
+            }),
+        _ => false,
+    }
+}
+
 impl From<tokio_postgres::Error> for ToolError {
     /// Central mapping of driver errors: never echo the server's message, which can carry row
     /// values. Whole SQLSTATE classes are mapped, not single codes: every data exception
@@ -149,7 +166,7 @@ impl From<tokio_postgres::Error> for ToolError {
         // constant written in a migration, never a row value, so the caller gets it as the
         // reason; and it is a refusal, not a fault, so it is not logged as an error.
         if let Some(db) = error.as_db_error()
-            && db.routine() == Some("exec_stmt_raise")
+            && raised_by_the_schema(db)
         {
             let code = match class {
                 Some("42") => ErrorCode::Forbidden,

@@ -84,7 +84,10 @@ async fn operator_for(pool: &Pool, workspace_id: Uuid) -> Result<Principal, Tool
     let probe = Principal::operator(workspace_id, String::new());
     let scope = Scope::begin(pool, &probe).await?;
     let row = scope
-        .query_opt("SELECT name FROM hdls.workspaces", &[])
+        .query_opt(
+            "SELECT name FROM hdls.workspaces WHERE workspace_id = $1",
+            &[&workspace_id],
+        )
         .await?;
     scope.commit().await?;
     let name: String = row
@@ -183,7 +186,10 @@ pub async fn set_plan(
         )
         .await?;
     scope
-        .execute("UPDATE hdls.workspaces SET plan = $1", &[&name])
+        .execute(
+            "UPDATE hdls.workspaces SET plan = $1 WHERE workspace_id = $2",
+            &[&name, &workspace_id],
+        )
         .await?;
     let budget = monthly_budget.map_or_else(|| "unlimited".to_owned(), |b| b.to_string());
     audit::record(

@@ -278,8 +278,8 @@ pub async fn mint_data_source(
     let linked_schema: String = scope
         .query_opt(
             "SELECT schema_name FROM hdls.data_sources
-             WHERE id = $1 AND unlinked_at IS NULL FOR SHARE",
-            &[&data_source],
+             WHERE workspace_id = $2 AND id = $1 AND unlinked_at IS NULL FOR SHARE",
+            &[&data_source, &scope.workspace()],
         )
         .await?
         .ok_or_else(|| {
@@ -320,8 +320,8 @@ pub async fn mint_customer(
     // Locked so the requester cannot be disabled between this check and the insert.
     let disabled_at: Option<OffsetDateTime> = scope
         .query_opt(
-            "SELECT disabled_at FROM support.requesters WHERE id = $1 FOR SHARE",
-            &[&requester_id],
+            "SELECT disabled_at FROM support.requesters WHERE workspace_id = $2 AND id = $1 FOR SHARE",
+            &[&requester_id, &scope.workspace()],
         )
         .await?
         .ok_or_else(|| {
@@ -423,8 +423,8 @@ pub async fn revoke(
     let shown = display_id(key_id);
     let row = scope
         .query_opt(
-            "SELECT role, revoked_at FROM hdls.api_keys WHERE key_id = $1 FOR UPDATE",
-            &[&key_id],
+            "SELECT role, revoked_at FROM hdls.api_keys WHERE workspace_id = $2 AND key_id = $1 FOR UPDATE",
+            &[&key_id, &scope.workspace()],
         )
         .await?
         .ok_or_else(|| ToolError::not_found(format!("no API key {shown} in this workspace")))?;

@@ -31,6 +31,22 @@ pub enum AdminCommand {
     /// Manage the OAuth authorization server.
     #[command(subcommand)]
     Oauth(OauthCommand),
+    /// Scale out on Citus.
+    #[command(subcommand)]
+    Citus(CitusCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CitusCommand {
+    /// Distribute an existing database by workspace: tenant tables distributed and co-located
+    /// with hdls.workspaces, catalog and identity tables made reference tables, foreign keys
+    /// dropped and added back around the conversion. For a database migrated before it had
+    /// Citus (`hdls migrate` distributes a database that has Citus already). Idempotent; runs
+    /// as hdls_owner after `hdls setup`.
+    Distribute {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,6 +295,23 @@ async fn execute(
             } else {
                 println!("revoked {}", crate::auth::api_key::display_id(hex));
             }
+        }
+        AdminCommand::Citus(CitusCommand::Distribute { json }) => {
+            let owner = crate::db::connect(&target.for_role(OWNER_ROLE)).await?;
+            let placement = crate::db::citus::distribute(&owner).await?;
+            if json {
+                println!("{}", serde_json::to_string(&placement)?);
+            } else {
+                println!(
+                    "distributed by workspace: {} tables distributed, {} reference tables",
+                    placement.distributed, placement.reference
+                );
+            }
+            anyhow::ensure!(
+                placement.pending == 0,
+                "{} tables are still not distributed",
+                placement.pending
+            );
         }
         AdminCommand::Plan(PlanCommand::Set {
             workspace,

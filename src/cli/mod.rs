@@ -44,10 +44,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(location, &cli.data_dir, args).await,
         Command::Setup => match &location {
             Location::External(url) => {
-                setup::run(&DbTarget::from_url(url)?).await?;
+                let report = setup::run(&DbTarget::from_url(url)?).await?;
                 println!(
                     "setup complete: roles hdls_owner, hdls_runtime, hdls_auth and schemas are in place"
                 );
+                if report.citus {
+                    let workers: Vec<String> = report
+                        .citus_workers
+                        .iter()
+                        .map(|(host, port)| format!("{host}:{port}"))
+                        .collect();
+                    println!(
+                        "citus: this database is a coordinator; workers: {}; `hdls migrate` distributes the schema",
+                        if workers.is_empty() {
+                            "none registered yet (citus_add_node)".to_owned()
+                        } else {
+                            workers.join(", ")
+                        }
+                    );
+                }
                 Ok(())
             }
             Location::Embedded(_) => {

@@ -149,6 +149,14 @@ async fn serve(
         migrate::is_current(&probe).await?,
         "the database schema is not current: run `hdls migrate`"
     );
+    // On Citus, every shard must enforce the restrictive row policies (migration V20).
+    let broken = crate::db::citus::broken_policies(&probe).await?;
+    anyhow::ensure!(
+        broken == 0,
+        "{broken} Citus shard placements do not enforce hdls's restrictive row policies (Citus \
+         re-creates them permissive when it makes or moves shards): run `hdls admin citus \
+         distribute` to repair them"
+    );
     drop(probe);
 
     let listener = tokio::net::TcpListener::bind(args.bind)

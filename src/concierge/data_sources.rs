@@ -325,8 +325,8 @@ async fn test_database(cx: &Cx<'_>, args: IdArg) -> ToolResult {
         .scope
         .query_opt(
             "SELECT sealed_connection, schema_name FROM hdls.data_sources
-             WHERE id = $1 AND unlinked_at IS NULL FOR UPDATE",
-            &[&args.id],
+             WHERE workspace_id = $2 AND id = $1 AND unlinked_at IS NULL FOR UPDATE",
+            &[&args.id, &cx.scope.workspace()],
         )
         .await?
         .ok_or_else(|| {

@@ -224,8 +224,9 @@ async fn revoke_connection(cx: &Cx<'_>, args: ConnectionArgs) -> ToolResult {
     let row = cx
         .scope
         .query_opt(
-            "SELECT user_id, revoked_at FROM hdls.oauth_grants WHERE grant_id = $1 FOR UPDATE",
-            &[&grant_id],
+            "SELECT user_id, revoked_at FROM hdls.oauth_grants
+             WHERE workspace_id = $2 AND grant_id = $1 FOR UPDATE",
+            &[&grant_id, &cx.scope.workspace()],
         )
         .await?
         .ok_or_else(|| {

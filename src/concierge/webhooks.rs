@@ -387,12 +387,14 @@ async fn managed(cx: &Cx<'_>, id: &str) -> Result<(Uuid, tokio_postgres::Row), T
         .scope
         .query_opt(
             "SELECT s.author, s.status, s.disabled_reason, s.expires_at,
-                    EXISTS (SELECT 1 FROM hdls.api_keys k WHERE k.workspace_id = s.workspace_id
+                    EXISTS (SELECT 1 FROM hdls.api_keys k WHERE k.workspace_id = $2
+                              AND k.workspace_id = s.workspace_id
                               AND k.key_id = s.parent_key_id AND k.revoked_at IS NOT NULL)
-                    OR EXISTS (SELECT 1 FROM hdls.oauth_grants g WHERE g.workspace_id = s.workspace_id
+                    OR EXISTS (SELECT 1 FROM hdls.oauth_grants g WHERE g.workspace_id = $2
+                              AND g.workspace_id = s.workspace_id
                               AND g.grant_id = s.parent_grant_id AND g.revoked_at IS NOT NULL) AS maker_revoked
-             FROM hdls.webhook_subscriptions s WHERE s.id = $1 FOR UPDATE OF s",
-            &[&id],
+             FROM hdls.webhook_subscriptions s WHERE s.workspace_id = $2 AND s.id = $1 FOR UPDATE OF s",
+            &[&id, &cx.scope.workspace()],
         )
         .await?
         .ok_or_else(|| ToolError::not_found(format!("no webhook subscription {}", show_id(id))))?;

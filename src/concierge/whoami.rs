@@ -110,13 +110,15 @@ async fn credential(
     match p.credential.kind {
         CredentialKind::ApiKey => {
             let row = match api_key::parse_display_id(&p.credential.id) {
-                Some(hex) => cx
-                    .scope
-                    .query_opt(
-                        "SELECT label, created_by, created_at FROM hdls.api_keys WHERE key_id = $1",
-                        &[&hex],
-                    )
-                    .await?,
+                Some(hex) => {
+                    cx.scope
+                        .query_opt(
+                            "SELECT label, created_by, created_at FROM hdls.api_keys
+                         WHERE workspace_id = $2 AND key_id = $1",
+                            &[&hex, &p.workspace_id],
+                        )
+                        .await?
+                }
                 None => None,
             };
             let label: Option<String> = row.as_ref().and_then(|r| r.get("label"));

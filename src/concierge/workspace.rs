@@ -346,6 +346,9 @@ pub(super) async fn usage(cx: &Cx<'_>) -> ToolResult {
     let now = cx.app.clock.now();
     let minute_start = limits::minute_start(now);
     let month_start = limits::month_start(now);
+    // Citus-clean (DESIGN §3): the workspace named (one shard), the counters read by
+    // subqueries correlated on workspace_id, and the plan (a reference table) by scalar
+    // subqueries rather than an outer join under the policy's qual.
     let row = cx
         .scope
         .query_one(

@@ -17,6 +17,9 @@ pub async fn run(target: &DbTarget) -> anyhow::Result<usize> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
+    // No per-statement limit for migrations: one statement may build an index over a large
+    // table, or (on Citus, V20) copy every table into its shards.
+    client.batch_execute("SET statement_timeout = 0").await?;
     let report = migrations::runner()
         .set_migration_table_name("hdls_meta.schema_history")
         .run_async(&mut client)
@@ -31,6 +34,10 @@ pub async fn run(target: &DbTarget) -> anyhow::Result<usize> {
              NOTIFY hdls_catalog;",
         )
         .await?;
+    // On Citus, the shards' restrictive row policies as the schema has them (a Citus defect
+    // re-creates them permissive whenever it makes shards; see migration V20). After the
+    // migrations committed: the repair runs on the workers over connections of their own.
+    super::citus::repair_policies(&client).await?;
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;

@@ -1,5 +1,6 @@
 //! Everything that talks to PostgreSQL: where it is, the role connections, setup, migrations, the tenant Scope.
 
+pub mod citus;
 pub mod embedded;
 pub mod location;
 pub mod migrate;

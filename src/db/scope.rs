@@ -9,8 +9,8 @@ use deadpool_postgres::{ClientWrapper, Object, Pool};
 use futures_util::future::join_all;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
-use uuid::Uuid;
 use tokio_postgres::types::ToSql;
+use uuid::Uuid;
 
 use crate::engine::sql::Sql;
 use crate::error::ToolError;
@@ -83,6 +83,9 @@ impl Conn {
 /// An open, identity-stamped transaction.
 pub struct Scope {
     client: Option<Conn>,
+    /// The workspace stamped (None on a linked database's connection), for statements that
+    /// name it so Citus routes them to its shard (see [`Scope::workspace`]).
+    workspace: Option<Uuid>,
     /// A read-only call admitted by its own commit (see [`Scope::begin_read_admitted`]).
     admit_on_commit: Option<(Uuid, OffsetDateTime)>,
 }
@@ -214,6 +217,7 @@ impl Scope {
         }
         let scope = Scope {
             client: Some(Conn::Runtime(client)),
+            workspace: Some(principal.workspace_id),
             admit_on_commit: None,
         };
         let (admitted, epoch) = {
@@ -237,8 +241,7 @@ impl Scope {
                     None => Ok(None),
                 }
             };
-            let begin_admission =
-                join_all(admission_statements.iter().map(|s| c.batch_execute(s)));
+            let begin_admission = join_all(admission_statements.iter().map(|s| c.batch_execute(s)));
             let stamp = join_all(statements.iter().map(|s| c.batch_execute(s)));
             let (begun, admission, stamped, epoch) =
                 futures_util::join!(begin_admission, admit, stamp, check);
@@ -267,10 +270,19 @@ impl Scope {
     pub async fn over(lease: Box<dyn Lease>) -> Result<Scope, ToolError> {
         let scope = Scope {
             client: Some(Conn::Leased(lease)),
+            workspace: None,
             admit_on_commit: None,
         };
         scope.client()?.batch_execute("BEGIN").await?;
         Ok(scope)
+    }
+
+    /// The workspace this transaction is stamped with; None on a linked database. Row-level
+    /// security keeps the transaction to it whatever a statement says; a statement that also
+    /// names it (`workspace_id = $n`) lets Citus route it to that workspace's shard instead of
+    /// every shard (DESIGN §3).
+    pub fn workspace(&self) -> Option<Uuid> {
+        self.workspace
     }
 
     fn client(&self) -> Result<&ClientWrapper, ToolError> {
@@ -341,7 +353,10 @@ impl Scope {
     /// [`Scope::begin_read_admitted`] is admitted here first, in the same round trip.
     pub async fn commit(mut self) -> Result<(), ToolError> {
         let admit = match self.admit_on_commit.take() {
-            Some(call) => Some((self.client()?.prepare_cached(limits::ADMIT_SQL).await?, call)),
+            Some(call) => Some((
+                self.client()?.prepare_cached(limits::ADMIT_SQL).await?,
+                call,
+            )),
             None => None,
         };
         let client = self
@@ -353,10 +368,8 @@ impl Scope {
             Some((statement, (workspace, at))) => {
                 // The epoch was checked when the scope opened, in this transaction.
                 let params: [&(dyn ToSql + Sync); 3] = [workspace, at, &None::<i64>];
-                let (admitted, committed) = futures_util::join!(
-                    c.query_one(statement, &params),
-                    c.batch_execute("COMMIT")
-                );
+                let (admitted, committed) =
+                    futures_util::join!(c.query_one(statement, &params), c.batch_execute("COMMIT"));
                 (Some(admitted), committed)
             }
             None => (None, c.batch_execute("COMMIT").await),

@@ -1,9 +1,10 @@
 //! `hdls setup`: the only step that needs a superuser. Creates the roles, the schemas
-//! and the database-level grants; safe to run again.
+//! and the database-level grants; safe to run again. On a Citus coordinator it also creates
+//! the extension, the roles on the workers and the roles' Citus settings (`super::citus`).
 
 use anyhow::Context;
 
-use super::{AUTH_ROLE, DbTarget, OWNER_ROLE, RUNTIME_ROLE, connect, role_password};
+use super::{AUTH_ROLE, DbTarget, OWNER_ROLE, RUNTIME_ROLE, citus, connect, role_password};
 
 /// The schemas hdls owns: the control plane, one per product, migration bookkeeping,
 /// `hdls_identity` (people and OAuth state that belong to no single workspace; only the auth
@@ -46,8 +47,18 @@ pub const LEAKPROOF_FUNCTIONS: [&str; 2] = [
     "pg_catalog.texticlike(text, text)",
 ];
 
+/// What setup found and did.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The workers of a Citus coordinator (empty on plain PostgreSQL, or a coordinator
+    /// without workers yet).
+    pub citus_workers: Vec<(String, i32)>,
+    /// Whether the database is a Citus coordinator.
+    pub citus: bool,
+}
+
 /// Creates or corrects the roles (cluster-wide) and prepares the target database.
-pub async fn run(target: &DbTarget) -> anyhow::Result<()> {
+pub async fn run(target: &DbTarget) -> anyhow::Result<Report> {
     let client = connect(&target.as_given())
         .await
         .context("connecting for setup (this needs a superuser URL)")?;
@@ -63,13 +74,20 @@ pub async fn run(target: &DbTarget) -> anyhow::Result<()> {
         "hdls setup must connect as a superuser: it creates roles and schemas"
     );
 
+    // Citus first: roles created while the database has the extension are created on the
+    // workers too, and so are the schemas and extensions below.
+    let detected = citus::detect(&client).await?;
+    let on_citus = detected.usable();
+    if on_citus && !detected.installed {
+        citus::create_extension(&client).await?;
+    }
+
     for role in [OWNER_ROLE, RUNTIME_ROLE, AUTH_ROLE] {
         // CREATE ROLE has no IF NOT EXISTS; the DO block keeps setup idempotent and safe
         // when several setups run at once (tests do), and the ALTER corrects a role someone
         // created by hand with too much power. It only runs when needed, because two
         // concurrent ALTERs of one role fail with "tuple concurrently updated".
-        client
-            .batch_execute(&format!(
+        let ensure_role = format!(
                 "DO $$ BEGIN
                     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
                         BEGIN
@@ -83,9 +101,18 @@ pub async fn run(target: &DbTarget) -> anyhow::Result<()> {
                         ALTER ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION NOINHERIT;
                     END IF;
                  END $$;"
-            ))
+            );
+        client
+            .batch_execute(&ensure_role)
             .await
             .with_context(|| format!("creating role {role}"))?;
+        // A role that already existed when the extension was created (made for another
+        // database of this server) is not on the workers: make it there too.
+        if on_citus {
+            citus::on_workers(&client, &ensure_role)
+                .await
+                .with_context(|| format!("creating role {role} on the Citus workers"))?;
+        }
         if let Some(password) = role_password(role) {
             // Quoting is done by the server's format(%L), not by us.
             let statement: String = client
@@ -96,7 +123,13 @@ pub async fn run(target: &DbTarget) -> anyhow::Result<()> {
                 .await?
                 .get(0);
             client.batch_execute(&statement).await?;
+            if on_citus {
+                citus::on_workers(&client, &statement).await?;
+            }
         }
+    }
+    if on_citus {
+        citus::set_role_settings(&client).await?;
     }
 
     let dbname = target.dbname().to_owned();
@@ -104,7 +137,11 @@ pub async fn run(target: &DbTarget) -> anyhow::Result<()> {
         .query_one("SELECT quote_ident($1)", &[&dbname])
         .await?
         .get(0);
-    let mut statements = vec![
+    // Statements about this database on this node. On Citus they are run on every worker too,
+    // since Citus does not carry them there: database-level grants, `public`'s hardening and
+    // the LEAKPROOF marks (the shards' row policies are evaluated on the workers, so the marks
+    // matter there).
+    let mut node_statements = vec![
         format!(
             "GRANT CONNECT ON DATABASE {quoted_db} TO {OWNER_ROLE}, {RUNTIME_ROLE}, {AUTH_ROLE}"
         ),
@@ -113,25 +150,8 @@ pub async fn run(target: &DbTarget) -> anyhow::Result<()> {
         // Before PostgreSQL 15 every role could create objects in `public` (CVE-2018-1058).
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_owned(),
     ];
-    for schema in SCHEMAS {
-        statements.push(format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {OWNER_ROLE}"
-        ));
-        statements.push(format!("ALTER SCHEMA {schema} OWNER TO {OWNER_ROLE}"));
-        statements.push(format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"));
-    }
-    for extension in EXTENSIONS {
-        // IF NOT EXISTS keeps an installation that already has it (wherever it lives); the
-        // handler covers two setups racing on one database.
-        statements.push(format!(
-            "DO $$ BEGIN
-                CREATE EXTENSION IF NOT EXISTS {extension} SCHEMA {EXTENSION_SCHEMA};
-             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-             END $$"
-        ));
-    }
     for function in LEAKPROOF_FUNCTIONS {
-        statements.push(format!(
+        node_statements.push(format!(
             "DO $$ BEGIN
                 IF NOT (SELECT proleakproof FROM pg_proc WHERE oid = '{function}'::regprocedure) THEN
                     ALTER FUNCTION {function} LEAKPROOF;
@@ -139,13 +159,44 @@ pub async fn run(target: &DbTarget) -> anyhow::Result<()> {
              END $$"
         ));
     }
-    for statement in statements {
+    // Objects in the database. On Citus the extension is there by now, and Citus creates
+    // these on the workers itself.
+    let mut object_statements = Vec::new();
+    for schema in SCHEMAS {
+        object_statements.push(format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {OWNER_ROLE}"
+        ));
+        object_statements.push(format!("ALTER SCHEMA {schema} OWNER TO {OWNER_ROLE}"));
+        object_statements.push(format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"));
+    }
+    for extension in EXTENSIONS {
+        // IF NOT EXISTS keeps an installation that already has it (wherever it lives); the
+        // handler covers two setups racing on one database.
+        object_statements.push(format!(
+            "DO $$ BEGIN
+                CREATE EXTENSION IF NOT EXISTS {extension} SCHEMA {EXTENSION_SCHEMA};
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+             END $$"
+        ));
+    }
+    for statement in node_statements.iter().chain(&object_statements) {
         client
-            .batch_execute(&statement)
+            .batch_execute(statement)
             .await
             .with_context(|| format!("setup step failed: {statement}"))?;
     }
-    Ok(())
+    if !on_citus {
+        return Ok(Report::default());
+    }
+    for statement in &node_statements {
+        citus::on_workers(&client, statement)
+            .await
+            .with_context(|| format!("setup step failed on a Citus worker: {statement}"))?;
+    }
+    Ok(Report {
+        citus_workers: citus::workers(&client).await?,
+        citus: true,
+    })
 }
 
 /// Creates the database if it does not exist yet (embedded default and tests).

@@ -289,10 +289,13 @@ pub async fn run(
     }
     sql.push(" FROM ")
         .table(&catalog.schema, &table.name)
-        .push(" t");
-    if let Some(filter) = &args.filter {
-        sql.push(" WHERE ");
-        filter::compile(&mut sql, table, "t", filter, "filter")?;
+        .push(" t WHERE ")
+        .route(scope, table, "t");
+    match &args.filter {
+        Some(filter) => filter::compile(&mut sql, table, "t", filter, "filter")?,
+        None => {
+            sql.push("true");
+        }
     }
     if !groups.is_empty() {
         let positions: Vec<String> = (1..=groups.len()).map(|p| p.to_string()).collect();

@@ -140,6 +140,9 @@ pub struct Table {
     /// CHECK constraints on exactly one visible column: constraint name → column, so a
     /// violation can name the field it concerns.
     pub checks: HashMap<String, String>,
+    /// A tenant table: it has the hidden `workspace_id`, which statements name for routing
+    /// (`Sql::route`).
+    pub tenant: bool,
 }
 
 impl Table {
@@ -318,6 +321,7 @@ impl Catalog {
                     foreign_keys: Vec::new(),
                     indexes: Vec::new(),
                     checks: HashMap::new(),
+                    tenant: false,
                 },
             );
         }
@@ -328,6 +332,7 @@ impl Catalog {
             };
             let name: String = row.get(1);
             if !visible(&name) {
+                table.tenant |= name == SYSTEM_COLUMNS[0];
                 continue;
             }
             let typname: String = row.get("typname");
@@ -626,6 +631,7 @@ mod tests {
                 foreign_keys: Vec::new(),
                 indexes: Vec::new(),
                 checks: HashMap::new(),
+                tenant: true,
             },
         );
         Catalog {

@@ -182,14 +182,21 @@ fn locate(error: ToolError, table: &Table, at: impl Fn(&str) -> String) -> ToolE
 }
 
 /// `RETURNING` the touched rows as JSON, without system columns or search vectors.
+/// Completes an INSERT/UPDATE/DELETE so it returns each row it wrote as JSON. The statement
+/// returns its rows to a CTE and the JSON is built from those: Citus refuses functions that
+/// are not IMMUTABLE (json_build_object is STABLE) in a RETURNING clause on a distributed
+/// table. Parameters are numbered, so moving the statement's text inside is safe.
 fn returning(sql: &mut Sql, table: &Table) {
     let columns = table.default_select();
     let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-    sql.push(" RETURNING ");
+    let statement = std::mem::take(&mut sql.text);
+    sql.push("WITH changed AS (")
+        .push(&statement)
+        .push(" RETURNING *) SELECT ");
     sql.json_object(&names, |sql, i| {
-        sql.push("t.").ident(&columns[i].name);
+        sql.push("changed.").ident(&columns[i].name);
     });
-    sql.push(" AS row");
+    sql.push(" AS row FROM changed");
 }
 
 fn rows_json(rows: &[tokio_postgres::Row]) -> Result<Value, ToolError> {
@@ -389,7 +396,8 @@ async fn check_guard(
     let mut sql = Sql::new();
     sql.push("SELECT count(*) AS n FROM (SELECT 1 FROM ")
         .table(&catalog.schema, &table.name)
-        .push(" t WHERE ");
+        .push(" t WHERE ")
+        .route(scope, table, "t");
     filter::compile(&mut sql, table, "t", filter, "filter")?;
     sql.push(&format!(" LIMIT {}) s", guard + 1));
     let rows = scope.query_sql(&sql).await?;
@@ -433,7 +441,7 @@ pub async fn update(
         sql.ident(&column.name).push(" = ");
         bind_write(&mut sql, column, value, &path)?;
     }
-    sql.push(" WHERE ");
+    sql.push(" WHERE ").route(scope, table, "t");
     let selection = Selection {
         key: args.key.as_ref(),
         filter: args.filter.as_ref(),
@@ -454,7 +462,8 @@ pub async fn delete(
     let mut sql = Sql::new();
     sql.push("DELETE FROM ")
         .table(&catalog.schema, &table.name)
-        .push(" AS t WHERE ");
+        .push(" AS t WHERE ")
+        .route(scope, table, "t");
     let selection = Selection {
         key: args.key.as_ref(),
         filter: args.filter.as_ref(),

@@ -138,7 +138,9 @@ pub async fn run(scope: &Scope, catalog: &Catalog, args: QueryArgs) -> Result<Va
     // A trailing constant keeps the list well-formed whatever the counts above.
     sql.push("1 AS one FROM ")
         .table(&catalog.schema, &table.name)
-        .push(" t WHERE true");
+        .push(" t WHERE ")
+        .route(scope, table, "t")
+        .push("true");
     if let Some(filter) = &args.filter {
         sql.push(" AND ");
         filter::compile(&mut sql, table, "t", filter, "filter")?;

@@ -2,7 +2,10 @@
 //! ever travel as parameters; identifiers come only from the catalog, always quoted.
 
 use tokio_postgres::types::{ToSql, Type};
+use uuid::Uuid;
 
+use super::catalog::Table;
+use crate::db::Scope;
 use crate::error::{ErrorCode, ToolError};
 
 /// A parameter: every value travels as text (or a text array) and is cast to the column's
@@ -11,6 +14,8 @@ use crate::error::{ErrorCode, ToolError};
 pub enum Param {
     Text(Option<String>),
     TextArray(Vec<Option<String>>),
+    /// A server-made id (the routing workspace), sent as a uuid.
+    Uuid(Uuid),
 }
 
 /// SQL under construction, with its parameters.
@@ -58,6 +63,24 @@ impl Sql {
         self
     }
 
+    /// Names the Scope's workspace on a tenant table: appends `alias.workspace_id = $n AND `
+    /// when `table` has the (hidden) workspace column and the Scope is a tenant one, nothing
+    /// otherwise (a linked database). Call it right after `WHERE`. Row-level security is the
+    /// guarantee either way; this is what lets Citus send the statement to the workspace's
+    /// shard rather than to every shard (DESIGN §3), and on one PostgreSQL it repeats the
+    /// policy's own condition.
+    pub fn route(&mut self, scope: &Scope, table: &Table, alias: &str) -> &mut Sql {
+        if let (true, Some(workspace)) = (table.tenant, scope.workspace()) {
+            self.params.push(Param::Uuid(workspace));
+            let n = self.params.len();
+            self.push(alias)
+                .push(".")
+                .ident(super::catalog::SYSTEM_COLUMNS[0])
+                .push(&format!(" = ${n} AND "));
+        }
+        self
+    }
+
     /// The parameters with their wire types, for `query_typed` (one round trip, nothing cached).
     pub fn typed_params(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
         self.params
@@ -65,6 +88,7 @@ impl Sql {
             .map(|p| match p {
                 Param::Text(v) => (v as &(dyn ToSql + Sync), Type::TEXT),
                 Param::TextArray(v) => (v as &(dyn ToSql + Sync), Type::TEXT_ARRAY),
+                Param::Uuid(v) => (v as &(dyn ToSql + Sync), Type::UUID),
             })
             .collect()
     }

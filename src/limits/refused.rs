@@ -75,7 +75,11 @@ impl RecentRefusals {
             workspace,
             Refusal {
                 until,
-                window: refusal.details.get("window").cloned().unwrap_or(Value::Null),
+                window: refusal
+                    .details
+                    .get("window")
+                    .cloned()
+                    .unwrap_or(Value::Null),
                 limit: refusal.details.get("limit").cloned().unwrap_or(Value::Null),
                 message: refusal.message.clone(),
             },
@@ -98,7 +102,9 @@ mod tests {
             .with("window", json!("minute"))
             .with("retry_after_s", json!(17));
         memo.record(ws, &minute, now);
-        let again = memo.check(ws, now + Duration::seconds(7)).expect("remembered");
+        let again = memo
+            .check(ws, now + Duration::seconds(7))
+            .expect("remembered");
         assert_eq!(again.details["retry_after_s"], json!(10));
         assert_eq!(again.details["window"], json!("minute"));
         assert!(memo.check(ws, now + Duration::seconds(17)).is_none());
@@ -109,7 +115,10 @@ mod tests {
             .with("retry_after_s", json!(86_400));
         memo.record(ws, &month, now);
         assert!(memo.check(ws, now + Duration::seconds(59)).is_some());
-        assert!(memo.check(ws, now + Duration::seconds(60)).is_none(), "asked again");
+        assert!(
+            memo.check(ws, now + Duration::seconds(60)).is_none(),
+            "asked again"
+        );
 
         memo.record(ws, &ToolError::forbidden("no"), now);
         assert!(memo.check(ws, now).is_none(), "only rate_limited refusals");

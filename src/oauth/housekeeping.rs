@@ -82,12 +82,26 @@ pub async fn purge(auth: &Pool, now: OffsetDateTime) -> Result<Purged, ToolError
         .await?;
     // Anonymous registration must not grow the table without end: a client nobody connected
     // within a day is forgotten (a metadata-document client is simply fetched again).
+    // In two statements: the clients some connection uses (grants of every workspace), then
+    // the others removed. Citus cannot delete from a reference table (the clients) by a
+    // condition on a distributed one (the grants); a grant made in between is no different
+    // from one made just after the single statement's snapshot.
+    let in_use: Vec<String> = client
+        .query(
+            "SELECT DISTINCT g.client_id FROM hdls.oauth_grants g
+             WHERE g.client_id IN (SELECT c.client_id FROM hdls_identity.oauth_clients c
+                                   WHERE coalesce(c.fetched_at, c.created_at) < $1)",
+            &[&(now - UNUSED_CLIENT)],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let clients = client
         .execute(
             "DELETE FROM hdls_identity.oauth_clients c
-             WHERE coalesce(c.fetched_at, c.created_at) < $1
-               AND NOT EXISTS (SELECT 1 FROM hdls.oauth_grants g WHERE g.client_id = c.client_id)",
-            &[&(now - UNUSED_CLIENT)],
+             WHERE coalesce(c.fetched_at, c.created_at) < $1 AND c.client_id <> ALL ($2)",
+            &[&(now - UNUSED_CLIENT), &in_use],
         )
         .await?;
     Ok(Purged {

@@ -135,14 +135,26 @@ async fn authorization_code(
     let resource = params.get("resource")?;
     let verifier = params.get("code_verifier")?;
     let mut db = app.pools.auth.get().await.map_err(ToolError::from_pool)?;
+    let hash = secret::hash(code);
+    // The workspace first, then the code locked on its shard: Citus locks rows only in a
+    // statement that names the workspace (DESIGN §3). The lookup visits every shard, so it
+    // runs before the transaction, which may then change reference tables (Citus refuses
+    // that after a statement on several shards in the same transaction).
+    let workspace: Option<Uuid> = db
+        .query_opt(
+            "SELECT workspace_id FROM hdls.oauth_codes WHERE code_hash = $1",
+            &[&hash.as_slice()],
+        )
+        .await?
+        .map(|row| row.get(0));
     let tx = db.transaction().await?;
     let Some(row) = tx
         .query_opt(
             "SELECT c.workspace_id, c.grant_id, c.client_id, c.redirect_uri, c.code_challenge, c.resource,
                     c.expires_at, c.used_at, g.user_id, g.products, g.revoked_at, g.persona, g.principal_id
              FROM hdls.oauth_codes c JOIN hdls.oauth_grants g USING (workspace_id, grant_id)
-             WHERE c.code_hash = $1 FOR UPDATE OF c",
-            &[&secret::hash(code).as_slice()],
+             WHERE c.workspace_id = $2 AND c.code_hash = $1 FOR UPDATE OF c",
+            &[&hash.as_slice(), &workspace],
         )
         .await?
     else {
@@ -289,14 +301,22 @@ async fn refresh(
     let resource = params.get("resource")?;
     let hash = secret::hash(token);
     let mut db = app.pools.auth.get().await.map_err(ToolError::from_pool)?;
+    // The workspace first, then the rows locked on its shard (as for codes above).
+    let workspace: Option<Uuid> = db
+        .query_opt(
+            "SELECT workspace_id FROM hdls.oauth_refresh_tokens WHERE token_hash = $1",
+            &[&hash.as_slice()],
+        )
+        .await?
+        .map(|row| row.get(0));
     let tx = db.transaction().await?;
     let Some(row) = tx
         .query_opt(
             "SELECT r.workspace_id, r.grant_id, r.issued_at, r.used_at,
                     g.user_id, g.client_id, g.resource, g.products, g.revoked_at, g.persona, g.principal_id
              FROM hdls.oauth_refresh_tokens r JOIN hdls.oauth_grants g USING (workspace_id, grant_id)
-             WHERE r.token_hash = $1 FOR UPDATE OF r, g",
-            &[&hash.as_slice()],
+             WHERE r.workspace_id = $2 AND r.token_hash = $1 FOR UPDATE OF r, g",
+            &[&hash.as_slice(), &workspace],
         )
         .await?
     else {

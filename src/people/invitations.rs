@@ -245,14 +245,27 @@ pub async fn accept(
     now: OffsetDateTime,
 ) -> Result<Result<Accepted, Refused>, ToolError> {
     let mut client = auth.get().await.map_err(ToolError::from_pool)?;
+    let hash = secret::hash(token);
+    // The workspace first, then the row locked on its shard: Citus locks rows only in a
+    // statement that names the workspace (DESIGN §3). The lookup visits every shard, so it
+    // runs before the transaction, which changes the people (a reference table; Citus
+    // refuses that after a statement on several shards in the same transaction).
+    let workspace: Option<Uuid> = client
+        .query_opt(
+            "SELECT workspace_id FROM hdls.invitations WHERE token_hash = $1",
+            &[&hash.as_slice()],
+        )
+        .await?
+        .map(|row| row.get(0));
     let tx = client.transaction().await?;
     let Some(invite) = tx
         .query_opt(
             "SELECT i.workspace_id, i.invitation_id, i.email, i.role, i.invited_by, i.requester_id, w.name
              FROM hdls.invitations i JOIN hdls.workspaces w USING (workspace_id)
-             WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.expires_at > $2
+             WHERE i.workspace_id = $3 AND i.token_hash = $1 AND i.accepted_at IS NULL
+               AND i.expires_at > $2
              FOR UPDATE OF i",
-            &[&secret::hash(token).as_slice(), &now],
+            &[&hash.as_slice(), &now, &workspace],
         )
         .await?
     else {

@@ -52,8 +52,9 @@ pub async fn list(scope: &Scope) -> Result<Vec<Member>, ToolError> {
 async fn locked_member(scope: &Scope, user_id: Uuid) -> Result<Member, ToolError> {
     let row = scope
         .query_opt(
-            "SELECT user_id, email, role, joined_at FROM hdls.members WHERE user_id = $1 FOR UPDATE",
-            &[&user_id],
+            "SELECT user_id, email, role, joined_at FROM hdls.members
+             WHERE workspace_id = $2 AND user_id = $1 FOR UPDATE",
+            &[&user_id, &scope.workspace()],
         )
         .await?
         .ok_or_else(|| ToolError::not_found(format!("no member {user_id} in this workspace")))?;
@@ -83,8 +84,8 @@ fn check_authority(actor: &Principal, current: Role, new: Option<Role>) -> Resul
 async fn ensure_not_last_owner(scope: &Scope, user_id: Uuid) -> Result<(), ToolError> {
     let owners = scope
         .query(
-            "SELECT user_id FROM hdls.members WHERE role = 'owner' FOR UPDATE",
-            &[],
+            "SELECT user_id FROM hdls.members WHERE workspace_id = $1 AND role = 'owner' FOR UPDATE",
+            &[&scope.workspace()],
         )
         .await?;
     let others = owners

@@ -50,15 +50,32 @@ pub async fn attempt(
     subjects: &Subjects,
     now: OffsetDateTime,
 ) -> Result<Result<(), i64>, ToolError> {
+    // One row per subject as VALUES ($1 window start, $2 window end, then the subjects), not
+    // unnest() of an array: on Citus this reference-table INSERT … SELECT is sent to a
+    // worker, which cannot type an array parameter there.
+    let subjects = subjects.all();
+    let values: Vec<String> = (0..subjects.len())
+        .map(|i| format!("(${}, $1, 1)", i + 3))
+        .collect();
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+    let window_end = now - WINDOW;
+    params.push(&now);
+    params.push(&window_end);
+    for subject in &subjects {
+        params.push(subject);
+    }
     let rows = client
         .query(
-            "INSERT INTO hdls_identity.sign_in_failures AS f (subject, window_start, failures)
-             SELECT s, $2, 1 FROM unnest($1::text[]) AS s
-             ON CONFLICT (subject) DO UPDATE SET
-                 failures = CASE WHEN f.window_start <= $3 THEN 1 ELSE f.failures + 1 END,
-                 window_start = CASE WHEN f.window_start <= $3 THEN $2 ELSE f.window_start END
-             RETURNING subject, window_start, failures",
-            &[&subjects.all(), &now, &(now - WINDOW)],
+            &format!(
+                "INSERT INTO hdls_identity.sign_in_failures AS f (subject, window_start, failures)
+                 VALUES {}
+                 ON CONFLICT (subject) DO UPDATE SET
+                     failures = CASE WHEN f.window_start <= $2 THEN 1 ELSE f.failures + 1 END,
+                     window_start = CASE WHEN f.window_start <= $2 THEN $1 ELSE f.window_start END
+                 RETURNING subject, window_start, failures",
+                values.join(", ")
+            ),
+            &params,
         )
         .await?;
     let mut wait = None;

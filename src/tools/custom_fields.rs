@@ -163,7 +163,8 @@ pub const MAX_TEXT: usize = 10_000;
 
 const VISIBLE_SQL: &str = "SELECT name, type, options, description, owner IS NOT NULL AS personal
      FROM hdls.custom_fields
-     WHERE product = $1 AND entity = $2 AND removed_at IS NULL AND (owner IS NULL OR owner = $3)
+     WHERE workspace_id = $4 AND product = $1 AND entity = $2 AND removed_at IS NULL
+       AND (owner IS NULL OR owner = $3)
      ORDER BY name";
 
 fn definition(r: &tokio_postgres::Row) -> Result<Definition, ToolError> {
@@ -191,7 +192,12 @@ pub async fn visible_to(
     let rows = scope
         .query(
             VISIBLE_SQL,
-            &[&entity.product.slug(), &entity.name, &author],
+            &[
+                &entity.product.slug(),
+                &entity.name,
+                &author,
+                &scope.workspace(),
+            ],
         )
         .await?;
     rows.iter().map(definition).collect()
@@ -218,9 +224,14 @@ pub async fn argument_schemas(
         .query(
             "SELECT entity, name, type, options, description, owner IS NOT NULL AS personal
              FROM hdls.custom_fields
-             WHERE product = $1 AND removed_at IS NULL AND (owner IS NULL OR owner = $2)
+             WHERE workspace_id = $3 AND product = $1 AND removed_at IS NULL
+               AND (owner IS NULL OR owner = $2)
              ORDER BY entity, name",
-            &[&product.slug(), &principal.author_id()],
+            &[
+                &product.slug(),
+                &principal.author_id(),
+                &principal.workspace_id,
+            ],
         )
         .await?;
     scope.commit().await?;
@@ -553,8 +564,13 @@ async fn add_custom_field(cx: &Cx<'_>, args: AddField) -> ToolResult {
         .scope
         .query_opt(
             "SELECT type, owner, removed_at IS NOT NULL AS removed FROM hdls.custom_fields
-             WHERE product = $1 AND entity = $2 AND name = $3 FOR UPDATE",
-            &[&product.slug(), &entity.name, &args.name],
+             WHERE workspace_id = $4 AND product = $1 AND entity = $2 AND name = $3 FOR UPDATE",
+            &[
+                &product.slug(),
+                &entity.name,
+                &args.name,
+                &cx.scope.workspace(),
+            ],
         )
         .await?;
     let field_type = args.field_type.as_str();

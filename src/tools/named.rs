@@ -193,6 +193,14 @@ where
 }
 
 /// `not_found` for a record of kind `what` (e.g. "account") the workspace does not have.
+/// `statement` (an INSERT, UPDATE or DELETE written without RETURNING) returning `columns`
+/// of the rows it wrote. The rows go through a CTE and `columns` is evaluated on them: Citus
+/// refuses a RETURNING clause with a function that is not IMMUTABLE (such as `date::text`,
+/// which depends on DateStyle) on a distributed table.
+pub fn returning(statement: &str, columns: &str) -> String {
+    format!("WITH changed AS ({statement} RETURNING *) SELECT {columns} FROM changed")
+}
+
 pub fn not_found(what: &str, id: Uuid) -> ToolError {
     ToolError::not_found(format!("no {what} {id} in this workspace"))
 }
@@ -207,7 +215,10 @@ pub async fn delete_by_id(
 ) -> Result<Value, ToolError> {
     let deleted = cx
         .scope
-        .execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&id])
+        .execute(
+            &format!("DELETE FROM {table} WHERE workspace_id = $2 AND id = $1"),
+            &[&id, &cx.scope.workspace()],
+        )
         .await?;
     if deleted == 0 {
         return Err(not_found(what, id));
@@ -237,9 +248,11 @@ pub async fn email_holder(
         .scope
         .query_opt(
             &format!(
-                "SELECT id FROM {table} WHERE lower(email) = $1 AND ($2::uuid IS NULL OR id <> $2) LIMIT 1"
+                "SELECT id FROM {table}
+                 WHERE workspace_id = $3 AND lower(email) = $1 AND ($2::uuid IS NULL OR id <> $2)
+                 LIMIT 1"
             ),
-            &[&email, &except],
+            &[&email, &except, &cx.scope.workspace()],
         )
         .await?
         .map(|r| r.get(0)))
@@ -249,7 +262,10 @@ pub async fn email_holder(
 pub async fn member(cx: &Cx<'_>, path: &str, user_id: Uuid) -> Result<(), ToolError> {
     let found = cx
         .scope
-        .query_opt("SELECT 1 FROM hdls.members WHERE user_id = $1", &[&user_id])
+        .query_opt(
+            "SELECT 1 FROM hdls.members WHERE workspace_id = $2 AND user_id = $1",
+            &[&user_id, &cx.scope.workspace()],
+        )
         .await?;
     match found {
         Some(_) => Ok(()),

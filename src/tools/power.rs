@@ -170,7 +170,9 @@ async fn row_counts(cx: &Cx<'_>, catalog: &Catalog) -> Result<Vec<i64>, ToolErro
         }
         sql.push("(SELECT count(*) FROM (SELECT 1 FROM ")
             .table(&catalog.schema, &table.name)
-            .push(&format!(" LIMIT {}) s)", COUNT_CAP + 1));
+            .push(" t WHERE ")
+            .route(cx.scope, table, "t")
+            .push(&format!("true LIMIT {}) s)", COUNT_CAP + 1));
     }
     sql.push("]::int8[] AS counts");
     let rows = cx.scope.query_sql(&sql).await?;

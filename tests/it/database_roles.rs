@@ -3,7 +3,7 @@
 use hdls::db::{AUTH_ROLE, RUNTIME_ROLE};
 use tokio_postgres::error::SqlState;
 
-use crate::harness::{TestDb, assert_refused};
+use crate::harness::{TestDb, assert_refused, on_citus, statements};
 
 /// The message of a refusal by row-level security's WITH CHECK.
 const RLS_CHECK: &str = "violates row-level security policy";
@@ -153,6 +153,135 @@ async fn every_tenant_table_has_rls_enabled_forced_and_a_workspace_policy() {
             "{schema}.{table} lacks the tenant policy (USING and WITH CHECK)"
         );
     }
+    // Keys Citus can keep (every key includes workspace_id): no SET NULL / SET DEFAULT on
+    // delete (hdls.clear_on_delete instead, migration V20), none on update.
+    let actions = su
+        .query(
+            "SELECT c.conrelid::regclass::text, c.conname::text FROM pg_constraint c
+             JOIN pg_namespace n ON n.oid = c.connamespace
+             WHERE c.contype = 'f' AND n.nspname = ANY($1)
+               AND (c.confdeltype IN ('n', 'd') OR c.confupdtype IN ('n', 'd', 'c'))",
+            &[&TENANT_SCHEMAS.to_vec()],
+        )
+        .await
+        .unwrap();
+    let actions: Vec<(String, String)> = actions.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert!(
+        actions.is_empty(),
+        "keys with SET NULL/DEFAULT or ON UPDATE actions: {actions:?}"
+    );
+    // Triggers name their table by argument: on Citus TG_TABLE_NAME is the shard's name.
+    let by_name = su
+        .query(
+            "SELECT DISTINCT p.oid::regprocedure::text FROM pg_trigger t
+             JOIN pg_proc p ON p.oid = t.tgfoid
+             JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = ANY($1) AND NOT t.tgisinternal AND p.prosrc LIKE '%TG_TABLE_NAME%'",
+            &[&TENANT_SCHEMAS.to_vec()],
+        )
+        .await
+        .unwrap();
+    let by_name: Vec<String> = by_name.iter().map(|r| r.get(0)).collect();
+    assert!(
+        by_name.is_empty(),
+        "trigger functions reading TG_TABLE_NAME: {by_name:?}"
+    );
+
+    if !on_citus() {
+        return;
+    }
+    // On Citus: every tenant table distributed by workspace_id in hdls.workspaces's colocation
+    // group (one workspace's rows on one worker), every other table of hdls's schemas a
+    // reference table, the per-call functions delegated to the workspace's shard.
+    let colocation = "(SELECT colocationid FROM pg_dist_partition
+                       WHERE logicalrelid = 'hdls.workspaces'::regclass)";
+    for (schema, table, _, _) in &tables {
+        let placed = su
+            .query_opt(
+                &format!(
+                    "SELECT 1 FROM pg_dist_partition
+                     WHERE logicalrelid = format('%I.%I', $1::text, $2::text)::regclass
+                       AND partmethod = 'h'
+                       AND column_to_column_name(logicalrelid, partkey) = 'workspace_id'
+                       AND colocationid = {colocation}"
+                ),
+                &[schema, table],
+            )
+            .await
+            .unwrap();
+        assert!(
+            placed.is_some(),
+            "{schema}.{table} is not distributed by workspace_id with hdls.workspaces"
+        );
+    }
+    let misplaced = su
+        .query(
+            "SELECT tbl::text, wanted, placement FROM hdls.citus_tables()
+             WHERE placement IS DISTINCT FROM wanted",
+            &[],
+        )
+        .await
+        .unwrap();
+    let misplaced: Vec<(String, String, Option<String>)> = misplaced
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(
+        misplaced.is_empty(),
+        "not placed as they should be: {misplaced:?}"
+    );
+    // Every shard enforces the restrictive policies as restrictive (Citus 13.2.2 re-creates
+    // them permissive; `hdls migrate` repairs them, see migration V20).
+    assert_eq!(
+        hdls::db::citus::broken_policies(&su).await.unwrap(),
+        0,
+        "shard placements with a restrictive policy missing or permissive"
+    );
+    let reference: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname IN ('hdls_identity', 'hdls_catalog') AND c.relkind = 'r'
+               AND hdls.citus_placement(c.oid) IS DISTINCT FROM 'reference'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        reference, 0,
+        "identity and catalog tables are reference tables"
+    );
+    let delegated = su
+        .query(
+            &format!(
+                "SELECT f::text, o.distribution_argument_index, o.force_delegation,
+                        o.colocationid = {colocation}
+                 FROM hdls.delegated_functions() f
+                 LEFT JOIN pg_dist_object o
+                   ON o.classid = 'pg_proc'::regclass AND o.objid = f::oid"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in delegated {
+        let name: String = row.get(0);
+        assert_eq!(
+            row.get::<_, Option<i32>>(1),
+            Some(0),
+            "{name} delegated by its workspace"
+        );
+        assert_eq!(
+            row.get::<_, Option<bool>>(2),
+            Some(true),
+            "{name} force_delegation"
+        );
+        assert_eq!(
+            row.get::<_, Option<bool>>(3),
+            Some(true),
+            "{name} with hdls.workspaces"
+        );
+    }
 }
 
 #[tokio::test]
@@ -162,7 +291,7 @@ async fn no_workspace_setting_sees_zero_rows_everywhere() {
     let rt = db.connect_as(RUNTIME_ROLE).await;
     // Put a row in every table through a real workspace first.
     let env_ws = uuid::Uuid::new_v4();
-    rt.batch_execute(&format!(
+    statements(&rt, &format!(
         "BEGIN; SET LOCAL hdls.workspace_id = '{env_ws}';
          INSERT INTO hdls.workspaces (name) VALUES ('w');
          INSERT INTO hdls.installed_products (product) VALUES ('crm');
@@ -200,19 +329,31 @@ async fn no_workspace_setting_sees_zero_rows_everywhere() {
                 "{schema}.{table} returned rows with no workspace ({phase})"
             );
         }
-        rt.batch_execute(&format!(
-            "BEGIN; SET LOCAL hdls.workspace_id = '{}'; COMMIT;",
-            uuid::Uuid::new_v4()
-        ))
+        statements(
+            &rt,
+            &format!(
+                "BEGIN; SET LOCAL hdls.workspace_id = '{}'; COMMIT;",
+                uuid::Uuid::new_v4()
+            ),
+        )
         .await
         .unwrap();
     }
-    // And inserting without a workspace fails closed: the NULL workspace_id fails the policy.
+    // And inserting without a workspace fails closed: the NULL workspace_id fails the policy
+    // (on Citus, Citus refuses a row without a distribution value before any shard sees it).
+    let (code, reason) = if on_citus() {
+        (
+            &SqlState::NULL_VALUE_NOT_ALLOWED,
+            "cannot perform an INSERT with NULL in the partition column",
+        )
+    } else {
+        (&SqlState::INSUFFICIENT_PRIVILEGE, RLS_CHECK)
+    };
     assert_refused(
         rt.batch_execute("INSERT INTO crm.accounts (name) VALUES ('orphan')")
             .await,
-        &SqlState::INSUFFICIENT_PRIVILEGE,
-        RLS_CHECK,
+        code,
+        reason,
         "inserting with no workspace",
     );
 }
@@ -223,15 +364,18 @@ async fn a_forged_workspace_id_is_refused() {
     let rt = db.connect_as(RUNTIME_ROLE).await;
     let (mine, theirs) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     for ws in [mine, theirs] {
-        rt.batch_execute(&format!(
+        statements(&rt, &format!(
             "BEGIN; SET LOCAL hdls.workspace_id = '{ws}'; INSERT INTO hdls.workspaces (name) VALUES ('w'); COMMIT;"
         ))
         .await
         .unwrap();
     }
-    rt.batch_execute(&format!("BEGIN; SET LOCAL hdls.workspace_id = '{mine}';"))
-        .await
-        .unwrap();
+    statements(
+        &rt,
+        &format!("BEGIN; SET LOCAL hdls.workspace_id = '{mine}';"),
+    )
+    .await
+    .unwrap();
     let forged = rt
         .execute(
             "INSERT INTO crm.accounts (workspace_id, name) VALUES ($1, 'forged')",
@@ -246,7 +390,7 @@ async fn a_forged_workspace_id_is_refused() {
     );
     rt.batch_execute("ROLLBACK").await.unwrap();
     // Moving an own row to another workspace is refused too.
-    rt.batch_execute(&format!(
+    statements(&rt, &format!(
         "BEGIN; SET LOCAL hdls.workspace_id = '{mine}'; INSERT INTO crm.accounts (name) VALUES ('mine');"
     ))
     .await
@@ -254,12 +398,16 @@ async fn a_forged_workspace_id_is_refused() {
     let moved = rt
         .execute("UPDATE crm.accounts SET workspace_id = $1", &[&theirs])
         .await;
-    assert_refused(
-        moved,
-        &SqlState::INSUFFICIENT_PRIVILEGE,
-        RLS_CHECK,
-        "moving a row into another workspace",
-    );
+    // On Citus the distribution column cannot change at all, whoever asks.
+    let (code, reason) = if on_citus() {
+        (
+            &SqlState::FEATURE_NOT_SUPPORTED,
+            "modifying the partition value of rows is not allowed",
+        )
+    } else {
+        (&SqlState::INSUFFICIENT_PRIVILEGE, RLS_CHECK)
+    };
+    assert_refused(moved, code, reason, "moving a row into another workspace");
     rt.batch_execute("ROLLBACK").await.unwrap();
 }
 
@@ -358,7 +506,7 @@ async fn the_runtime_role_cannot_change_plans_unrevoke_keys_or_shrink_the_ledger
     let db = TestDb::create().await;
     let rt = db.connect_as(RUNTIME_ROLE).await;
     let ws = uuid::Uuid::new_v4();
-    rt.batch_execute(&format!(
+    statements(&rt, &format!(
         "BEGIN; SET LOCAL hdls.workspace_id = '{ws}';
          INSERT INTO hdls.workspaces (name) VALUES ('w');
          INSERT INTO hdls.api_keys (key_id, secret_hash, role, created_by)
@@ -401,9 +549,12 @@ async fn the_runtime_role_cannot_change_plans_unrevoke_keys_or_shrink_the_ledger
             "permission denied for table usage_ledger",
         ),
     ] {
-        rt.batch_execute(&format!("BEGIN; SET LOCAL hdls.workspace_id = '{ws}';"))
-            .await
-            .unwrap();
+        statements(
+            &rt,
+            &format!("BEGIN; SET LOCAL hdls.workspace_id = '{ws}';"),
+        )
+        .await
+        .unwrap();
         let result = rt.batch_execute(statement).await;
         rt.batch_execute("ROLLBACK").await.unwrap();
         assert_refused(

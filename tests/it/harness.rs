@@ -1,5 +1,11 @@
 //! Test harness: a PostgreSQL server (HDLS_TEST_DATABASE_URL or a private ephemeral cluster),
 //! a fresh database per test cloned from a migrated template, and an in-process server.
+//!
+//! Citus mode: with HDLS_TEST_CITUS_URL (a coordinator superuser URL whose database has
+//! Citus and its workers registered, e.g. postgres://postgres@127.0.0.1:9700/postgres) each
+//! test database is made a Citus cluster of its own on the coordinator and every worker, then
+//! set up and migrated, which distributes it (migration V20). No template: a Citus database
+//! cannot be cloned while its maintenance daemons hold connections to it.
 
 #![allow(dead_code)]
 
@@ -25,6 +31,32 @@ struct Server {
     superuser: DbTarget,
     template: String,
     file_copy: bool,
+    /// Set in Citus mode.
+    citus: Option<CitusNodes>,
+}
+
+/// A Citus coordinator's nodes, read from its `pg_dist_node`.
+struct CitusNodes {
+    /// Where the coordinator is, as the workers reach it.
+    coordinator: (String, i32),
+    /// Each worker as a superuser target (the coordinator URL with the worker's host and port).
+    workers: Vec<DbTarget>,
+}
+
+/// Shards per distributed table in test databases: enough for every worker to hold several,
+/// few enough that distributing the schema takes seconds (Citus's default is 32).
+const CITUS_TEST_SHARDS: i32 = 4;
+
+/// The coordinator URL of Citus mode, if set.
+fn citus_url() -> Option<String> {
+    std::env::var("HDLS_TEST_CITUS_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// Whether the suite runs against Citus (HDLS_TEST_CITUS_URL).
+pub fn on_citus() -> bool {
+    citus_url().is_some()
 }
 
 static SERVER: OnceCell<Server> = OnceCell::const_new();
@@ -40,6 +72,9 @@ extern "C" fn stop_own_cluster() {
 async fn server() -> &'static Server {
     SERVER
         .get_or_init(|| async {
+            if let Some(url) = citus_url() {
+                return citus_server(&url).await;
+            }
             let superuser = match std::env::var("HDLS_TEST_DATABASE_URL") {
                 Ok(url) if !url.is_empty() => {
                     DbTarget::from_url(&url).expect("HDLS_TEST_DATABASE_URL")
@@ -111,9 +146,80 @@ async fn server() -> &'static Server {
                 superuser,
                 template,
                 file_copy: version >= 150000,
+                citus: None,
             }
         })
         .await
+}
+
+/// Citus mode: the coordinator and its workers, from the coordinator's `pg_dist_node`.
+async fn citus_server(url: &str) -> Server {
+    let superuser = DbTarget::from_url(url).expect("HDLS_TEST_CITUS_URL");
+    let admin = connect(&superuser.as_given())
+        .await
+        .expect("connect to the Citus coordinator (HDLS_TEST_CITUS_URL) as superuser");
+    let rows = admin
+        .query(
+            "SELECT groupid = 0, nodename, nodeport FROM pg_dist_node
+             WHERE noderole = 'primary' AND isactive ORDER BY nodeid",
+            &[],
+        )
+        .await
+        .expect("HDLS_TEST_CITUS_URL must name a database with the citus extension");
+    let mut coordinator = None;
+    let mut workers = Vec::new();
+    for row in rows {
+        let (host, port): (String, i32) = (row.get(1), row.get(2));
+        if row.get::<_, bool>(0) {
+            coordinator = Some((host, port));
+        } else {
+            // The coordinator's credentials at the worker's address (Config::host appends).
+            let given = superuser.as_given();
+            let mut config = tokio_postgres::Config::new();
+            config
+                .host(&host)
+                .port(u16::try_from(port).expect("worker port"))
+                .dbname(superuser.dbname());
+            if let Some(user) = given.get_user() {
+                config.user(user);
+            }
+            if let Some(password) = given.get_password() {
+                config.password(password);
+            }
+            workers.push(DbTarget::from_config(config));
+        }
+    }
+    assert!(
+        !workers.is_empty(),
+        "the Citus coordinator at HDLS_TEST_CITUS_URL has no workers in pg_dist_node"
+    );
+    let coordinator = coordinator.unwrap_or_else(|| {
+        let config = superuser.as_given();
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
+            _ => panic!("HDLS_TEST_CITUS_URL must name a TCP host the workers can reach"),
+        };
+        (
+            host,
+            i32::from(*config.get_ports().first().unwrap_or(&5432)),
+        )
+    });
+    let nodes = CitusNodes {
+        coordinator,
+        workers,
+    };
+    for node in std::iter::once(&superuser).chain(&nodes.workers) {
+        let client = connect(&node.with_dbname("postgres").as_given())
+            .await
+            .expect("connect to a Citus node as superuser");
+        drop_stale_databases(&client).await;
+    }
+    Server {
+        superuser,
+        template: String::new(),
+        file_copy: false,
+        citus: Some(nodes),
+    }
 }
 
 fn hex_digest(text: &str) -> String {
@@ -152,6 +258,9 @@ impl TestDb {
     pub async fn create() -> TestDb {
         let server = server().await;
         let name = format!("hdls_t_{}_{}", std::process::id(), Uuid::new_v4().simple());
+        if let Some(nodes) = &server.citus {
+            return Self::create_on_citus(server, nodes, name).await;
+        }
         let admin = connect(&server.superuser.with_dbname("postgres").as_given())
             .await
             .unwrap();
@@ -174,6 +283,95 @@ impl TestDb {
             name,
             target,
             superuser: server.superuser.clone(),
+        }
+    }
+
+    /// A new Citus cluster of its own (the order Citus needs: the database and the extension
+    /// on every worker, then on the coordinator, then the nodes registered in it), set up and
+    /// migrated, which distributes the schema. Registering a node now and then fails while
+    /// another test's database is being dropped on the same nodes; such an attempt is
+    /// dropped and made again under a new name.
+    async fn create_on_citus(server: &Server, nodes: &CitusNodes, name: String) -> TestDb {
+        let mut last_error = None;
+        for attempt in 0..3 {
+            let name = if attempt == 0 {
+                name.clone()
+            } else {
+                format!("{name}_{attempt}")
+            };
+            match try_create_on_citus(server, nodes, &name).await {
+                Ok(target) => {
+                    return TestDb {
+                        name,
+                        target,
+                        superuser: server.superuser.clone(),
+                    };
+                }
+                Err(error) => {
+                    eprintln!(
+                        "creating Citus test database {name} failed, trying again: {error:#}"
+                    );
+                    drop_everywhere(server, nodes, &name).await;
+                    last_error = Some(error);
+                }
+            }
+        }
+        panic!("could not create a Citus test database: {last_error:?}");
+    }
+
+    /// Citus mode: a database as it was before Citus (plain on the coordinator, set up and
+    /// migrated there, so nothing is distributed), with the citus extension already in its
+    /// copies on the workers. [`TestDb::register_citus_nodes`] then does the operator's steps.
+    pub async fn create_before_citus() -> TestDb {
+        let server = server().await;
+        let nodes = server.citus.as_ref().expect("Citus mode");
+        let name = format!("hdls_t_{}_{}", std::process::id(), Uuid::new_v4().simple());
+        for worker in &nodes.workers {
+            create_citus_database(worker, &name).await.unwrap();
+        }
+        let target = create_citus_database(&server.superuser, &name)
+            .await
+            .unwrap();
+        // Setup makes a database Citus when the library is preloaded; one from before Citus
+        // was migrated without it, which dropping the extension reproduces.
+        setup::run(&target).await.unwrap();
+        connect(&target.as_given())
+            .await
+            .unwrap()
+            .batch_execute("DROP EXTENSION citus")
+            .await
+            .unwrap();
+        migrate::run(&target).await.unwrap();
+        TestDb {
+            name,
+            target,
+            superuser: server.superuser.clone(),
+        }
+    }
+
+    /// The operator's steps on a database from before Citus: the extension on the
+    /// coordinator, the coordinator and the workers registered.
+    pub async fn register_citus_nodes(&self) {
+        let nodes = server().await.citus.as_ref().expect("Citus mode");
+        let coordinator = self.connect_superuser().await;
+        coordinator
+            .batch_execute("SET client_min_messages = warning; CREATE EXTENSION citus")
+            .await
+            .unwrap();
+        register_nodes(&self.superuser, nodes, &coordinator)
+            .await
+            .unwrap();
+    }
+
+    /// The superuser targets of this database on each Citus worker (empty without Citus).
+    pub async fn citus_workers(&self) -> Vec<DbTarget> {
+        match &server().await.citus {
+            Some(nodes) => nodes
+                .workers
+                .iter()
+                .map(|w| w.with_dbname(&self.name))
+                .collect(),
+            None => Vec::new(),
         }
     }
 
@@ -253,7 +451,17 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let admin = self.superuser.with_dbname("postgres").as_given();
+        // The coordinator first (its connections to the workers close with it), then each
+        // Citus worker: every node holds one database per test and a maintenance worker for it.
+        let mut nodes = vec![self.superuser.with_dbname("postgres").as_given()];
+        if let Some(Some(citus)) = SERVER.get().map(|s| s.citus.as_ref()) {
+            nodes.extend(
+                citus
+                    .workers
+                    .iter()
+                    .map(|w| w.with_dbname("postgres").as_given()),
+            );
+        }
         // Drop is synchronous and the test's runtime may be shutting down: use a thread.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -261,15 +469,118 @@ impl Drop for TestDb {
                 .build()
                 .ok()?;
             rt.block_on(async {
-                let client = connect(&admin).await.ok()?;
-                client
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()
+                for admin in nodes {
+                    if let Ok(client) = connect(&admin).await {
+                        let _ = client
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .await;
+                    }
+                }
+                Some(())
             })
         })
         .join();
     }
+}
+
+/// One attempt at [`TestDb::create_on_citus`]; returns the coordinator's target.
+async fn try_create_on_citus(
+    server: &Server,
+    nodes: &CitusNodes,
+    name: &str,
+) -> anyhow::Result<DbTarget> {
+    for worker in &nodes.workers {
+        create_citus_database(worker, name).await?;
+    }
+    let target = create_citus_database(&server.superuser, name).await?;
+    let coordinator = connect(&target.as_given()).await?;
+    register_nodes(&server.superuser, nodes, &coordinator).await?;
+    coordinator
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET citus.shard_count = {CITUS_TEST_SHARDS}"
+        ))
+        .await?;
+    // A diagnostic: HDLS_TEST_CITUS_MULTI_SHARD=warning makes the coordinator log every
+    // statement that visits more than one shard, with its text (in the server log).
+    if let Ok(level) = std::env::var("HDLS_TEST_CITUS_MULTI_SHARD") {
+        anyhow::ensure!(
+            ["debug", "log", "notice", "warning", "error"].contains(&level.as_str()),
+            "HDLS_TEST_CITUS_MULTI_SHARD is a message level (e.g. warning)"
+        );
+        coordinator
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} SET citus.multi_task_query_log_level = '{level}';
+                 ALTER DATABASE {name} SET log_min_error_statement = '{level}'"
+            ))
+            .await?;
+    }
+    drop(coordinator);
+    setup::run(&target).await?;
+    migrate::run(&target).await?;
+    Ok(target)
+}
+
+/// Registers the coordinator and the workers in the database `coordinator` is connected to.
+/// One test database at a time across every test process: registering a node makes Citus
+/// alter the (cluster-wide) roles on it, and two at once fail with "tuple concurrently
+/// updated" (one database per cluster, as in production, never meets this).
+async fn register_nodes(
+    superuser: &DbTarget,
+    nodes: &CitusNodes,
+    coordinator: &tokio_postgres::Client,
+) -> anyhow::Result<()> {
+    let lock = connect(&superuser.with_dbname("postgres").as_given()).await?;
+    lock.execute("SELECT pg_advisory_lock(7165)", &[]).await?;
+    let registered = async {
+        let (host, port) = &nodes.coordinator;
+        coordinator
+            .execute("SELECT citus_set_coordinator_host($1, $2)", &[host, port])
+            .await?;
+        for worker in &nodes.workers {
+            let config = worker.as_given();
+            let host = match config.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
+                _ => anyhow::bail!("a Citus worker without a TCP host"),
+            };
+            let port = i32::from(config.get_ports()[0]);
+            coordinator
+                .execute("SELECT citus_add_node($1, $2)", &[&host, &port])
+                .await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    lock.execute("SELECT pg_advisory_unlock(7165)", &[]).await?;
+    registered
+}
+
+/// Drops `name` on the coordinator, then on every worker.
+async fn drop_everywhere(server: &Server, nodes: &CitusNodes, name: &str) {
+    for node in std::iter::once(&server.superuser).chain(&nodes.workers) {
+        if let Ok(client) = connect(&node.with_dbname("postgres").as_given()).await {
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
+}
+
+/// Creates `name` with the citus extension on one Citus node; returns its superuser target.
+async fn create_citus_database(node: &DbTarget, name: &str) -> anyhow::Result<DbTarget> {
+    let admin = connect(&node.with_dbname("postgres").as_given()).await?;
+    // Alone: CREATE DATABASE cannot run in the implicit transaction of a multi-statement query.
+    admin
+        .batch_execute("SET client_min_messages = warning")
+        .await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
+    let target = node.with_dbname(name);
+    connect(&target.as_given())
+        .await?
+        .batch_execute("SET client_min_messages = warning; CREATE EXTENSION citus")
+        .await?;
+    Ok(target)
 }
 
 /// A running hdls server on a loopback port over its own database, with a clock the test controls.
@@ -500,6 +811,19 @@ impl Mcp {
             .unwrap_or_default()
             .to_owned()
     }
+}
+
+/// Runs `sql`'s `;`-separated statements one message each, as the server sends them (a
+/// multi-statement string is forwarded to a Citus worker whole, where a statement that
+/// touches another shard fails). For test SQL without `;` inside literals.
+pub async fn statements(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<(), tokio_postgres::Error> {
+    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        client.batch_execute(statement).await?;
+    }
+    Ok(())
 }
 
 /// An empty JSON object, for tools without arguments.

@@ -87,7 +87,8 @@ async fn reads_are_admitted_at_commit_and_failed_reads_still_count() {
         assert_eq!(refused["limit"], 4);
     }
     assert_eq!(
-        crm.err_code("create_account", json!({ "name": "Beta" })).await,
+        crm.err_code("create_account", json!({ "name": "Beta" }))
+            .await,
         "rate_limited"
     );
     assert_eq!(ledger(&env, ws).await, 4);

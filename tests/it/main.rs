@@ -7,6 +7,7 @@ mod bad_input;
 mod browser;
 mod byo_database;
 mod change_events;
+mod citus;
 mod cli;
 mod clock;
 mod concierge_content;

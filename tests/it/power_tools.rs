@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::harness::{Mcp, TestEnv, no_args};
+use crate::harness::{Mcp, TestEnv, no_args, statements};
 
 /// The fixture table every power-tool test works on (created after the server started).
 pub const PROBE_DDL: &str = "
@@ -37,6 +37,7 @@ COMMENT ON TABLE crm.probe IS 'Probe rows for tests';
 ALTER TABLE crm.probe ENABLE ROW LEVEL SECURITY; ALTER TABLE crm.probe FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant ON crm.probe USING (workspace_id = hdls.current_workspace()) WITH CHECK (workspace_id = hdls.current_workspace());
 GRANT SELECT, INSERT, UPDATE, DELETE ON crm.probe TO hdls_runtime;
+SELECT hdls.distribute('crm.probe');
 NOTIFY hdls_catalog;
 ";
 
@@ -335,9 +336,12 @@ async fn list_and_describe_come_from_the_live_catalog() {
         .client("/api/mcp/crm", &env.key(ws, Role::Member).await)
         .await;
     let su = env.db.connect_superuser().await;
-    su.batch_execute("ALTER TABLE crm.probe ADD COLUMN note text; NOTIFY hdls_catalog;")
-        .await
-        .unwrap();
+    statements(
+        &su,
+        "ALTER TABLE crm.probe ADD COLUMN note text; NOTIFY hdls_catalog;",
+    )
+    .await
+    .unwrap();
     await_column(&crm, "note", true).await;
     member
         .ok(
@@ -352,9 +356,12 @@ async fn list_and_describe_come_from_the_live_catalog() {
         )
         .await;
     assert_eq!(noted["rows"], json!([{ "note": "hello" }]));
-    su.batch_execute("ALTER TABLE crm.probe DROP COLUMN note; NOTIFY hdls_catalog;")
-        .await
-        .unwrap();
+    statements(
+        &su,
+        "ALTER TABLE crm.probe DROP COLUMN note; NOTIFY hdls_catalog;",
+    )
+    .await
+    .unwrap();
     await_column(&crm, "note", false).await;
     let after = crm.ok("query_records", json!({ "table": "probe" })).await;
     assert_eq!(after["rows"][0]["title"], "noted");

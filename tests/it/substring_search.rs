@@ -242,7 +242,7 @@ async fn a_rare_substring_is_found_through_the_trigram_index_as_the_runtime_role
         &db,
         ws,
         hdls::products::crm::SEARCH_SQL,
-        &[&pattern, &none, &no_id, &51i64],
+        &[&pattern, &none, &no_id, &51i64, &ws],
     )
     .await;
     assert!(
@@ -255,9 +255,10 @@ async fn a_rare_substring_is_found_through_the_trigram_index_as_the_runtime_role
     let records = plan(
         &db,
         ws,
-        "SELECT t.id FROM crm.accounts t WHERE true AND t.name ILIKE $1::text::text
+        "SELECT t.id FROM crm.accounts t WHERE t.workspace_id = $1 AND true
+           AND t.name ILIKE $2::text::text
          ORDER BY t.id ASC NULLS LAST LIMIT 51",
-        &[&"%zqxj%"],
+        &[&ws, &"%zqxj%"],
     )
     .await;
     assert!(records.contains("accounts_name_trgm"), "{records}");

@@ -851,7 +851,14 @@ async fn sla_policies_apply_to_tickets_opened_afterwards_and_need_an_admin() {
 async fn rate(env: &TestEnv, ticket: &Value, score: i16, when: OffsetDateTime) {
     let db = env.db.connect_superuser().await;
     let millis = when.unix_timestamp_nanos() / 1_000_000;
-    db.batch_execute(&format!("SET hdls.call = 'test {millis} test'"))
+    // SET LOCAL, forwarded to the shard's worker on Citus (where the trigger reads it).
+    db.batch_execute("BEGIN").await.unwrap();
+    if crate::harness::on_citus() {
+        db.batch_execute("SET LOCAL citus.propagate_set_commands = 'local'")
+            .await
+            .unwrap();
+    }
+    db.batch_execute(&format!("SET LOCAL hdls.call = 'test {millis} test'"))
         .await
         .unwrap();
     let id: Uuid = ticket["id"].as_str().unwrap().parse().unwrap();
@@ -862,6 +869,7 @@ async fn rate(env: &TestEnv, ticket: &Value, score: i16, when: OffsetDateTime) {
         )
         .await
         .unwrap();
+    db.batch_execute("COMMIT").await.unwrap();
     assert_eq!(n, 1);
 }
 

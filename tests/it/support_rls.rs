@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use crate::harness::{TestEnv, assert_refused};
+use crate::harness::{TestEnv, assert_refused, statements};
 
 /// The message of a refusal by row-level security's WITH CHECK.
 const RLS_CHECK: &str = "violates row-level security policy";
@@ -45,7 +45,7 @@ async fn fixture() -> Fixture {
         bob_opening,
     ] = [(); 9].map(|_| Uuid::now_v7());
     let rt = env.db.connect_as(RUNTIME_ROLE).await;
-    rt.batch_execute(&format!(
+    statements(&rt, &format!(
         "BEGIN;
          SET LOCAL hdls.workspace_id = '{ws}';
          SET LOCAL hdls.persona = 'agent';
@@ -68,17 +68,17 @@ async fn fixture() -> Fixture {
     // Alice and Carol have customer accounts (a person bound to their requester).
     let alice_user = Uuid::now_v7();
     let carol_user = Uuid::now_v7();
-    env.db
-        .connect_superuser()
-        .await
-        .batch_execute(&format!(
+    statements(
+        &env.db.connect_superuser().await,
+        &format!(
             "INSERT INTO hdls_identity.users (user_id, email, created_at)
              VALUES ('{alice_user}', 'alice@example.com', now()), ('{carol_user}', 'carol@example.com', now());
              INSERT INTO hdls.customer_accounts (workspace_id, user_id, requester_id, joined_at)
              VALUES ('{ws}', '{alice_user}', '{alice}', now()), ('{ws}', '{carol_user}', '{carol}', now());"
-        ))
-        .await
-        .unwrap();
+        ),
+    )
+    .await
+    .unwrap();
     Fixture {
         env,
         ws,
@@ -115,7 +115,7 @@ impl Fixture {
                 self.env.clock_now().unix_timestamp() * 1000
             ));
         }
-        rt.batch_execute(&sql).await.unwrap();
+        statements(&rt, &sql).await.unwrap();
         rt
     }
 

@@ -99,13 +99,20 @@ pub fn tools() -> Vec<ToolDef> {
 }
 
 /// A contact as tools show it, from a row source aliased `c` joined to its organisation `o`
-/// (see [`WITH_ORGANISATION`]).
+/// (see [`with_organisation`]).
 const SHOW: &str = "c.id, c.name, c.email, c.phone, c.organisation_id, o.name AS organisation_name, \
                     c.tags, c.custom, c.created_at, c.updated_at";
 /// Joins a contact row source `c` to its organisation's name. An organisation is a tenant
-/// table like the contact's, so the join carries workspace_id.
-const WITH_ORGANISATION: &str = "LEFT JOIN contacts.organisations o \
-                                 ON o.workspace_id = c.workspace_id AND o.id = c.organisation_id";
+/// table like the contact's, so the join carries workspace_id; and it names the workspace
+/// (parameter `$n`), as the statement's other parts do, so Citus runs the whole statement on
+/// the workspace's shard (with a modifying CTE whose shard it cannot tell, Citus 13.2.2's
+/// coordinator crashes planning the outer join).
+fn with_organisation(n: usize) -> String {
+    format!(
+        "LEFT JOIN contacts.organisations o \
+         ON o.workspace_id = ${n} AND o.workspace_id = c.workspace_id AND o.id = c.organisation_id"
+    )
+}
 
 fn contact_json(row: &Row) -> Value {
     let ts = |name: &str| timestamp(Some(row.get::<_, OffsetDateTime>(name)));
@@ -195,12 +202,14 @@ async fn create_contact(cx: &Cx<'_>, args: CreateContact) -> ToolResult {
             &format!(
                 "WITH c AS (
                      INSERT INTO contacts.contacts
-                         (id, name, email, phone, organisation_id, tags, custom, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+                         (workspace_id, id, name, email, phone, organisation_id, tags, custom,
+                          created_at, updated_at)
+                     VALUES ($9, $1, $2, $3, $4, $5, $6, $7, $8, $8)
                      ON CONFLICT (workspace_id, lower(email)) WHERE email IS NOT NULL DO NOTHING
                      RETURNING *
                  )
-                 SELECT {SHOW} FROM c {WITH_ORGANISATION}"
+                 SELECT {SHOW} FROM c {}",
+                with_organisation(9)
             ),
             &[
                 &Uuid::now_v7(),
@@ -211,6 +220,7 @@ async fn create_contact(cx: &Cx<'_>, args: CreateContact) -> ToolResult {
                 &tags,
                 &Value::Object(custom),
                 &now,
+                &cx.scope.workspace(),
             ],
         )
         .await
@@ -238,8 +248,11 @@ async fn get_contact(cx: &Cx<'_>, args: IdArg) -> ToolResult {
     let row = cx
         .scope
         .query_opt(
-            &format!("SELECT {SHOW} FROM contacts.contacts c {WITH_ORGANISATION} WHERE c.id = $1"),
-            &[&args.id],
+            &format!(
+                "SELECT {SHOW} FROM contacts.contacts c {} WHERE c.workspace_id = $2 AND c.id = $1",
+                with_organisation(2)
+            ),
+            &[&args.id, &cx.scope.workspace()],
         )
         .await?
         .ok_or_else(|| not_found(args.id))?;
@@ -282,13 +295,14 @@ async fn search_contacts(cx: &Cx<'_>, args: SearchContacts) -> ToolResult {
         .scope
         .query(
             &format!(
-                "SELECT {SHOW} FROM contacts.contacts c {WITH_ORGANISATION}
-                 WHERE ($1::text IS NULL OR c.name ILIKE $1 OR c.email ILIKE $1)
+                "SELECT {SHOW} FROM contacts.contacts c {}
+                 WHERE c.workspace_id = $7 AND ($1::text IS NULL OR c.name ILIKE $1 OR c.email ILIKE $1)
                    AND ($2::text IS NULL OR c.tags @> ARRAY[$2::text])
                    AND ($3::uuid IS NULL OR c.organisation_id = $3)
                    AND ($4::text IS NULL OR (c.name, c.id) > ($4, $5::uuid))
                  ORDER BY c.name, c.id
-                 LIMIT $6"
+                 LIMIT $6",
+                with_organisation(7)
             ),
             &[
                 &pattern,
@@ -297,6 +311,7 @@ async fn search_contacts(cx: &Cx<'_>, args: SearchContacts) -> ToolResult {
                 &after_name,
                 &after_id,
                 &(limit + 1),
+                &cx.scope.workspace(),
             ],
         )
         .await?;
@@ -383,10 +398,11 @@ async fn update_contact(cx: &Cx<'_>, args: UpdateContact) -> ToolResult {
                         tags = coalesce($9, tags),
                         custom = (custom || $10::jsonb) - $11::text[],
                         updated_at = $12
-                     WHERE id = $1
+                     WHERE workspace_id = $13 AND id = $1
                      RETURNING *
                  )
-                 SELECT {SHOW} FROM c {WITH_ORGANISATION}"
+                 SELECT {SHOW} FROM c {}",
+                with_organisation(13)
             ),
             &[
                 &args.id,
@@ -401,6 +417,7 @@ async fn update_contact(cx: &Cx<'_>, args: UpdateContact) -> ToolResult {
                 &set,
                 &clear,
                 &cx.app.clock.now(),
+                &cx.scope.workspace(),
             ],
         )
         .await
@@ -434,8 +451,8 @@ async fn merge_contacts(cx: &Cx<'_>, args: MergeContacts) -> ToolResult {
         .scope
         .query(
             "SELECT id, email, phone, organisation_id, tags, custom FROM contacts.contacts
-             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            &[&vec![args.keep_id, args.merge_id]],
+             WHERE workspace_id = $2 AND id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&vec![args.keep_id, args.merge_id], &cx.scope.workspace()],
         )
         .await?;
     let find = |id: Uuid, path: &str| {
@@ -480,8 +497,8 @@ async fn merge_contacts(cx: &Cx<'_>, args: MergeContacts) -> ToolResult {
     // contact takes it.
     cx.scope
         .execute(
-            "DELETE FROM contacts.contacts WHERE id = $1",
-            &[&args.merge_id],
+            "DELETE FROM contacts.contacts WHERE workspace_id = $2 AND id = $1",
+            &[&args.merge_id, &cx.scope.workspace()],
         )
         .await?;
     let row = cx
@@ -496,10 +513,11 @@ async fn merge_contacts(cx: &Cx<'_>, args: MergeContacts) -> ToolResult {
                         tags = $5,
                         custom = $6::jsonb || custom,
                         updated_at = $7
-                     WHERE id = $1
+                     WHERE workspace_id = $8 AND id = $1
                      RETURNING *
                  )
-                 SELECT {SHOW} FROM c {WITH_ORGANISATION}"
+                 SELECT {SHOW} FROM c {}",
+                with_organisation(8)
             ),
             &[
                 &args.keep_id,
@@ -509,6 +527,7 @@ async fn merge_contacts(cx: &Cx<'_>, args: MergeContacts) -> ToolResult {
                 &tags,
                 &merge.get::<_, Value>("custom"),
                 &cx.app.clock.now(),
+                &cx.scope.workspace(),
             ],
         )
         .await?;

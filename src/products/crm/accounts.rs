@@ -77,7 +77,7 @@ const COLUMNS: &str = "id, name, domain, owner, industry, tags, custom, created_
 pub const SEARCH_SQL: &str =
     "SELECT id, name, domain, owner, industry, tags, custom, created_at, updated_at
      FROM crm.accounts
-     WHERE ($1::text IS NULL OR name ILIKE $1 OR domain ILIKE $1)
+     WHERE workspace_id = $5 AND ($1::text IS NULL OR name ILIKE $1 OR domain ILIKE $1)
        AND ($2::text IS NULL OR (name, id) > ($2, $3::uuid))
      ORDER BY name, id
      LIMIT $4";
@@ -169,8 +169,8 @@ async fn get_account(cx: &Cx<'_>, args: IdArg) -> ToolResult {
     let row = cx
         .scope
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM crm.accounts WHERE id = $1"),
-            &[&args.id],
+            &format!("SELECT {COLUMNS} FROM crm.accounts WHERE workspace_id = $2 AND id = $1"),
+            &[&args.id, &cx.scope.workspace()],
         )
         .await?
         .ok_or_else(|| not_found(args.id))?;
@@ -178,8 +178,8 @@ async fn get_account(cx: &Cx<'_>, args: IdArg) -> ToolResult {
     let contacts: i64 = cx
         .scope
         .query_one(
-            "SELECT count(*) FROM crm.contacts WHERE account_id = $1",
-            &[&args.id],
+            "SELECT count(*) FROM crm.contacts WHERE workspace_id = $2 AND account_id = $1",
+            &[&args.id, &cx.scope.workspace()],
         )
         .await?
         .get(0);
@@ -189,18 +189,18 @@ async fn get_account(cx: &Cx<'_>, args: IdArg) -> ToolResult {
             "SELECT d.id, d.name, d.amount::text AS amount, d.currency, d.stage, d.close_date::text AS close_date
              FROM crm.deals d JOIN crm.pipeline_stages s
                ON s.workspace_id = d.workspace_id AND s.name = d.stage
-             WHERE d.account_id = $1 AND s.kind = 'open'
+             WHERE d.workspace_id = $2 AND d.account_id = $1 AND s.kind = 'open'
              ORDER BY d.close_date NULLS LAST, d.name, d.id LIMIT 50",
-            &[&args.id],
+            &[&args.id, &cx.scope.workspace()],
         )
         .await?;
     let notes = cx
         .scope
         .query(
             "SELECT id, body, author, created_at FROM crm.notes
-             WHERE record_type = 'account' AND record_id = $1
+             WHERE workspace_id = $2 AND record_type = 'account' AND record_id = $1
              ORDER BY created_at DESC, id DESC LIMIT 5",
-            &[&args.id],
+            &[&args.id, &cx.scope.workspace()],
         )
         .await?;
     // The support tickets linked to this account (cross-product links, agents only).
@@ -281,7 +281,13 @@ async fn search_accounts(cx: &Cx<'_>, args: SearchAccounts) -> ToolResult {
         .scope
         .query(
             SEARCH_SQL,
-            &[&pattern, &after_name, &after_id, &(limit + 1)],
+            &[
+                &pattern,
+                &after_name,
+                &after_id,
+                &(limit + 1),
+                &cx.scope.workspace(),
+            ],
         )
         .await?;
     let (page, next_cursor) = named::page(&rows, limit, |r| {
@@ -349,7 +355,7 @@ async fn update_account(cx: &Cx<'_>, args: UpdateAccount) -> ToolResult {
                     tags = coalesce($9, tags),
                     custom = (custom || $10::jsonb) - $11::text[],
                     updated_at = $12
-                 WHERE id = $1
+                 WHERE workspace_id = $13 AND id = $1
                  RETURNING {COLUMNS}"
             ),
             &[
@@ -365,6 +371,7 @@ async fn update_account(cx: &Cx<'_>, args: UpdateAccount) -> ToolResult {
                 &set,
                 &clear,
                 &cx.app.clock.now(),
+                &cx.scope.workspace(),
             ],
         )
         .await?

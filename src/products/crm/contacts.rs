@@ -80,7 +80,8 @@ const COLUMNS: &str = "id, first_name, last_name, email, phone, title, account_i
 /// (first_name, id) on the `contacts_name` index, one extra row to detect another page.
 const SEARCH_SQL: &str = "SELECT id, first_name, last_name, email, phone, title, account_id, tags, custom, created_at, updated_at
      FROM crm.contacts
-     WHERE ($1::text IS NULL OR (first_name || ' ' || coalesce(last_name, '')) ILIKE $1
+     WHERE workspace_id = $7
+       AND ($1::text IS NULL OR (first_name || ' ' || coalesce(last_name, '')) ILIKE $1
             OR email ILIKE $1)
        AND ($2::uuid IS NULL OR account_id = $2)
        AND ($3::text IS NULL OR tags @> ARRAY[$3::text])
@@ -202,8 +203,8 @@ async fn get_contact(cx: &Cx<'_>, args: IdArg) -> ToolResult {
     let row = cx
         .scope
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM crm.contacts WHERE id = $1"),
-            &[&args.id],
+            &format!("SELECT {COLUMNS} FROM crm.contacts WHERE workspace_id = $2 AND id = $1"),
+            &[&args.id, &cx.scope.workspace()],
         )
         .await?
         .ok_or_else(|| not_found(args.id))?;
@@ -250,6 +251,7 @@ async fn search_contacts(cx: &Cx<'_>, args: SearchContacts) -> ToolResult {
                 &after_name,
                 &after_id,
                 &(limit + 1),
+                &cx.scope.workspace(),
             ],
         )
         .await?;
@@ -341,7 +343,7 @@ async fn update_contact(cx: &Cx<'_>, args: UpdateContact) -> ToolResult {
                     tags = coalesce($13, tags),
                     custom = (custom || $14::jsonb) - $15::text[],
                     updated_at = $16
-                 WHERE id = $1
+                 WHERE workspace_id = $17 AND id = $1
                  RETURNING {COLUMNS}"
             ),
             &[
@@ -361,6 +363,7 @@ async fn update_contact(cx: &Cx<'_>, args: UpdateContact) -> ToolResult {
                 &set,
                 &clear,
                 &cx.app.clock.now(),
+                &cx.scope.workspace(),
             ],
         )
         .await?

@@ -98,7 +98,7 @@ const SEARCH_SQL: &str =
     "SELECT id, name, account_id, contact_id, amount::text AS amount, currency, stage,
             close_date::text AS close_date, owner, custom, created_at, updated_at, stage_changed_at
      FROM crm.deals
-     WHERE ($1::text IS NULL OR name ILIKE $1)
+     WHERE workspace_id = $9 AND ($1::text IS NULL OR name ILIKE $1)
        AND ($2::text IS NULL OR stage = $2)
        AND ($3::uuid IS NULL OR account_id = $3)
        AND ($4::uuid IS NULL OR owner = $4)
@@ -300,11 +300,11 @@ async fn create_deal(cx: &Cx<'_>, args: CreateDeal) -> ToolResult {
     let row = cx
         .scope
         .query_one(
-            &format!(
+            &named::returning(
                 "INSERT INTO crm.deals (id, name, account_id, contact_id, amount, currency, stage, close_date,
                                         owner, custom, created_at, updated_at, stage_changed_at)
-                 VALUES ($1, $2, $3, $4, $5::text::numeric, $6, $7, $8, $9, $10, $11, $11, $11)
-                 RETURNING {COLUMNS}"
+                 VALUES ($1, $2, $3, $4, $5::text::numeric, $6, $7, $8, $9, $10, $11, $11, $11)",
+                COLUMNS,
             ),
             &[
                 &id,
@@ -330,8 +330,8 @@ async fn get_deal(cx: &Cx<'_>, args: IdArg) -> ToolResult {
     let row = cx
         .scope
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM crm.deals WHERE id = $1"),
-            &[&args.id],
+            &format!("SELECT {COLUMNS} FROM crm.deals WHERE workspace_id = $2 AND id = $1"),
+            &[&args.id, &cx.scope.workspace()],
         )
         .await?
         .ok_or_else(|| not_found(args.id))?;
@@ -341,9 +341,9 @@ async fn get_deal(cx: &Cx<'_>, args: IdArg) -> ToolResult {
         .query(
             "SELECT from_stage, to_stage, changed_by, changed_at FROM (
                  SELECT id, from_stage, to_stage, changed_by, changed_at FROM crm.deal_stage_history
-                 WHERE deal_id = $1 ORDER BY changed_at DESC, id DESC LIMIT $2
+                 WHERE workspace_id = $3 AND deal_id = $1 ORDER BY changed_at DESC, id DESC LIMIT $2
              ) latest ORDER BY changed_at, id",
-            &[&args.id, &HISTORY_SHOWN],
+            &[&args.id, &HISTORY_SHOWN, &cx.scope.workspace()],
         )
         .await?;
     if let Some(object) = deal.as_object_mut() {
@@ -419,6 +419,7 @@ async fn search_deals(cx: &Cx<'_>, args: SearchDeals) -> ToolResult {
                 &after_name,
                 &after_id,
                 &(limit + 1),
+                &cx.scope.workspace(),
             ],
         )
         .await?;
@@ -496,7 +497,7 @@ async fn update_deal(cx: &Cx<'_>, args: UpdateDeal) -> ToolResult {
     let row = cx
         .scope
         .query_opt(
-            &format!(
+            &named::returning(
                 "UPDATE crm.deals SET
                     name = coalesce($2, name),
                     account_id = CASE WHEN $3 THEN $4 ELSE account_id END,
@@ -507,8 +508,8 @@ async fn update_deal(cx: &Cx<'_>, args: UpdateDeal) -> ToolResult {
                     owner = CASE WHEN $12 THEN $13 ELSE owner END,
                     custom = (custom || $14::jsonb) - $15::text[],
                     updated_at = $16
-                 WHERE id = $1
-                 RETURNING {COLUMNS}"
+                 WHERE workspace_id = $17 AND id = $1",
+                COLUMNS,
             ),
             &[
                 &args.id,
@@ -527,6 +528,7 @@ async fn update_deal(cx: &Cx<'_>, args: UpdateDeal) -> ToolResult {
                 &set,
                 &clear,
                 &cx.app.clock.now(),
+                &cx.scope.workspace(),
             ],
         )
         .await?
@@ -554,8 +556,8 @@ async fn move_deal_stage(cx: &Cx<'_>, args: MoveStage) -> ToolResult {
     let from: String = cx
         .scope
         .query_opt(
-            "SELECT stage FROM crm.deals WHERE id = $1 FOR UPDATE",
-            &[&args.id],
+            "SELECT stage FROM crm.deals WHERE workspace_id = $2 AND id = $1 FOR UPDATE",
+            &[&args.id, &cx.scope.workspace()],
         )
         .await?
         .ok_or_else(|| not_found(args.id))?
@@ -567,11 +569,12 @@ async fn move_deal_stage(cx: &Cx<'_>, args: MoveStage) -> ToolResult {
         let row = cx
             .scope
             .query_one(
-                &format!(
+                &named::returning(
                     "UPDATE crm.deals SET stage = $2, stage_changed_at = $3, updated_at = $3
-                     WHERE id = $1 RETURNING {COLUMNS}"
+                     WHERE workspace_id = $4 AND id = $1",
+                    COLUMNS,
                 ),
-                &[&args.id, &args.stage, &now],
+                &[&args.id, &args.stage, &now, &cx.scope.workspace()],
             )
             .await?;
         record_move(cx, args.id, Some(&from), &args.stage, now).await?;
@@ -579,8 +582,8 @@ async fn move_deal_stage(cx: &Cx<'_>, args: MoveStage) -> ToolResult {
     } else {
         cx.scope
             .query_one(
-                &format!("SELECT {COLUMNS} FROM crm.deals WHERE id = $1"),
-                &[&args.id],
+                &format!("SELECT {COLUMNS} FROM crm.deals WHERE workspace_id = $2 AND id = $1"),
+                &[&args.id, &cx.scope.workspace()],
             )
             .await?
     };

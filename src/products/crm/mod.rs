@@ -51,11 +51,21 @@ impl Record {
     /// deleted meanwhile.
     async fn exists(self, cx: &Cx<'_>, id: Uuid) -> Result<bool, ToolError> {
         let sql = match self {
-            Record::Account => "SELECT 1 FROM crm.accounts WHERE id = $1 FOR KEY SHARE",
-            Record::Contact => "SELECT 1 FROM crm.contacts WHERE id = $1 FOR KEY SHARE",
-            Record::Deal => "SELECT 1 FROM crm.deals WHERE id = $1 FOR KEY SHARE",
+            Record::Account => {
+                "SELECT 1 FROM crm.accounts WHERE workspace_id = $2 AND id = $1 FOR KEY SHARE"
+            }
+            Record::Contact => {
+                "SELECT 1 FROM crm.contacts WHERE workspace_id = $2 AND id = $1 FOR KEY SHARE"
+            }
+            Record::Deal => {
+                "SELECT 1 FROM crm.deals WHERE workspace_id = $2 AND id = $1 FOR KEY SHARE"
+            }
         };
-        Ok(cx.scope.query_opt(sql, &[&id]).await?.is_some())
+        Ok(cx
+            .scope
+            .query_opt(sql, &[&id, &cx.scope.workspace()])
+            .await?
+            .is_some())
     }
 
     /// For a link argument (`account_id`, `contact_id`): the record must be in this workspace,

@@ -135,7 +135,7 @@ async fn list_notes(cx: &Cx<'_>, args: ListNotes) -> ToolResult {
         .query(
             &format!(
                 "SELECT {COLUMNS} FROM crm.notes
-                 WHERE record_type = $1 AND record_id = $2
+                 WHERE workspace_id = $6 AND record_type = $1 AND record_id = $2
                    AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
                  ORDER BY created_at DESC, id DESC
                  LIMIT $5"
@@ -146,6 +146,7 @@ async fn list_notes(cx: &Cx<'_>, args: ListNotes) -> ToolResult {
                 &before_at,
                 &before_id,
                 &(limit + 1),
+                &cx.scope.workspace(),
             ],
         )
         .await?;
@@ -166,8 +167,8 @@ async fn delete_note(cx: &Cx<'_>, args: IdArg) -> ToolResult {
     let author: String = cx
         .scope
         .query_opt(
-            "SELECT author FROM crm.notes WHERE id = $1 FOR UPDATE",
-            &[&args.id],
+            "SELECT author FROM crm.notes WHERE workspace_id = $2 AND id = $1 FOR UPDATE",
+            &[&args.id, &cx.scope.workspace()],
         )
         .await?
         .ok_or_else(|| ToolError::not_found(format!("no note {} in this workspace", args.id)))?
@@ -178,7 +179,10 @@ async fn delete_note(cx: &Cx<'_>, args: IdArg) -> ToolResult {
         ));
     }
     cx.scope
-        .execute("DELETE FROM crm.notes WHERE id = $1", &[&args.id])
+        .execute(
+            "DELETE FROM crm.notes WHERE workspace_id = $2 AND id = $1",
+            &[&args.id, &cx.scope.workspace()],
+        )
         .await?;
     Ok(json!({ "id": args.id, "deleted": true }))
 }

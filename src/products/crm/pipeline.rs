@@ -97,8 +97,8 @@ pub(super) async fn check_stage(cx: &Cx<'_>, path: &str, stage: &str) -> Result<
     let found = cx
         .scope
         .query_opt(
-            "SELECT 1 FROM crm.pipeline_stages WHERE name = $1 FOR KEY SHARE",
-            &[&stage],
+            "SELECT 1 FROM crm.pipeline_stages WHERE workspace_id = $2 AND name = $1 FOR KEY SHARE",
+            &[&stage, &cx.scope.workspace()],
         )
         .await?;
     if found.is_some() {
@@ -107,8 +107,8 @@ pub(super) async fn check_stage(cx: &Cx<'_>, path: &str, stage: &str) -> Result<
     let names: Vec<String> = cx
         .scope
         .query(
-            "SELECT name FROM crm.pipeline_stages ORDER BY sort_order, name",
-            &[],
+            "SELECT name FROM crm.pipeline_stages WHERE workspace_id = $1 ORDER BY sort_order, name",
+            &[&cx.scope.workspace()],
         )
         .await?
         .iter()
@@ -127,9 +127,9 @@ pub(super) async fn check_stage(cx: &Cx<'_>, path: &str, stage: &str) -> Result<
 pub(super) async fn first_open_stage(cx: &Cx<'_>) -> Result<String, ToolError> {
     cx.scope
         .query_opt(
-            "SELECT name FROM crm.pipeline_stages WHERE kind = 'open'
+            "SELECT name FROM crm.pipeline_stages WHERE workspace_id = $1 AND kind = 'open'
              ORDER BY sort_order, name LIMIT 1 FOR KEY SHARE",
-            &[],
+            &[&cx.scope.workspace()],
         )
         .await?
         .map(|r| r.get(0))
@@ -152,10 +152,11 @@ fn stage_json(row: &Row) -> Value {
 const LIST_SQL: &str = "SELECT s.name, s.probability, s.kind,
             (SELECT count(*) FROM crm.deals d WHERE d.workspace_id = s.workspace_id AND d.stage = s.name) AS deals
      FROM crm.pipeline_stages s
+     WHERE s.workspace_id = $1
      ORDER BY s.sort_order, s.name";
 
 async fn list_pipeline_stages(cx: &Cx<'_>, _args: NoArgs) -> ToolResult {
-    let rows = cx.scope.query(LIST_SQL, &[]).await?;
+    let rows = cx.scope.query(LIST_SQL, &[&cx.scope.workspace()]).await?;
     Ok(json!({ "stages": rows.iter().map(stage_json).collect::<Vec<_>>() }))
 }
 
@@ -219,8 +220,8 @@ async fn set_pipeline_stages(cx: &Cx<'_>, args: SetStages) -> ToolResult {
     let existing = cx
         .scope
         .query(
-            "SELECT name FROM crm.pipeline_stages ORDER BY name FOR UPDATE",
-            &[],
+            "SELECT name FROM crm.pipeline_stages WHERE workspace_id = $1 ORDER BY name FOR UPDATE",
+            &[&cx.scope.workspace()],
         )
         .await?;
     let removed: Vec<String> = existing
@@ -232,9 +233,10 @@ async fn set_pipeline_stages(cx: &Cx<'_>, args: SetStages) -> ToolResult {
         let in_use = cx
             .scope
             .query(
-                "SELECT stage, count(*) AS deals FROM crm.deals WHERE stage = ANY($1)
+                "SELECT stage, count(*) AS deals FROM crm.deals
+                 WHERE workspace_id = $2 AND stage = ANY($1)
                  GROUP BY stage ORDER BY stage",
-                &[&removed],
+                &[&removed, &cx.scope.workspace()],
             )
             .await?;
         if let Some(first) = in_use.first() {
@@ -258,8 +260,8 @@ async fn set_pipeline_stages(cx: &Cx<'_>, args: SetStages) -> ToolResult {
         }
         cx.scope
             .execute(
-                "DELETE FROM crm.pipeline_stages WHERE name = ANY($1)",
-                &[&removed],
+                "DELETE FROM crm.pipeline_stages WHERE workspace_id = $2 AND name = ANY($1)",
+                &[&removed, &cx.scope.workspace()],
             )
             .await?;
     }
@@ -276,7 +278,7 @@ async fn set_pipeline_stages(cx: &Cx<'_>, args: SetStages) -> ToolResult {
             &[&names, &orders, &probabilities, &kinds],
         )
         .await?;
-    let rows = cx.scope.query(LIST_SQL, &[]).await?;
+    let rows = cx.scope.query(LIST_SQL, &[&cx.scope.workspace()]).await?;
     Ok(json!({
         "stages": rows.iter().map(stage_json).collect::<Vec<_>>(),
         "removed": removed,
@@ -287,8 +289,9 @@ async fn pipeline_summary(cx: &Cx<'_>, _args: NoArgs) -> ToolResult {
     let stages = cx
         .scope
         .query(
-            "SELECT name, probability, kind FROM crm.pipeline_stages ORDER BY sort_order, name",
-            &[],
+            "SELECT name, probability, kind FROM crm.pipeline_stages
+             WHERE workspace_id = $1 ORDER BY sort_order, name",
+            &[&cx.scope.workspace()],
         )
         .await?;
     // Per stage and currency; numeric arithmetic in PostgreSQL, so nothing passes through a float.
@@ -300,9 +303,10 @@ async fn pipeline_summary(cx: &Cx<'_>, _args: NoArgs) -> ToolResult {
                     round(sum(d.amount) * s.probability / 100, 2)::text AS weighted
              FROM crm.deals d JOIN crm.pipeline_stages s
                ON s.workspace_id = d.workspace_id AND s.name = d.stage
+             WHERE d.workspace_id = $1
              GROUP BY d.stage, d.currency, s.probability
              ORDER BY d.stage, d.currency",
-            &[],
+            &[&cx.scope.workspace()],
         )
         .await?;
     let summary: Vec<Value> = stages

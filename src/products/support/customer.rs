@@ -137,8 +137,9 @@ async fn lock_ticket(cx: &Cx<'_>, id: Uuid) -> Result<(String, Option<i16>), Too
     let row = cx
         .scope
         .query_opt(
-            "SELECT status, csat_score FROM support.tickets WHERE id = $1 FOR UPDATE",
-            &[&id],
+            "SELECT status, csat_score FROM support.tickets
+             WHERE workspace_id = $2 AND id = $1 FOR UPDATE",
+            &[&id, &cx.scope.workspace()],
         )
         .await?
         .ok_or_else(|| no_ticket(id))?;

@@ -113,8 +113,9 @@ pub(super) async fn find_or_create(
     }
     cx.scope
         .query_opt(
-            "SELECT id FROM support.requesters WHERE lower(email) = $1 FOR KEY SHARE",
-            &[&email],
+            "SELECT id FROM support.requesters
+             WHERE workspace_id = $2 AND lower(email) = $1 FOR KEY SHARE",
+            &[&email, &cx.scope.workspace()],
         )
         .await?
         .map(|r| (r.get(0), false))
@@ -128,8 +129,8 @@ pub(super) async fn must_exist(cx: &Cx<'_>, path: &str, id: Uuid) -> Result<(), 
     let found = cx
         .scope
         .query_opt(
-            "SELECT 1 FROM support.requesters WHERE id = $1 FOR KEY SHARE",
-            &[&id],
+            "SELECT 1 FROM support.requesters WHERE workspace_id = $2 AND id = $1 FOR KEY SHARE",
+            &[&id, &cx.scope.workspace()],
         )
         .await?;
     match found {

@@ -38,11 +38,14 @@ async fn support_summary(cx: &Cx<'_>, _args: NoArgs) -> ToolResult {
             &[],
         )
         .await?;
-    // The same rule as support.breached, split by which clock ran out.
+    // The same rule as support.sla_breached, split by which clock ran out (by columns, not
+    // the ticket's row: on Citus the row type is the shard's own, see migration V20).
     let breached = cx
         .scope
         .query_one(
-            "SELECT count(*) FILTER (WHERE support.breached(t, $1)) AS total,
+            "SELECT count(*) FILTER (WHERE support.sla_breached(t.status, t.first_responded_at,
+                        t.first_response_due_at, t.resolution_due_at, t.resolution_paused_at, $1))
+                        AS total,
                     count(*) FILTER (WHERE t.first_responded_at IS NULL AND t.first_response_due_at < $1)
                         AS first_response,
                     count(*) FILTER (WHERE t.resolution_due_at < coalesce(t.resolution_paused_at, $1))

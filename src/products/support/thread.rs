@@ -124,8 +124,8 @@ async fn reply(cx: &Cx<'_>, args: Reply) -> ToolResult {
     let status: String = cx
         .scope
         .query_opt(
-            "SELECT status FROM support.tickets WHERE id = $1 FOR UPDATE",
-            &[&args.ticket_id],
+            "SELECT status FROM support.tickets WHERE workspace_id = $2 AND id = $1 FOR UPDATE",
+            &[&args.ticket_id, &cx.scope.workspace()],
         )
         .await?
         .ok_or_else(|| named::not_found("ticket", args.ticket_id))?

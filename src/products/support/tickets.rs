@@ -152,7 +152,8 @@ impl Status {
 /// time, against which `breached` is judged.
 const SELECT: &str = "SELECT t.id, t.subject, t.status, t.priority, t.tags, t.assignee, t.custom,
             t.created_at, t.updated_at, t.first_response_due_at, t.first_responded_at,
-            t.resolution_due_at, t.resolution_paused_at, t.resolved_at, support.breached(t, $1) AS breached,
+            t.resolution_due_at, t.resolution_paused_at, t.resolved_at,
+            support.sla_breached(t.status, t.first_responded_at, t.first_response_due_at, t.resolution_due_at, t.resolution_paused_at, $1) AS breached,
             t.csat_score, t.csat_comment, t.csat_at,
             t.requester_id, r.email AS requester_email, r.name AS requester_name
      FROM support.tickets t
@@ -414,7 +415,8 @@ async fn list_tickets(cx: &Cx<'_>, args: ListTickets) -> ToolResult {
                    AND ($5::uuid IS NULL OR t.requester_id = $5)
                    AND ($6::text IS NULL OR t.tags @> ARRAY[$6::text])
                    AND ($7::text IS NULL OR t.subject ILIKE $7)
-                   AND ($8::bool IS NULL OR support.breached(t, $1) = $8)
+                   AND ($8::bool IS NULL OR support.sla_breached(t.status, t.first_responded_at, t.first_response_due_at,
+                                                           t.resolution_due_at, t.resolution_paused_at, $1) = $8)
                    AND ($9::timestamptz IS NULL OR (t.updated_at, t.id) < ($9, $10::uuid))
                  ORDER BY t.updated_at DESC, t.id DESC
                  LIMIT $11"
