@@ -92,7 +92,7 @@ async fn a_key_revoked_on_one_process_is_refused_next_on_another_that_cached_it(
     }
 
     // An unrelated change moves the workspace's epoch: B's cached entry is found stale, the
-    // key resolved again, and the call still answered (once, not twice).
+    // key resolved again, and the call still answered.
     let (status, body) = call(
         &http,
         &a.url,
