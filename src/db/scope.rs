@@ -241,8 +241,7 @@ impl Scope {
                     None => Ok(None),
                 }
             };
-            let begin_admission =
-                join_all(admission_statements.iter().map(|s| c.batch_execute(s)));
+            let begin_admission = join_all(admission_statements.iter().map(|s| c.batch_execute(s)));
             let stamp = join_all(statements.iter().map(|s| c.batch_execute(s)));
             let (begun, admission, stamped, epoch) =
                 futures_util::join!(begin_admission, admit, stamp, check);
@@ -354,7 +353,10 @@ impl Scope {
     /// [`Scope::begin_read_admitted`] is admitted here first, in the same round trip.
     pub async fn commit(mut self) -> Result<(), ToolError> {
         let admit = match self.admit_on_commit.take() {
-            Some(call) => Some((self.client()?.prepare_cached(limits::ADMIT_SQL).await?, call)),
+            Some(call) => Some((
+                self.client()?.prepare_cached(limits::ADMIT_SQL).await?,
+                call,
+            )),
             None => None,
         };
         let client = self
@@ -366,10 +368,8 @@ impl Scope {
             Some((statement, (workspace, at))) => {
                 // The epoch was checked when the scope opened, in this transaction.
                 let params: [&(dyn ToSql + Sync); 3] = [workspace, at, &None::<i64>];
-                let (admitted, committed) = futures_util::join!(
-                    c.query_one(statement, &params),
-                    c.batch_execute("COMMIT")
-                );
+                let (admitted, committed) =
+                    futures_util::join!(c.query_one(statement, &params), c.batch_execute("COMMIT"));
                 (Some(admitted), committed)
             }
             None => (None, c.batch_execute("COMMIT").await),
