@@ -217,68 +217,93 @@ impl Bench<'_> {
             self.knobs.cpu
         );
         let idle = procfs::rss_bytes(hdls.pid()).unwrap_or(0);
-        let mut peak = 0;
-        let mut by_key = Vec::new();
-        for (c, floor) in CONNECTIONS.into_iter().zip(floor_search) {
+        let (by_key, peak_key) = self.search_by_key(hdls, read, floor_search).await?;
+        let peak_oauth = self.search_by_oauth(hdls, read, &by_key).await?;
+        let peak_create = self.create(hdls, write, floor_create).await?;
+        tokio::time::sleep(SETTLE).await;
+        let after = procfs::rss_bytes(hdls.pid()).unwrap_or(0);
+        self.memory(idle, peak_key.max(peak_oauth).max(peak_create), after);
+        Ok(by_key)
+    }
+
+    /// `search_accounts` with the workspace's API key; the rates and the peak RSS at 64.
+    async fn search_by_key(
+        &mut self,
+        hdls: &ServerProcess,
+        read: &fixtures::Workspace,
+        floor: &[Stats],
+    ) -> anyhow::Result<(Vec<Stats>, u64)> {
+        let (mut by_key, mut peak) = (Vec::new(), 0);
+        for (c, floor) in CONNECTIONS.into_iter().zip(floor) {
             let label = format!("search_accounts API key @{c}");
             let (stats, rss) = self
                 .calls(hdls, &label, &read.key, search_call(), c, c == 64)
                 .await?;
             peak = peak.max(rss);
-            self.targets.ratio(
-                &label,
-                &stats,
-                "calls/s",
-                ("pgbench", floor),
-                LEAST_OF_PGBENCH,
-            );
+            let of = ("pgbench", floor);
+            self.targets
+                .ratio(&label, &stats, "calls/s", of, LEAST_OF_PGBENCH);
             if c == 64 {
-                self.targets.at_most(
-                    &format!("{label} p99"),
-                    stats.p99_ms,
-                    "ms",
-                    MOST_P99_AT_64_MS,
-                );
+                let what = format!("{label} p99");
+                self.targets
+                    .at_most(&what, stats.p99_ms, "ms", MOST_P99_AT_64_MS);
             }
             by_key.push(stats);
         }
-        for (c, key_rate) in CONNECTIONS.into_iter().zip(&by_key) {
+        Ok((by_key, peak))
+    }
+
+    /// The same search with an OAuth access token; the peak RSS at 64.
+    async fn search_by_oauth(
+        &mut self,
+        hdls: &ServerProcess,
+        read: &fixtures::Workspace,
+        by_key: &[Stats],
+    ) -> anyhow::Result<u64> {
+        let person = oauth::Person {
+            email: fixtures::EMAIL,
+            password: fixtures::PASSWORD,
+            workspace: read.id,
+        };
+        let mut peak = 0;
+        for (c, key_rate) in CONNECTIONS.into_iter().zip(by_key) {
             // A fresh token per run: an access token lives 10 minutes.
-            let person = oauth::Person {
-                email: fixtures::EMAIL,
-                password: fixtures::PASSWORD,
-                workspace: read.id,
-            };
             let token = oauth::access_token(&hdls.base, &person).await?;
             let label = format!("search_accounts OAuth @{c}");
             let (stats, rss) = self
                 .calls(hdls, &label, &token, search_call(), c, c == 64)
                 .await?;
             peak = peak.max(rss);
-            self.targets.ratio(
-                &label,
-                &stats,
-                "calls/s",
-                ("API key", key_rate),
-                LEAST_OAUTH_OF_KEY,
-            );
+            let of = ("API key", key_rate);
+            self.targets
+                .ratio(&label, &stats, "calls/s", of, LEAST_OAUTH_OF_KEY);
         }
-        for (c, floor) in CONNECTIONS.into_iter().zip(floor_create) {
+        Ok(peak)
+    }
+
+    /// `create_account` with unique names; the peak RSS at 64.
+    async fn create(
+        &mut self,
+        hdls: &ServerProcess,
+        write: &fixtures::Workspace,
+        floor: &[Stats],
+    ) -> anyhow::Result<u64> {
+        let mut peak = 0;
+        for (c, floor) in CONNECTIONS.into_iter().zip(floor) {
             let label = format!("create_account API key @{c}");
             let (stats, rss) = self
                 .calls(hdls, &label, &write.key, Call::CreateAccount, c, c == 64)
                 .await?;
             peak = peak.max(rss);
-            self.targets.ratio(
-                &label,
-                &stats,
-                "calls/s",
-                ("pgbench", floor),
-                LEAST_OF_PGBENCH,
-            );
+            let of = ("pgbench", floor);
+            self.targets
+                .ratio(&label, &stats, "calls/s", of, LEAST_OF_PGBENCH);
         }
-        tokio::time::sleep(SETTLE).await;
-        let after = procfs::rss_bytes(hdls.pid()).unwrap_or(0);
+        Ok(peak)
+    }
+
+    /// The server's RSS idle, at its peak in the 64-connection runs, and after them.
+    fn memory(&mut self, idle: u64, peak: u64, after: u64) {
         println!(
             "  hdls serve RSS: idle {:.1} MB, peak {:.1} MB (64-connection runs), {:.1} MB {} s after",
             megabytes(idle),
@@ -286,12 +311,9 @@ impl Bench<'_> {
             megabytes(after),
             SETTLE.as_secs()
         );
-        self.targets.at_most(
-            "hdls serve peak RSS @64",
-            megabytes(peak),
-            "MB",
-            MOST_RSS_MB,
-        );
+        let peak_mb = megabytes(peak);
+        self.targets
+            .at_most("hdls serve peak RSS @64", peak_mb, "MB", MOST_RSS_MB);
         self.targets.note(format!(
             "hdls serve RSS {} s after load: {:.1} MB = {:.2}× idle ({:.1} MB); target: near idle (no number set)",
             SETTLE.as_secs(),
@@ -299,7 +321,6 @@ impl Bench<'_> {
             after as f64 / idle.max(1) as f64,
             megabytes(idle),
         ));
-        Ok(by_key)
     }
 
     /// The search against two servers built from the library, limits on and off (each in a
