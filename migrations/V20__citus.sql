@@ -187,39 +187,51 @@ $$;
 -- distributed, but not one used only in a row policy or a query (hdls.acting_as_agent() in
 -- policies, support.breached(tickets, …) in queries) or made before Citus was installed.
 -- `after_tables`: the functions that can go only once the tables are distributed (those
--- taking or returning a table's row type, and SQL functions whose body, which a worker checks
--- on creation, names a table); the others go first, since row policies use them.
+-- taking or returning a table's row type, SQL functions whose body names a table, PL/pgSQL
+-- ones declaring a variable of a table's row type: a worker checks those on creation); the
+-- others go first, since row policies and triggers use them.
 CREATE FUNCTION hdls.citus_propagate_functions(after_tables boolean) RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog
 AS $$
 DECLARE
+    unsent regprocedure[];
     pending regprocedure[];
     fn regprocedure;
     progress boolean := true;
 BEGIN
-    pending := ARRAY(
+    -- Every function of hdls's schemas not on the workers yet (the Citus helpers of this
+    -- migration stay on the coordinator: nothing runs them elsewhere).
+    unsent := ARRAY(
         SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname IN ('hdls', 'crm', 'support', 'contacts', 'hdls_catalog', 'hdls_identity')
           AND p.prokind = 'f'
+          AND NOT (n.nspname = 'hdls' AND (p.proname LIKE 'citus\_%' OR p.proname LIKE 'distribute%'
+                                           OR p.proname LIKE 'delegate%'))
           AND NOT EXISTS (SELECT 1 FROM pg_depend d
                           WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
           AND NOT EXISTS (SELECT 1 FROM pg_dist_object o
                           WHERE o.classid = 'pg_proc'::regclass AND o.objid = p.oid)
-          AND after_tables = (
-                EXISTS (SELECT 1 FROM unnest(p.proargtypes::oid[] || p.prorettype) AS a(t)
-                        JOIN pg_type ty ON ty.oid = a.t WHERE ty.typrelid <> 0)
-                OR (p.prolang = (SELECT l.oid FROM pg_language l WHERE l.lanname = 'sql')
-                    AND EXISTS (SELECT 1 FROM hdls.citus_tables() c
-                                WHERE strpos(p.prosrc, c.tbl::text) > 0)))
         ORDER BY p.oid::regprocedure::text);
+    -- Those this pass may send: before the tables, the ones whose creation on a worker does
+    -- not need a table there.
+    pending := ARRAY(
+        SELECT f FROM unnest(unsent) AS u(f) JOIN pg_proc p ON p.oid = u.f
+        WHERE after_tables OR NOT (
+            EXISTS (SELECT 1 FROM unnest(p.proargtypes::oid[] || p.prorettype) AS a(t)
+                    JOIN pg_type ty ON ty.oid = a.t WHERE ty.typrelid <> 0)
+            OR ((p.prolang = (SELECT l.oid FROM pg_language l WHERE l.lanname = 'sql')
+                 OR p.prosrc ~* '%(row)?type')
+                AND EXISTS (SELECT 1 FROM hdls.citus_tables() c
+                            WHERE strpos(p.prosrc, c.tbl::text) > 0))));
     -- A worker checks a SQL function's body when it is created there, so a function goes
-    -- only after every pending function its body names (hdls.acting_as_agent() after
-    -- hdls.current_persona()); whatever is left by a cycle goes last, as it is.
+    -- only after every unsent function its body names (hdls.acting_as_agent() after
+    -- hdls.current_persona()); before the tables, one naming a function that must wait
+    -- waits too; after them, whatever is left by a cycle goes last, as it is.
     WHILE progress AND cardinality(pending) > 0 LOOP
         progress := false;
         FOREACH fn IN ARRAY pending LOOP
             IF NOT EXISTS (
-                SELECT 1 FROM unnest(pending) AS o(f)
+                SELECT 1 FROM unnest(unsent) AS o(f)
                 JOIN pg_proc op ON op.oid = o.f
                 JOIN pg_namespace opn ON opn.oid = op.pronamespace
                 WHERE o.f <> fn
@@ -228,13 +240,16 @@ BEGIN
             THEN
                 EXECUTE 'SELECT create_distributed_function($1)' USING fn;
                 pending := array_remove(pending, fn);
+                unsent := array_remove(unsent, fn);
                 progress := true;
             END IF;
         END LOOP;
     END LOOP;
-    FOREACH fn IN ARRAY pending LOOP
-        EXECUTE 'SELECT create_distributed_function($1)' USING fn;
-    END LOOP;
+    IF after_tables THEN
+        FOREACH fn IN ARRAY pending LOOP
+            EXECUTE 'SELECT create_distributed_function($1)' USING fn;
+        END LOOP;
+    END IF;
 END
 $$;
 

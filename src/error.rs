@@ -120,6 +120,31 @@ impl ToolError {
             .and_then(tokio_postgres::Error::as_db_error)
     }
 
+    /// The constraint a database refusal names. On Citus the refusal happens on the worker
+    /// holding the shard and the coordinator raises it again with its message but without
+    /// its fields, and a shard's constraints carry the shard id (`contacts_tags_check_102008`):
+    /// then the name is read from the message and the suffix taken off.
+    pub fn db_constraint(&self) -> Option<String> {
+        let db = self.db_error()?;
+        match db.constraint() {
+            Some(name) => Some(name.to_owned()),
+            None if from_a_worker(db) => quoted_after(db.message(), "constraint \"")
+                .map(|name| without_shard_id(name).to_owned()),
+            None => None,
+        }
+    }
+
+    /// The column a database refusal names (a NOT NULL violation), as [`Self::db_constraint`]
+    /// reads it on Citus.
+    pub fn db_column(&self) -> Option<String> {
+        let db = self.db_error()?;
+        match db.column() {
+            Some(name) => Some(name.to_owned()),
+            None if from_a_worker(db) => quoted_after(db.message(), "column \"").map(str::to_owned),
+            None => None,
+        }
+    }
+
     /// The structured body: `{"error": {"code", "message", …details}}`.
     pub fn to_json(&self) -> Value {
         let mut body = Map::new();
@@ -146,6 +171,30 @@ fn raised_by_the_schema(db: &tokio_postgres::error::DbError) -> bool {
                 innermost.starts_with("PL/pgSQL function ") && innermost.ends_with(" at RAISE")
             }),
         _ => false,
+    }
+}
+
+/// Whether the coordinator of a Citus cluster raised this again from a worker's report.
+fn from_a_worker(db: &tokio_postgres::error::DbError) -> bool {
+    db.routine() == Some("ReportResultError")
+}
+
+/// The text between `marker` (ending in a double quote) and the next double quote.
+fn quoted_after<'m>(message: &'m str, marker: &str) -> Option<&'m str> {
+    let start = message.find(marker)? + marker.len();
+    let end = message[start..].find('"')?;
+    Some(&message[start..start + end])
+}
+
+/// A shard's name for a table's object: the object's name and `_<shard id>`.
+fn without_shard_id(name: &str) -> &str {
+    match name.rsplit_once('_') {
+        Some((base, id))
+            if !base.is_empty() && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            base
+        }
+        _ => name,
     }
 }
 

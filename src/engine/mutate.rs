@@ -167,10 +167,10 @@ fn locate(error: ToolError, table: &Table, at: impl Fn(&str) -> String) -> ToolE
     if error.details.contains_key("path") {
         return error;
     }
-    let column = error.db_error().and_then(|db| {
-        db.column()
-            .map(str::to_owned)
-            .or_else(|| db.constraint().and_then(|c| table.checks.get(c).cloned()))
+    let column = error.db_column().or_else(|| {
+        error
+            .db_constraint()
+            .and_then(|c| table.checks.get(&c).cloned())
     });
     match column.filter(|c| table.column(c).is_some()) {
         Some(column) => {

@@ -8,7 +8,7 @@ use hdls::identity::{Endpoint, Persona, Role};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::harness::{Mcp, TestEnv, no_args};
+use crate::harness::{Mcp, TestEnv, no_args, on_citus, statements};
 
 const SUPPORT: &str = "/api/mcp/support";
 const CUSTOMER_TOOLS: [&str; 5] = [
@@ -51,16 +51,22 @@ impl Desk {
     /// Runs statements as the database superuser acting as an agent of this workspace (the
     /// agent desk's tools are another module's; this is what they do in SQL).
     async fn as_agent(&self, sql: &str) {
-        self.env
-            .db
-            .connect_superuser()
-            .await
-            .batch_execute(&format!(
-                "BEGIN; SET LOCAL hdls.workspace_id = '{}'; SET LOCAL hdls.persona = 'agent'; {sql}; COMMIT;",
+        let su = self.env.db.connect_superuser().await;
+        // One statement per message, the settings forwarded (as the server's Scope does).
+        let forward = if on_citus() {
+            "SET LOCAL citus.propagate_set_commands = 'local';"
+        } else {
+            ""
+        };
+        statements(
+            &su,
+            &format!(
+                "BEGIN; {forward} SET LOCAL hdls.workspace_id = '{}'; SET LOCAL hdls.persona = 'agent'; {sql}; COMMIT;",
                 self.ws
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// A new requester of this workspace.

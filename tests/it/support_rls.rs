@@ -324,7 +324,7 @@ async fn a_customer_writes_only_as_themselves() {
         ),
         (
             format!(
-                "UPDATE support.tickets SET assignee = gen_random_uuid() WHERE id = '{alice_ticket}'"
+                "UPDATE support.tickets SET assignee = '00000000-0000-4000-8000-000000000001' WHERE id = '{alice_ticket}'"
             ),
             SqlState::INSUFFICIENT_PRIVILEGE,
             "a customer cannot change this ticket",

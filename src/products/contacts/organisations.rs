@@ -249,13 +249,17 @@ async fn delete_organisation(cx: &Cx<'_>, args: IdArg) -> ToolResult {
     let row = cx
         .scope
         .query_one(
+            // The workspace named in both parts, so on Citus the statement runs whole on
+            // the workspace's shard, with one snapshot (as CTEs of one statement do); Citus
+            // would otherwise run the parts one after the other and count after the delete.
             "WITH linked AS (
-                 SELECT count(*) AS n FROM contacts.contacts WHERE organisation_id = $1
+                 SELECT count(*) AS n FROM contacts.contacts
+                 WHERE workspace_id = $2 AND organisation_id = $1
              ), gone AS (
-                 DELETE FROM contacts.organisations WHERE id = $1 RETURNING id
+                 DELETE FROM contacts.organisations WHERE workspace_id = $2 AND id = $1 RETURNING id
              )
              SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT n FROM linked) AS unlinked",
-            &[&args.id],
+            &[&args.id, &cx.scope.workspace()],
         )
         .await?;
     if row.get::<_, i64>("deleted") == 0 {

@@ -142,7 +142,7 @@ pub(super) fn phone(path: &str, value: &str) -> Result<String, ToolError> {
 /// Names the database refusals a contact write can still meet after its checks: an email
 /// taken by a concurrent call (the unique index), or more than 50 tags (the check).
 pub(super) fn refine(error: ToolError, tags_path: &str) -> ToolError {
-    match error.db_error().and_then(|db| db.constraint()) {
+    match error.db_constraint().as_deref() {
         Some("contacts_email") => {
             ToolError::conflict("another contact has this email (it was just added); retry")
                 .with("path", "email")

@@ -145,7 +145,7 @@ pub(super) async fn must_exist(cx: &Cx<'_>, path: &str, id: Uuid) -> Result<(), 
 /// Names the database refusal a requester write can still meet after its checks: an email
 /// taken by a concurrent call.
 fn refine(error: ToolError) -> ToolError {
-    match error.db_error().and_then(|db| db.constraint()) {
+    match error.db_constraint().as_deref() {
         Some("requesters_email") => {
             ToolError::conflict("another requester has this email (it was just added); retry")
                 .with("path", "email")
