@@ -22,40 +22,45 @@ const AGENT_REPLY: &str = "Thanks, we are looking into it.";
 /// Writes a thread entry as an agent of `workspace` (the desk's `reply` does the same; the
 /// triggers stamp persona and requester).
 async fn agent_entry(env: &TestEnv, workspace: Uuid, ticket: &str, kind: &str, body: &str) {
-    let mut db = env.db.connect_superuser().await;
-    let tx = db.transaction().await.unwrap();
-    tx.execute(
-        "SELECT set_config('hdls.workspace_id', $1, true), set_config('hdls.persona', 'agent', true)",
-        &[&workspace.to_string()],
-    )
-    .await
-    .unwrap();
-    tx.execute(
+    as_agent(
+        env,
+        workspace,
         "INSERT INTO support.ticket_entries (ticket_id, kind, author, body)
          VALUES ($1::text::uuid, $2, 'key_agent', $3)",
         &[&ticket, &kind, &body],
     )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    .await;
 }
 
 /// Sets a ticket's status as an agent.
 async fn agent_status(env: &TestEnv, workspace: Uuid, ticket: &str, status: &str) {
-    let mut db = env.db.connect_superuser().await;
-    let tx = db.transaction().await.unwrap();
-    tx.execute(
-        "SELECT set_config('hdls.workspace_id', $1, true), set_config('hdls.persona', 'agent', true)",
-        &[&workspace.to_string()],
-    )
-    .await
-    .unwrap();
-    tx.execute(
+    as_agent(
+        env,
+        workspace,
         "UPDATE support.tickets SET status = $2 WHERE id = $1::text::uuid",
         &[&ticket, &status],
     )
-    .await
-    .unwrap();
+    .await;
+}
+
+/// Runs one statement as an agent of `workspace`, the way a tool call does: as the runtime
+/// role, identity stamped by SET LOCAL one statement per message (on Citus only that reaches
+/// the workers).
+async fn as_agent(
+    env: &TestEnv,
+    workspace: Uuid,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) {
+    let mut db = env.db.connect_as(hdls::db::RUNTIME_ROLE).await;
+    let tx = db.transaction().await.unwrap();
+    tx.batch_execute(&format!("SET LOCAL hdls.workspace_id = '{workspace}'"))
+        .await
+        .unwrap();
+    tx.batch_execute("SET LOCAL hdls.persona = 'agent'")
+        .await
+        .unwrap();
+    tx.execute(sql, params).await.unwrap();
     tx.commit().await.unwrap();
 }
 
