@@ -19,17 +19,28 @@ const REPLY: &str = "Still happening on the latest build.";
 const NOTE: &str = "Internal: probably the token refresh bug, do not tell the customer yet";
 const AGENT_REPLY: &str = "Thanks, we are looking into it.";
 
+/// Stamps an agent of `workspace` into the transaction with SET LOCAL, as the server's Scope
+/// does (on Citus only SET LOCAL reaches the worker holding the shard).
+async fn stamp_agent(tx: &tokio_postgres::Transaction<'_>, workspace: Uuid) {
+    if crate::harness::on_citus() {
+        tx.batch_execute("SET LOCAL citus.propagate_set_commands = 'local'")
+            .await
+            .unwrap();
+    }
+    tx.batch_execute(&format!("SET LOCAL hdls.workspace_id = '{workspace}'"))
+        .await
+        .unwrap();
+    tx.batch_execute("SET LOCAL hdls.persona = 'agent'")
+        .await
+        .unwrap();
+}
+
 /// Writes a thread entry as an agent of `workspace` (the desk's `reply` does the same; the
 /// triggers stamp persona and requester).
 async fn agent_entry(env: &TestEnv, workspace: Uuid, ticket: &str, kind: &str, body: &str) {
     let mut db = env.db.connect_superuser().await;
     let tx = db.transaction().await.unwrap();
-    tx.execute(
-        "SELECT set_config('hdls.workspace_id', $1, true), set_config('hdls.persona', 'agent', true)",
-        &[&workspace.to_string()],
-    )
-    .await
-    .unwrap();
+    stamp_agent(&tx, workspace).await;
     tx.execute(
         "INSERT INTO support.ticket_entries (ticket_id, kind, author, body)
          VALUES ($1::text::uuid, $2, 'key_agent', $3)",
@@ -44,12 +55,7 @@ async fn agent_entry(env: &TestEnv, workspace: Uuid, ticket: &str, kind: &str, b
 async fn agent_status(env: &TestEnv, workspace: Uuid, ticket: &str, status: &str) {
     let mut db = env.db.connect_superuser().await;
     let tx = db.transaction().await.unwrap();
-    tx.execute(
-        "SELECT set_config('hdls.workspace_id', $1, true), set_config('hdls.persona', 'agent', true)",
-        &[&workspace.to_string()],
-    )
-    .await
-    .unwrap();
+    stamp_agent(&tx, workspace).await;
     tx.execute(
         "UPDATE support.tickets SET status = $2 WHERE id = $1::text::uuid",
         &[&ticket, &status],
