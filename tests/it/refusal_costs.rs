@@ -184,14 +184,23 @@ async fn a_workspace_at_its_concurrency_bound_does_not_block_another() {
                 .await
         }));
     }
-    // Wait until both are really inside the database, waiting on the lock.
+    // Wait until both are really inside the database, waiting on the lock (on Citus, on the
+    // worker holding the shard: citus_stat_activity shows every node).
     let watcher = env.db.connect_superuser().await;
+    let activity = if crate::harness::on_citus() {
+        "citus_stat_activity"
+    } else {
+        "pg_stat_activity"
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let waiting: i64 = watcher
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'UPDATE%'",
+                &format!(
+                    "SELECT count(*) FROM {activity}
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'
+                       AND query LIKE 'UPDATE%'"
+                ),
                 &[],
             )
             .await
