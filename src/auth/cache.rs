@@ -72,7 +72,7 @@ impl CredentialCache {
             entries.remove(key);
             return None;
         }
-        let touch_due = entry.last_used.is_none_or(|t| now - t >= TOUCH_EVERY);
+        let touch_due = touch_due(entry.last_used, now);
         if touch_due {
             entry.last_used = Some(now);
         }
@@ -129,6 +129,11 @@ impl CredentialCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Whether an API key last used at `last_used` should have its use recorded at `now`.
+pub fn touch_due(last_used: Option<OffsetDateTime>, now: OffsetDateTime) -> bool {
+    last_used.is_none_or(|t| now - t >= TOUCH_EVERY)
 }
 
 fn fresh(entry: &Entry, now: OffsetDateTime) -> bool {

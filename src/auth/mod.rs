@@ -101,7 +101,7 @@ pub async fn authenticate(
             .map(|r| r.map_err(|rejection| format!("{rejection:?}")))
             .map(|r| {
                 r.map(|(principal, last_used)| {
-                    let due = last_used.is_none_or(|t| now - t >= time::Duration::minutes(1));
+                    let due = cache::touch_due(last_used, now);
                     if due {
                         api_key::record_use(&app.pools.auth, &principal, now);
                     }
