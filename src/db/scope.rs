@@ -86,8 +86,9 @@ pub struct Scope {
     /// The workspace stamped (None on a linked database's connection), for statements that
     /// name it so Citus routes them to its shard (see [`Scope::workspace`]).
     workspace: Option<Uuid>,
-    /// A read-only call admitted by its own commit (see [`Scope::begin_read_admitted`]).
-    admit_on_commit: Option<(Uuid, OffsetDateTime)>,
+    /// A read-only call admitted by its own commit (see [`Scope::begin_read_admitted`]): the
+    /// workspace, the time of the call, and the epoch a cached credential was resolved at.
+    admit_on_commit: Option<(Uuid, OffsetDateTime, Option<i64>)>,
 }
 
 /// When a call is admitted against the workspace's limits.
@@ -132,7 +133,9 @@ impl Scope {
     /// asynchronously, like every admission; see crate::limits). The counter's row lock is held
     /// from that upsert to the COMMIT right behind it, never while the tool runs. `commit`
     /// returns `rate_limited` if the call was over a limit: then nothing was counted and the
-    /// rows read are never shown. A rolled-back scope admits nothing (the caller counts a
+    /// rows read are never shown. The same admission checks a cached credential's epoch, so a
+    /// credential changed meanwhile is refused there too, before anything it read is shown,
+    /// and the read needs no epoch lookup of its own. A rolled-back scope admits nothing (the caller counts a
     /// failed call with [`Scope::begin_admitted`]). Nothing is stamped for change events or
     /// authorship (`hdls.call`), which only writes read: a read-only tool that wrote would
     /// fail rather than record an anonymous change.
@@ -142,7 +145,7 @@ impl Scope {
         now: OffsetDateTime,
     ) -> Result<Scope, ToolError> {
         let mut scope = Self::open(pool, principal, Admission::OnCommit, None).await?;
-        scope.admit_on_commit = Some((principal.workspace_id, now));
+        scope.admit_on_commit = Some((principal.workspace_id, now, principal.credential_epoch));
         Ok(scope)
     }
 
@@ -161,10 +164,13 @@ impl Scope {
             Some(_) => Some(client.prepare_cached(limits::ADMIT_SQL).await?),
             None => None,
         };
-        // A cached credential is checked against its workspace's epoch: by the admission
-        // when there is one, otherwise by a lookup inside the tool's own transaction.
-        let check = match (admit_at, principal.credential_epoch) {
-            (None, Some(_)) => Some(client.prepare_cached(EPOCH_SQL).await?),
+        // A cached credential is checked against its workspace's epoch by the admission when
+        // there is one: before the tool runs, or at the commit of a read, which shows nothing
+        // until then (a read that fails is admitted on its own, with the same check, before
+        // its error is told). Without an admission, by a lookup inside the tool's own
+        // transaction.
+        let check = match (admission, principal.credential_epoch) {
+            (Admission::None, Some(_)) => Some(client.prepare_cached(EPOCH_SQL).await?),
             _ => None,
         };
         // Values are server-made uuids and enum names, written as literals because SET
@@ -365,9 +371,10 @@ impl Scope {
             .ok_or_else(|| ToolError::internal("scope already ended"))?;
         let c = client.client();
         let (admitted, committed) = match &admit {
-            Some((statement, (workspace, at))) => {
-                // The epoch was checked when the scope opened, in this transaction.
-                let params: [&(dyn ToSql + Sync); 3] = [workspace, at, &None::<i64>];
+            Some((statement, (workspace, at, epoch))) => {
+                // A cached credential's epoch is checked here, before anything is counted:
+                // a moved epoch refuses the call and nothing read is shown.
+                let params: [&(dyn ToSql + Sync); 3] = [workspace, at, epoch];
                 let (admitted, committed) =
                     futures_util::join!(c.query_one(statement, &params), c.batch_execute("COMMIT"));
                 (Some(admitted), committed)

@@ -1,7 +1,8 @@
 //! The delivery worker that runs in every `hdls serve` (and every in-process test server).
 //!
 //! Woken by the call path after every committed write on this process (which may have made
-//! deliveries: the fan-out trigger of V14) and by a timer, it claims due deliveries of every workspace through
+//! deliveries: the fan-out trigger of V14; wake-ups within [`CLAIM_COALESCE`] share one
+//! claim) and by a timer, it claims due deliveries of every workspace through
 //! `hdls.claim_webhook_deliveries` (FOR UPDATE SKIP LOCKED, with a lease: migration V14),
 //! reads each one's event and subscription in a tenant Scope, signs and POSTs it through the
 //! outbound guard, and records the outcome in another Scope. Nothing is marked delivered
@@ -35,6 +36,13 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(600);
 const BATCH: usize = 100;
 /// Free slots worth a claim when nearly all are busy.
 const MIN_CLAIM: usize = 16;
+/// The least time between two claims started by wake-ups. Every committed write wakes the
+/// worker, and most writes make no delivery (no subscription matches), so under a stream of
+/// writes an immediate claim per wake-up cost one more transaction per write (measured: 2.7
+/// database transactions per `create_account` instead of 2). Wake-ups that arrive within this
+/// interval are served by one claim, which takes every delivery due by then; a delivery
+/// waits at most this long more.
+const CLAIM_COALESCE: Duration = Duration::from_millis(20);
 
 /// Runs until `shutdown`.
 pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
@@ -44,6 +52,7 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
     tokio::spawn(record_all(app.clone(), finished));
     let mut housekept: Option<Instant> = None;
     loop {
+        let claimed_at = Instant::now();
         // Claim as many as there are free slots, until nothing more is due.
         loop {
             let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
@@ -95,7 +104,13 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = app.webhooks.wake.notified() => {}
+            _ = app.webhooks.wake.notified() => {
+                // Let the wake-ups of the next few milliseconds join this one.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until((claimed_at + CLAIM_COALESCE).into()) => {}
+                }
+            }
             _ = tokio::time::sleep(app.webhooks.settings.tick) => {}
         }
     }
