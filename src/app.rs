@@ -47,6 +47,8 @@ pub struct App {
     /// Workspaces just refused as over a limit, answered without the database until the
     /// window ends (`limits::refused`).
     pub recent_refusals: crate::limits::refused::RecentRefusals,
+    /// This process's batches of read-only calls being admitted (`limits::batch`).
+    pub admissions: Arc<crate::limits::batch::Admissions>,
     /// Dynamic client registrations per client address (this node).
     pub registrations: AddressWindow,
     /// Tool calls per customer (this node): one customer cannot use up the workspace's limit.
@@ -78,6 +80,7 @@ impl App {
             trusted_proxies: Arc::new(TrustedProxies::default()),
             credentials: Default::default(),
             recent_refusals: Default::default(),
+            admissions: Default::default(),
             bearer_failures: AddressWindow::new(
                 per_address::BEARER_FAILURES_PER_MINUTE,
                 time::Duration::minutes(1),

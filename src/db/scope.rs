@@ -86,9 +86,6 @@ pub struct Scope {
     /// The workspace stamped (None on a linked database's connection), for statements that
     /// name it so Citus routes them to its shard (see [`Scope::workspace`]).
     workspace: Option<Uuid>,
-    /// A read-only call admitted by its own commit (see [`Scope::begin_read_admitted`]): the
-    /// workspace, the time of the call, and the epoch a cached credential was resolved at.
-    admit_on_commit: Option<(Uuid, OffsetDateTime, Option<i64>)>,
 }
 
 /// When a call is admitted against the workspace's limits.
@@ -97,8 +94,8 @@ enum Admission {
     None,
     /// In a transaction of its own, committed before the tool's transaction begins.
     Before(OffsetDateTime),
-    /// Inside the tool's transaction, just before its commit.
-    OnCommit,
+    /// By the caller, who also checks a cached credential's epoch (`limits::batch`).
+    Elsewhere,
 }
 
 impl Scope {
@@ -127,26 +124,49 @@ impl Scope {
         Self::open(pool, principal, Admission::Before(now), Some(now)).await
     }
 
-    /// For a tool that only reads: the admission runs inside the tool's own transaction, just
-    /// before [`Scope::commit`], pipelined with the COMMIT, so the call is one transaction
-    /// instead of two (the admission's upsert is the only write, so the transaction commits
-    /// asynchronously, like every admission; see crate::limits). The counter's row lock is held
-    /// from that upsert to the COMMIT right behind it, never while the tool runs. `commit`
-    /// returns `rate_limited` if the call was over a limit: then nothing was counted and the
-    /// rows read are never shown. The same admission checks a cached credential's epoch, so a
-    /// credential changed meanwhile is refused there too, before anything it read is shown,
-    /// and the read needs no epoch lookup of its own. A rolled-back scope admits nothing (the caller counts a
-    /// failed call with [`Scope::begin_admitted`]). Nothing is stamped for change events or
-    /// authorship (`hdls.call`), which only writes read: a read-only tool that wrote would
-    /// fail rather than record an anonymous change.
-    pub async fn begin_read_admitted(
+    /// For a tool that only reads, admitted by the caller just before (`limits::batch`, which
+    /// also checks a cached credential's epoch, so this transaction reads none). Nothing is stamped for change events or authorship (`hdls.call`), which
+    /// only writes read: a read-only tool that wrote would fail rather than record an
+    /// anonymous change.
+    pub async fn begin_read(pool: &Pool, principal: &Principal) -> Result<Scope, ToolError> {
+        Self::open(pool, principal, Admission::Elsewhere, None).await
+    }
+
+    /// Admits `wanted` calls of `workspace` at `at` in a transaction of its own (see
+    /// `limits::batch`), checking `epoch` as [`limits::ADMIT_SQL`] does. Stamped with the
+    /// workspace by `SET LOCAL`, each statement its own message, like every Scope (DESIGN §3).
+    pub async fn admit_calls(
         pool: &Pool,
-        principal: &Principal,
-        now: OffsetDateTime,
-    ) -> Result<Scope, ToolError> {
-        let mut scope = Self::open(pool, principal, Admission::OnCommit, None).await?;
-        scope.admit_on_commit = Some((principal.workspace_id, now, principal.credential_epoch));
-        Ok(scope)
+        workspace: Uuid,
+        epoch: Option<i64>,
+        at: OffsetDateTime,
+        wanted: usize,
+    ) -> Result<limits::Admitted, ToolError> {
+        let client = pool.get().await.map_err(ToolError::from_pool)?;
+        let statement = client.prepare_cached(limits::ADMIT_CALLS_SQL).await?;
+        let wanted = i32::try_from(wanted).unwrap_or(i32::MAX);
+        // A value the server made, written as a literal because SET takes no parameters.
+        let stamp = format!("SET LOCAL hdls.workspace_id = '{workspace}'");
+        let params: [&(dyn ToSql + Sync); 4] = [&workspace, &at, &epoch, &wanted];
+        // One round trip; join! polls in argument order, which fixes the order on the wire.
+        // Counters are not worth a WAL flush per call (see crate::limits).
+        let (begun, stamped, unflushed, admitted, committed) = futures_util::join!(
+            client.batch_execute("BEGIN"),
+            client.batch_execute(&stamp),
+            client.batch_execute("SET LOCAL synchronous_commit = off"),
+            client.query_one(&statement, &params),
+            client.batch_execute("COMMIT"),
+        );
+        if committed.is_err() || begun.is_err() {
+            // The connection's state is unknown: close it rather than pool it.
+            drop(Object::take(client));
+        }
+        begun?;
+        stamped?;
+        unflushed?;
+        let row = admitted?;
+        committed?;
+        Ok(limits::Admitted::from_row(&row))
     }
 
     async fn open(
@@ -157,7 +177,7 @@ impl Scope {
     ) -> Result<Scope, ToolError> {
         let admit_at = match admission {
             Admission::Before(at) => Some(at),
-            Admission::None | Admission::OnCommit => None,
+            Admission::None | Admission::Elsewhere => None,
         };
         let client = pool.get().await.map_err(ToolError::from_pool)?;
         let admit = match admit_at {
@@ -165,10 +185,8 @@ impl Scope {
             None => None,
         };
         // A cached credential is checked against its workspace's epoch by the admission when
-        // there is one: before the tool runs, or at the commit of a read, which shows nothing
-        // until then (a read that fails is admitted on its own, with the same check, before
-        // its error is told). Without an admission, by a lookup inside the tool's own
-        // transaction.
+        // there is one (here, or the caller's for a read). Without an admission, by a lookup
+        // inside the tool's own transaction.
         let check = match (admission, principal.credential_epoch) {
             (Admission::None, Some(_)) => Some(client.prepare_cached(EPOCH_SQL).await?),
             _ => None,
@@ -190,11 +208,7 @@ impl Scope {
         ];
         match admission {
             Admission::Before(_) => statements.insert(0, "COMMIT".to_owned()),
-            // The tool only reads; the admission's upsert will be the transaction's one write.
-            Admission::OnCommit => {
-                statements.push("SET LOCAL synchronous_commit = off".to_owned());
-            }
-            Admission::None => {}
+            Admission::None | Admission::Elsewhere => {}
         }
         // An agent has no principal: leaving hdls.principal_id unset reads as NULL, which
         // matches no customer row (fail closed), and saves a statement per call.
@@ -224,7 +238,6 @@ impl Scope {
         let scope = Scope {
             client: Some(Conn::Runtime(client)),
             workspace: Some(principal.workspace_id),
-            admit_on_commit: None,
         };
         let (admitted, epoch) = {
             let c = scope.client()?;
@@ -277,7 +290,6 @@ impl Scope {
         let scope = Scope {
             client: Some(Conn::Leased(lease)),
             workspace: None,
-            admit_on_commit: None,
         };
         scope.client()?.batch_execute("BEGIN").await?;
         Ok(scope)
@@ -355,44 +367,18 @@ impl Scope {
         Ok(c.query(&statement, &params).await?)
     }
 
-    /// Commits and returns the connection to the pool. A scope from
-    /// [`Scope::begin_read_admitted`] is admitted here first, in the same round trip.
+    /// Commits and returns the connection to the pool.
     pub async fn commit(mut self) -> Result<(), ToolError> {
-        let admit = match self.admit_on_commit.take() {
-            Some(call) => Some((
-                self.client()?.prepare_cached(limits::ADMIT_SQL).await?,
-                call,
-            )),
-            None => None,
-        };
         let client = self
             .client
             .take()
             .ok_or_else(|| ToolError::internal("scope already ended"))?;
-        let c = client.client();
-        let (admitted, committed) = match &admit {
-            Some((statement, (workspace, at, epoch))) => {
-                // A cached credential's epoch is checked here, before anything is counted:
-                // a moved epoch refuses the call and nothing read is shown.
-                let params: [&(dyn ToSql + Sync); 3] = [workspace, at, epoch];
-                let (admitted, committed) =
-                    futures_util::join!(c.query_one(statement, &params), c.batch_execute("COMMIT"));
-                (Some(admitted), committed)
-            }
-            None => (None, c.batch_execute("COMMIT").await),
-        };
-        if let Err(error) = committed {
+        if let Err(error) = client.client().batch_execute("COMMIT").await {
             // The connection's state is unknown: close it rather than pool it.
             client.detach();
             return Err(error.into());
         }
-        match admitted {
-            // A failed admission aborted the transaction, so the COMMIT rolled it back.
-            Some(Err(error)) => Err(error.into()),
-            // Refused: the admission wrote nothing, so nothing was committed.
-            Some(Ok(row)) => limits::decide(&row),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Rolls back and returns the connection to the pool.

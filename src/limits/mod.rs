@@ -14,6 +14,7 @@
 //! the customer's favour, and never an over-count; a minute window that restarts from a
 //! lower count after a crash is as harmless.
 
+pub mod batch;
 pub mod concurrency;
 pub mod per_address;
 pub mod refused;
@@ -37,21 +38,64 @@ pub const COUNT_REFUSAL_SQL: &str =
 /// The caller's default when the plan sets no per-minute limit.
 pub const DEFAULT_PER_MINUTE: i64 = 120;
 
+/// Admits several calls of one workspace (migration V21): `$1` the workspace, `$2` the time,
+/// `$3` the credential epoch as in [`ADMIT_SQL`], `$4` how many calls.
+pub const ADMIT_CALLS_SQL: &str = "SELECT admitted, refused_window, call_limit, retry_after_s \
+     FROM hdls.admit_calls($1, $2, $3, $4)";
+
+/// What the database said of a batch: the first `admitted` calls are admitted, the others
+/// refused.
+pub struct Admitted {
+    pub admitted: usize,
+    window: Option<String>,
+    limit: Option<i64>,
+    retry_after_s: Option<i32>,
+}
+
+impl Admitted {
+    /// Reads an [`ADMIT_CALLS_SQL`] row.
+    pub fn from_row(row: &Row) -> Admitted {
+        let admitted: i32 = row.get("admitted");
+        Admitted {
+            admitted: usize::try_from(admitted).unwrap_or(0),
+            window: row.get("refused_window"),
+            limit: row.get("call_limit"),
+            retry_after_s: row.get("retry_after_s"),
+        }
+    }
+
+    /// The error each refused call of the batch gets.
+    pub fn refusal(&self) -> ToolError {
+        refusal(
+            self.window.as_deref(),
+            self.limit.unwrap_or(0),
+            self.retry_after_s.unwrap_or(1),
+        )
+    }
+}
+
 /// Turns the admission row into Ok (admitted) or a `rate_limited` error.
 pub fn decide(row: &Row) -> Result<(), ToolError> {
     let allowed: bool = row.get("allowed");
     if allowed {
         return Ok(());
     }
-    let window: Option<String> = row.get("refused_window");
-    let window = window.unwrap_or_else(|| "minute".to_owned());
+    Err(refusal(
+        row.get::<_, Option<&str>>("refused_window"),
+        row.get::<_, Option<i64>>("call_limit").unwrap_or(0),
+        row.get::<_, Option<i32>>("retry_after_s").unwrap_or(1),
+    ))
+}
+
+/// A refusal for `window` (`minute`, `month`, or `credential`: the caller's credential changed
+/// and nothing was counted).
+fn refusal(window: Option<&str>, limit: i64, retry_after_s: i32) -> ToolError {
+    let window = window.unwrap_or("minute");
     if window == "credential" {
         // Nothing was counted: the credential is resolved again and the call retried.
-        return Err(ToolError::credential_changed());
+        return ToolError::credential_changed();
     }
-    let limit: i64 = row.get("call_limit");
-    let retry_after_s: i32 = row.get("retry_after_s");
-    let message = match window.as_str() {
+    let message = match window {
         "month" => format!(
             "this workspace has used its monthly budget of {limit} tool calls; it resets in {retry_after_s} s"
         ),
@@ -59,10 +103,10 @@ pub fn decide(row: &Row) -> Result<(), ToolError> {
             "this workspace is limited to {limit} tool calls per minute; retry in {retry_after_s} s"
         ),
     };
-    Err(ToolError::new(ErrorCode::RateLimited, message)
+    ToolError::new(ErrorCode::RateLimited, message)
         .with("limit", json!(limit))
         .with("window", json!(window))
-        .with("retry_after_s", json!(retry_after_s)))
+        .with("retry_after_s", json!(retry_after_s))
 }
 
 /// The start of the fixed one-minute window containing `at`.

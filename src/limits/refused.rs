@@ -1,8 +1,8 @@
 //! Workspaces this process has just seen refused for being over a limit, so that a caller who
 //! keeps calling past the limit costs no database work until the window ends.
 //!
-//! A read-only call is admitted inside its own transaction, after it has run (see
-//! `Scope::begin_read_admitted`), so without this a refused read would still run its query.
+//! Every refusal the database gives costs an admission round trip; this saves it for the
+//! calls that follow a refusal.
 //! Only a refusal the database gave is remembered, and only until the refused window ends
 //! (a minute at most; a month's refusal is re-asked every minute), so this can refuse a call
 //! the database would have admitted only if the operator raised the plan in the meantime:

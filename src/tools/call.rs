@@ -58,40 +58,51 @@ async fn run(
     {
         return Err(refusal);
     }
-    // A tool that only reads is admitted by its own transaction's commit (one transaction per
-    // call); every other call is admitted before it runs. See crate::limits.
-    let admitted_on_commit = app.enforce_limits
+    // A tool that only reads is admitted in a batch with the workspace's other reads on this
+    // process (crate::limits::batch); every other call is admitted in the round trip that
+    // opens its transaction. Either way before it runs. See crate::limits.
+    let batched = app.enforce_limits
         && matches!(tool.effect, Effect::Read)
         && tool.endpoint != Endpoint::DataSource;
+    if batched {
+        app.admissions
+            .admit(
+                &app.pools.runtime,
+                principal.workspace_id,
+                principal.credential_epoch,
+                now,
+            )
+            .await
+            .map_err(|error| remember_refusal(app, principal, error, now))?;
+    }
     let opened = if tool.endpoint == Endpoint::DataSource {
         linked_scope(app, principal, now).await
-    } else if admitted_on_commit {
-        Scope::begin_read_admitted(&app.pools.runtime, principal, now).await
+    } else if batched {
+        Scope::begin_read(&app.pools.runtime, principal).await
     } else if app.enforce_limits {
         Scope::begin_admitted(&app.pools.runtime, principal, now).await
     } else {
         Scope::begin_at(&app.pools.runtime, principal, now).await
     };
     let scope = opened.map_err(|error| remember_refusal(app, principal, error, now))?;
-    let (outcome, kept_args) = {
-        let cx = Cx {
-            principal,
-            scope: &scope,
-            app,
-            action: tool.audit_action,
-            endpoint: tool.endpoint,
-        };
-        // Arguments are kept only where a refusal would be audited; elsewhere they move.
-        let kept = tool.audit_action.map(|_| args.clone());
-        let outcome = tool.invoke(&cx, args).await;
-        (outcome, kept)
+    let cx = Cx {
+        principal,
+        scope: &scope,
+        app,
+        action: tool.audit_action,
+        endpoint: tool.endpoint,
+    };
+    // Arguments are kept only where a refusal would be audited; elsewhere they move.
+    let kept_args = tool.audit_action.map(|_| args.clone());
+    let outcome = match tool.invoke(&cx, args).await {
+        Ok(value) => scope.commit().await.map(|()| value),
+        Err(error) => {
+            scope.rollback().await;
+            Err(error)
+        }
     };
     match outcome {
         Ok(value) => {
-            scope
-                .commit()
-                .await
-                .map_err(|error| remember_refusal(app, principal, error, now))?;
             if !matches!(tool.effect, Effect::Read) {
                 // A write may have made webhook deliveries (the fan-out trigger, V14): this
                 // process's worker sends them now. Other processes' workers find due
@@ -102,16 +113,6 @@ async fn run(
             Ok(value)
         }
         Err(error) => {
-            scope.rollback().await;
-            if admitted_on_commit {
-                // A failed call counts like any call: admitted on its own now that the
-                // transaction it would have been admitted in is rolled back.
-                Scope::begin_admitted(&app.pools.runtime, principal, now)
-                    .await
-                    .map_err(|refusal| remember_refusal(app, principal, refusal, now))?
-                    .rollback()
-                    .await;
-            }
             if let (ErrorCode::Forbidden, Some(args), Some(action)) =
                 (error.code, &kept_args, tool.audit_action)
             {

@@ -62,7 +62,7 @@ async fn exactly_n_calls_per_minute_then_a_new_window() {
 /// A tool that only reads is admitted by its own transaction's commit: a refused read shows
 /// no rows, a failed read still counts, and a plan's limit holds across reads and writes.
 #[tokio::test]
-async fn reads_are_admitted_at_commit_and_failed_reads_still_count() {
+async fn reads_are_admitted_before_they_run_and_failed_reads_still_count() {
     let env = TestEnv::start().await;
     let (ws, key) = env.workspace("reads").await;
     set_plan(&env, ws, 4, None).await;
@@ -95,6 +95,35 @@ async fn reads_are_admitted_at_commit_and_failed_reads_still_count() {
     env.clock.advance(time::Duration::minutes(1));
     crm.ok("search_accounts", json!({ "query": "Acme" })).await;
     assert_eq!(ledger(&env, ws).await, 5);
+}
+
+/// Reads of one workspace that arrive together are admitted in batches (crate::limits::batch);
+/// a batch that straddles the limit is admitted exactly as far as it fits.
+#[tokio::test]
+async fn concurrent_reads_across_the_limit_are_admitted_exactly_up_to_it() {
+    let env = TestEnv::start().await;
+    let (ws, key) = env.workspace("burst").await;
+    set_plan(&env, ws, 10, None).await;
+    env.align_to_minute_start();
+    let mut clients = Vec::new();
+    for _ in 0..25 {
+        clients.push(env.client("/api/mcp", &key).await);
+    }
+    let outcomes = futures_util::future::join_all(clients.iter().map(|c| async move {
+        let result = c.call("whoami", no_args()).await;
+        match result.is_error {
+            Some(true) => result.structured_content.expect("an error object")["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            _ => "ok".to_owned(),
+        }
+    }))
+    .await;
+    let admitted = outcomes.iter().filter(|o| *o == "ok").count();
+    let refused = outcomes.iter().filter(|o| *o == "rate_limited").count();
+    assert_eq!((admitted, refused), (10, 15), "{outcomes:?}");
+    assert_eq!(ledger(&env, ws).await, 10);
 }
 
 #[tokio::test]
@@ -186,13 +215,13 @@ async fn get_usage_reports_the_windows() {
     let client = env.client("/api/mcp", &key).await;
     client.ok("whoami", no_args()).await;
     client.ok("whoami", no_args()).await;
-    // A read is counted when it commits, so the counts are the calls before this one.
-    let usage = client.ok("get_usage", no_args()).await;
-    assert_eq!(usage["minute"]["calls"], 2, "{usage}");
-    assert_eq!(usage["minute"]["limit"], 50);
-    assert_eq!(usage["month"]["calls"], 2);
+    // Every call is admitted before it runs, so the counts include this one.
     let usage = client.ok("get_usage", no_args()).await;
     assert_eq!(usage["minute"]["calls"], 3, "{usage}");
+    assert_eq!(usage["minute"]["limit"], 50);
+    assert_eq!(usage["month"]["calls"], 3);
+    let usage = client.ok("get_usage", no_args()).await;
+    assert_eq!(usage["minute"]["calls"], 4, "{usage}");
     assert_eq!(usage["month"]["budget"], 1000);
     assert_eq!(usage["plan"], format!("ws-{ws}"));
     assert!(usage["minute"]["resets_at"].is_string());

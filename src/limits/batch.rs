@@ -1,0 +1,124 @@
+//! Admission of a workspace's read-only calls in batches (`hdls.admit_calls`, migration V21).
+//!
+//! Every admission writes the workspace's one counter row, so concurrent calls of one
+//! workspace queue on that row's lock inside PostgreSQL, each with a lock wait, a wake-up and
+//! a commit of its own (measured: the admission cost more database CPU than the search it
+//! admitted). Here a process keeps at most one admission per workspace (and credential epoch)
+//! on its way to the database; the calls that arrive meanwhile wait for the next one, which
+//! admits them all with one statement. It is group commit for the counter: under load the
+//! batches grow by themselves, and a lone call waits for nobody.
+//!
+//! Exactness is kept: the batch is counted by one upsert on the same row as every other
+//! admission, on any process; when not all of a batch fits, the database admits exactly as
+//! many as fit (the first to arrive) and refuses the rest, which are counted nowhere.
+//!
+//! A read runs once admitted (see `tools::call`), so a refused one costs no query and a read
+//! that fails counts like any call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use deadpool_postgres::Pool;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::db::Scope;
+use crate::error::ToolError;
+
+/// Calls admitted by one statement, at most; more wait for the next.
+const MAX_BATCH: usize = 256;
+
+/// Which calls may share a batch: one workspace, and the same credential epoch to check
+/// (`None`: credentials resolved for their own request, nothing to check).
+type Key = (Uuid, Option<i64>);
+
+struct Waiter {
+    at: OffsetDateTime,
+    answer: oneshot::Sender<Result<(), ToolError>>,
+}
+
+/// The batches of this process. An entry exists while a task admits that key's calls; calls
+/// that find one join its queue.
+#[derive(Default)]
+pub struct Admissions {
+    queues: Mutex<HashMap<Key, Vec<Waiter>>>,
+}
+
+impl Admissions {
+    /// Admits one call of `workspace` made at `at`, with the calls of the same workspace that
+    /// wait with it. `Err` is `rate_limited`, a changed credential (see
+    /// `ToolError::credential_changed`), or the database's own error.
+    pub async fn admit(
+        self: &Arc<Self>,
+        pool: &Pool,
+        workspace: Uuid,
+        epoch: Option<i64>,
+        at: OffsetDateTime,
+    ) -> Result<(), ToolError> {
+        let key = (workspace, epoch);
+        let (answer, answered) = oneshot::channel();
+        let lead = {
+            let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+            match queues.get_mut(&key) {
+                Some(queue) => {
+                    queue.push(Waiter { at, answer });
+                    false
+                }
+                None => {
+                    queues.insert(key, vec![Waiter { at, answer }]);
+                    true
+                }
+            }
+        };
+        if lead {
+            // A task of its own, so that a caller who goes away (a dropped request) does not
+            // strand the calls queued behind it.
+            tokio::spawn(self.clone().drain(pool.clone(), key));
+        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err(ToolError::internal("the admission was abandoned")))
+    }
+
+    /// Admits the key's queued calls, batch after batch, until none are left.
+    async fn drain(self: Arc<Self>, pool: Pool, key: Key) {
+        loop {
+            let batch = {
+                let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(queue) = queues.get_mut(&key) else {
+                    return;
+                };
+                if queue.is_empty() {
+                    // Under the same lock a newcomer would push under: none is lost.
+                    queues.remove(&key);
+                    return;
+                }
+                let take = queue.len().min(MAX_BATCH);
+                queue.drain(..take).collect::<Vec<_>>()
+            };
+            let at = batch
+                .iter()
+                .map(|w| w.at)
+                .max()
+                .unwrap_or_else(OffsetDateTime::now_utc);
+            let wanted = batch.len();
+            let outcome = Scope::admit_calls(&pool, key.0, key.1, at, wanted).await;
+            for (i, waiter) in batch.into_iter().enumerate() {
+                let answer = match &outcome {
+                    Ok(admitted) if admitted.admitted > i => Ok(()),
+                    Ok(admitted) => Err(admitted.refusal()),
+                    Err(error) => Err(alike(error)),
+                };
+                let _ = waiter.answer.send(answer);
+            }
+        }
+    }
+}
+
+/// The same error for each call of a failed batch.
+fn alike(error: &ToolError) -> ToolError {
+    let mut each = ToolError::new(error.code, error.message.clone());
+    each.details = error.details.clone();
+    each
+}
