@@ -97,11 +97,10 @@ impl Admissions {
                 let take = queue.len().min(MAX_BATCH);
                 queue.drain(..take).collect::<Vec<_>>()
             };
-            let at = batch
-                .iter()
-                .map(|w| w.at)
-                .max()
-                .unwrap_or_else(OffsetDateTime::now_utc);
+            // Counted at the latest of the calls' times (a batch is never empty).
+            let Some(at) = batch.iter().map(|w| w.at).max() else {
+                continue;
+            };
             let wanted = batch.len();
             let outcome = Scope::admit_calls(&pool, key.0, key.1, at, wanted).await;
             for (i, waiter) in batch.into_iter().enumerate() {

@@ -1,11 +1,13 @@
 //! Per-workspace rate limits and monthly budgets, counted in PostgreSQL so they hold
 //! exactly across any number of hdls processes.
 //!
-//! Admission is one statement (`hdls.admit_call`, migrations V2 and V19) in a transaction of
-//! its own, pipelined ahead of the tool's own transaction on the same connection, so it costs
-//! no extra round trip and its row lock is held for microseconds, not for the length of the
-//! tool call. It writes one row: the workspace's usage-ledger row for the month, which also
-//! holds the current minute's window.
+//! Admission is one statement in a transaction of its own, so its row lock is held for
+//! microseconds, not for the length of the tool call. It writes one row: the workspace's
+//! usage-ledger row for the month, which also holds the current minute's window.
+//! - A call that may write is admitted by `hdls.admit_call` (migrations V2 and V19),
+//!   pipelined ahead of the tool's own transaction on the same connection: no extra round trip.
+//! - A read-only call is admitted with the workspace's other reads waiting on this process by
+//!   `hdls.admit_calls` (V21, [`batch`]), one statement for the batch.
 //!
 //! Durability: the admission commits with `synchronous_commit = off`. With asynchronous
 //! commit a crash can lose at most the last few hundred milliseconds of increments, and
