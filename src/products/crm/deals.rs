@@ -94,6 +94,26 @@ const COLUMNS: &str = "id, name, account_id, contact_id, amount::text AS amount,
 
 /// Optional filters, keyset after (name, id) on the `deals_name` index, one extra row to detect
 /// another page.
+/// The head of the search (see `named::search_rows`): the same filters over the first rows
+/// of the workspace after the cursor, in (name, id) order.
+const SEARCH_HEAD_SQL: &str =
+    "SELECT id, name, account_id, contact_id, amount::text AS amount, currency, stage,
+            close_date::text AS close_date, owner, custom, created_at, updated_at, stage_changed_at
+     FROM (
+       SELECT id, name, account_id, contact_id, amount, currency, stage, close_date, owner, custom,
+              created_at, updated_at, stage_changed_at
+       FROM crm.deals
+       WHERE workspace_id = $9 AND ($6::text IS NULL OR (name, id) > ($6, $7::uuid))
+       ORDER BY name, id
+       LIMIT 128) head
+     WHERE ($1::text IS NULL OR name ILIKE $1)
+       AND ($2::text IS NULL OR stage = $2)
+       AND ($3::uuid IS NULL OR account_id = $3)
+       AND ($4::uuid IS NULL OR owner = $4)
+       AND ($5::date IS NULL OR close_date < $5)
+     ORDER BY name, id
+     LIMIT $8";
+
 const SEARCH_SQL: &str =
     "SELECT id, name, account_id, contact_id, amount::text AS amount, currency, stage,
             close_date::text AS close_date, owner, custom, created_at, updated_at, stage_changed_at
@@ -406,23 +426,24 @@ async fn search_deals(cx: &Cx<'_>, args: SearchDeals) -> ToolResult {
         Some((n, i)) => (Some(n), Some(i)),
         None => (None, None),
     };
-    let rows = cx
-        .scope
-        .query(
-            SEARCH_SQL,
-            &[
-                &pattern,
-                &stage,
-                &args.account_id,
-                &args.owner,
-                &closing_before,
-                &after_name,
-                &after_id,
-                &(limit + 1),
-                &cx.scope.workspace(),
-            ],
-        )
-        .await?;
+    let rows = named::search_rows(
+        cx,
+        SEARCH_HEAD_SQL,
+        SEARCH_SQL,
+        &[
+            &pattern,
+            &stage,
+            &args.account_id,
+            &args.owner,
+            &closing_before,
+            &after_name,
+            &after_id,
+            &(limit + 1),
+            &cx.scope.workspace(),
+        ],
+        limit + 1,
+    )
+    .await?;
     let (page, next_cursor) = named::page(&rows, limit, |r| {
         (r.get::<_, String>("name"), r.get::<_, Uuid>("id"))
     });

@@ -25,7 +25,7 @@ pub fn tools() -> Vec<ToolDef> {
 
 /// The statements `search_accounts` and `create_account` run (the benchmark issues the same
 /// SQL directly).
-pub use accounts::{INSERT_SQL, SEARCH_SQL};
+pub use accounts::{INSERT_SQL, SEARCH_HEAD_SQL, SEARCH_SQL};
 
 /// A kind of CRM record that notes hang off and that others link to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
