@@ -137,6 +137,32 @@ async fn contacts_and_organisations_round_trip() {
         .ok("search_organisations", json!({ "query": "analytical" }))
         .await;
     assert_eq!(orgs["organisations"][0]["contacts_count"], 1);
+    // Pages of one: the first filled by the first rows (named::search_rows), the last not.
+    c.ok("create_organisation", json!({ "name": "Zeta Works" }))
+        .await;
+    let mut seen = Vec::new();
+    let mut cursor = Value::Null;
+    loop {
+        let mut args = json!({ "limit": 1 });
+        if !cursor.is_null() {
+            args["cursor"] = cursor.clone();
+        }
+        let page = c.ok("search_organisations", args).await;
+        for o in page["organisations"].as_array().unwrap() {
+            seen.push(o["name"].as_str().unwrap().to_owned());
+        }
+        cursor = page["next_cursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted);
+    assert!(
+        seen.len() >= 2 && seen.contains(&"Zeta Works".to_owned()),
+        "{seen:?}"
+    );
     let renamed = c
         .ok(
             "update_organisation",

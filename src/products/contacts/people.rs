@@ -291,30 +291,46 @@ async fn search_contacts(cx: &Cx<'_>, args: SearchContacts) -> ToolResult {
     if let Some(organisation) = args.organisation_id {
         organisations::exists(cx, "organisation_id", organisation).await?;
     }
-    let rows = cx
-        .scope
-        .query(
-            &format!(
-                "SELECT {SHOW} FROM contacts.contacts c {}
-                 WHERE c.workspace_id = $7 AND ($1::text IS NULL OR c.name ILIKE $1 OR c.email ILIKE $1)
+    // The same filters over the first rows after the cursor, then over every row if those
+    // did not fill the page (named::search_rows).
+    let filters = "($1::text IS NULL OR c.name ILIKE $1 OR c.email ILIKE $1)
                    AND ($2::text IS NULL OR c.tags @> ARRAY[$2::text])
-                   AND ($3::uuid IS NULL OR c.organisation_id = $3)
-                   AND ($4::text IS NULL OR (c.name, c.id) > ($4, $5::uuid))
-                 ORDER BY c.name, c.id
-                 LIMIT $6",
-                with_organisation(7)
-            ),
-            &[
-                &pattern,
-                &tag,
-                &args.organisation_id,
-                &after_name,
-                &after_id,
-                &(limit + 1),
-                &cx.scope.workspace(),
-            ],
-        )
-        .await?;
+                   AND ($3::uuid IS NULL OR c.organisation_id = $3)";
+    let head = format!(
+        "SELECT {SHOW}
+         FROM (SELECT * FROM contacts.contacts c
+               WHERE c.workspace_id = $7 AND ($4::text IS NULL OR (c.name, c.id) > ($4, $5::uuid))
+               ORDER BY c.name, c.id
+               LIMIT 128) c {}
+         WHERE {filters}
+         ORDER BY c.name, c.id
+         LIMIT $6",
+        with_organisation(7)
+    );
+    let whole = format!(
+        "SELECT {SHOW} FROM contacts.contacts c {}
+         WHERE c.workspace_id = $7 AND {filters}
+           AND ($4::text IS NULL OR (c.name, c.id) > ($4, $5::uuid))
+         ORDER BY c.name, c.id
+         LIMIT $6",
+        with_organisation(7)
+    );
+    let rows = named::search_rows(
+        cx,
+        &head,
+        &whole,
+        &[
+            &pattern,
+            &tag,
+            &args.organisation_id,
+            &after_name,
+            &after_id,
+            &(limit + 1),
+            &cx.scope.workspace(),
+        ],
+        limit + 1,
+    )
+    .await?;
     let (page, next_cursor) = named::page(&rows, limit, |r| {
         (r.get::<_, String>("name"), r.get::<_, Uuid>("id"))
     });

@@ -275,6 +275,19 @@ struct SearchRequesters {
     cursor: Option<String>,
 }
 
+/// The head of the search (see `named::search_rows`): the same filters over the first rows
+/// after the cursor, in lowercased-email order.
+const SEARCH_HEAD_SQL: &str = "SELECT * FROM (
+       SELECT id, email, name, organisation, custom, disabled_at, created_at, updated_at
+       FROM support.requesters
+       WHERE ($3::text IS NULL OR lower(email) > $3)
+       ORDER BY lower(email)
+       LIMIT 128) head
+     WHERE ($1::text IS NULL OR email ILIKE $1 OR name ILIKE $1 OR organisation ILIKE $1)
+       AND ($2::bool IS NULL OR (disabled_at IS NOT NULL) = $2)
+     ORDER BY lower(email)
+     LIMIT $4";
+
 /// Ordered by the lowercased email, which is unique (the `requesters_email` index), so it
 /// alone is the keyset position.
 const SEARCH_SQL: &str =
@@ -290,13 +303,14 @@ async fn search_requesters(cx: &Cx<'_>, args: SearchRequesters) -> ToolResult {
     let limit = named::limit(args.limit)?;
     let pattern = named::search_pattern(args.query.as_deref())?;
     let after = named::after::<String>(args.cursor.as_deref())?;
-    let rows = cx
-        .scope
-        .query(
-            SEARCH_SQL,
-            &[&pattern, &args.disabled, &after, &(limit + 1)],
-        )
-        .await?;
+    let rows = named::search_rows(
+        cx,
+        SEARCH_HEAD_SQL,
+        SEARCH_SQL,
+        &[&pattern, &args.disabled, &after, &(limit + 1)],
+        limit + 1,
+    )
+    .await?;
     let (page, next_cursor) =
         named::page(&rows, limit, |r| r.get::<_, String>("email").to_lowercase());
     Ok(named::page_result(
