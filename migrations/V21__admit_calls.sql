@@ -1,4 +1,6 @@
--- Admission of several calls of one workspace at once (src/limits/batch.rs): a process
+-- Admission of one call or several of one workspace at once, from this version the only
+-- admission hdls issues (hdls.admit_call stays for processes of the previous version during
+-- a rolling upgrade). Reads come in batches (src/limits/batch.rs): a process
 -- gathers the read-only calls of a workspace that arrive while one admission is on its way to
 -- the database and admits them with one statement, so concurrent calls no longer queue on the
 -- counter row's lock one by one. The rules of hdls.admit_call (V19) hold: the workspace is an

@@ -133,7 +133,7 @@ impl Scope {
     }
 
     /// Admits `wanted` calls of `workspace` at `at` in a transaction of its own (see
-    /// `limits::batch`), checking `epoch` as [`limits::ADMIT_SQL`] does. Stamped with the
+    /// `limits::batch`), checking `epoch` (see [`limits::ADMIT_CALLS_SQL`]). Stamped with the
     /// workspace by `SET LOCAL`, each statement its own message, like every Scope (DESIGN §3).
     pub async fn admit_calls(
         pool: &Pool,
@@ -181,7 +181,7 @@ impl Scope {
         };
         let client = pool.get().await.map_err(ToolError::from_pool)?;
         let admit = match admit_at {
-            Some(_) => Some(client.prepare_cached(limits::ADMIT_SQL).await?),
+            Some(_) => Some(client.prepare_cached(limits::ADMIT_CALLS_SQL).await?),
             None => None,
         };
         // A cached credential is checked against its workspace's epoch by the admission when
@@ -245,8 +245,12 @@ impl Scope {
             // tool's transaction, then the epoch check. join! and join_all poll in argument
             // order, which fixes the order on the wire.
             let at = admit_at.unwrap_or(OffsetDateTime::UNIX_EPOCH);
-            let admit_params: [&(dyn ToSql + Sync); 3] =
-                [&principal.workspace_id, &at, &principal.credential_epoch];
+            let admit_params: [&(dyn ToSql + Sync); 4] = [
+                &principal.workspace_id,
+                &at,
+                &principal.credential_epoch,
+                &1_i32,
+            ];
             let admit = async {
                 match &admit {
                     Some(statement) => c.query_one(statement, &admit_params).await.map(Some),
@@ -269,11 +273,12 @@ impl Scope {
             }
             (admission?, epoch?)
         };
-        if let Some(row) = admitted
-            && let Err(refusal) = limits::decide(&row)
-        {
-            scope.rollback().await;
-            return Err(refusal);
+        if let Some(row) = admitted {
+            let admitted = limits::Admitted::from_row(&row);
+            if admitted.admitted == 0 {
+                scope.rollback().await;
+                return Err(admitted.refusal());
+            }
         }
         if let Some(live) = epoch
             && live.map(|row| row.get::<_, i64>(0)) != principal.credential_epoch

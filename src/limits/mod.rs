@@ -4,10 +4,11 @@
 //! Admission is one statement in a transaction of its own, so its row lock is held for
 //! microseconds, not for the length of the tool call. It writes one row: the workspace's
 //! usage-ledger row for the month, which also holds the current minute's window.
-//! - A call that may write is admitted by `hdls.admit_call` (migrations V2 and V19),
-//!   pipelined ahead of the tool's own transaction on the same connection: no extra round trip.
-//! - A read-only call is admitted with the workspace's other reads waiting on this process by
-//!   `hdls.admit_calls` (V21, [`batch`]), one statement for the batch.
+//! One function counts every admission, `hdls.admit_calls` (migration V21):
+//! - a call that may write is a batch of one, pipelined ahead of the tool's own transaction
+//!   on the same connection: no extra round trip;
+//! - a read-only call is admitted with the workspace's other reads waiting on this process
+//!   ([`batch`]), one statement for the batch.
 //!
 //! Durability: the admission commits with `synchronous_commit = off`. With asynchronous
 //! commit a crash can lose at most the last few hundred milliseconds of increments, and
@@ -27,21 +28,19 @@ use tokio_postgres::Row;
 
 use crate::error::{ErrorCode, ToolError};
 
-/// The admission statement: `$1` the workspace, `$2` the time of the call, `$3` the credential
-/// epoch a cached credential was resolved at (NULL for one resolved for this request).
-pub const ADMIT_SQL: &str =
-    "SELECT allowed, refused_window, call_limit, retry_after_s FROM hdls.admit_call($1, $2, $3)";
-
 /// Counts a refused call in the per-minute window, inside the caller's tenant transaction
-/// (`$1` the workspace, `$2` the time of the call); the same columns as [`ADMIT_SQL`].
+/// (`$1` the workspace, `$2` the time of the call): `allowed`, then the refusal's columns as
+/// in [`ADMIT_CALLS_SQL`].
 pub const COUNT_REFUSAL_SQL: &str =
     "SELECT allowed, refused_window, call_limit, retry_after_s FROM hdls.count_refusal($1, $2)";
 
 /// The caller's default when the plan sets no per-minute limit.
 pub const DEFAULT_PER_MINUTE: i64 = 120;
 
-/// Admits several calls of one workspace (migration V21): `$1` the workspace, `$2` the time,
-/// `$3` the credential epoch as in [`ADMIT_SQL`], `$4` how many calls.
+/// The admission statement (migration V21): `$1` the workspace, `$2` the time, `$3` the
+/// credential epoch a cached credential was resolved at (NULL for one resolved for this
+/// request; another epoch refuses every call, counting none), `$4` how many calls: one for
+/// a call that may write, a batch of reads (see [`batch`]).
 pub const ADMIT_CALLS_SQL: &str = "SELECT admitted, refused_window, call_limit, retry_after_s \
      FROM hdls.admit_calls($1, $2, $3, $4)";
 
@@ -76,7 +75,7 @@ impl Admitted {
     }
 }
 
-/// Turns the admission row into Ok (admitted) or a `rate_limited` error.
+/// Turns a [`COUNT_REFUSAL_SQL`] row into Ok (room left) or a `rate_limited` error.
 pub fn decide(row: &Row) -> Result<(), ToolError> {
     let allowed: bool = row.get("allowed");
     if allowed {
