@@ -361,9 +361,14 @@ impl Bench<'_> {
                 ("limits off", off),
                 LEAST_LIMITS_ON_OF_OFF,
             );
+            let ratio = on.rate / serve.rate;
+            let verdict = if (0.8..=1.25).contains(&ratio) {
+                "alike within noise"
+            } else {
+                "they differ by more than noise: a run was disturbed, or the servers differ; run again"
+            };
             self.targets.note(format!(
-                "(library-built server with limits on @{c}: {:.2}× hdls serve's rate; alike within noise)",
-                on.rate / serve.rate
+                "(library-built server with limits on @{c}: {ratio:.2}× hdls serve's rate; {verdict})"
             ));
         }
         Ok(())
