@@ -137,7 +137,7 @@ async fn contacts_and_organisations_round_trip() {
         .ok("search_organisations", json!({ "query": "analytical" }))
         .await;
     assert_eq!(orgs["organisations"][0]["contacts_count"], 1);
-    // Pages of one: the first filled by the first rows (named::search_rows), the last not.
+    // Pages of one through the organisations, in name order.
     c.ok("create_organisation", json!({ "name": "Zeta Works" }))
         .await;
     let mut seen = Vec::new();

@@ -276,11 +276,12 @@ struct SearchRequesters {
 }
 
 /// The head of the search (see `named::search_rows`): the same filters over the first rows
-/// after the cursor, in lowercased-email order.
+/// after the cursor, in lowercased-email order. Both statements name the workspace (`$5`) so
+/// Citus runs them on its shard.
 const SEARCH_HEAD_SQL: &str = "SELECT * FROM (
        SELECT id, email, name, organisation, custom, disabled_at, created_at, updated_at
        FROM support.requesters
-       WHERE ($3::text IS NULL OR lower(email) > $3)
+       WHERE workspace_id = $5 AND ($3::text IS NULL OR lower(email) > $3)
        ORDER BY lower(email)
        LIMIT 128) head
      WHERE ($1::text IS NULL OR email ILIKE $1 OR name ILIKE $1 OR organisation ILIKE $1)
@@ -293,7 +294,8 @@ const SEARCH_HEAD_SQL: &str = "SELECT * FROM (
 const SEARCH_SQL: &str =
     "SELECT id, email, name, organisation, custom, disabled_at, created_at, updated_at
      FROM support.requesters
-     WHERE ($1::text IS NULL OR email ILIKE $1 OR name ILIKE $1 OR organisation ILIKE $1)
+     WHERE workspace_id = $5
+       AND ($1::text IS NULL OR email ILIKE $1 OR name ILIKE $1 OR organisation ILIKE $1)
        AND ($2::bool IS NULL OR (disabled_at IS NOT NULL) = $2)
        AND ($3::text IS NULL OR lower(email) > $3)
      ORDER BY lower(email)
@@ -307,7 +309,13 @@ async fn search_requesters(cx: &Cx<'_>, args: SearchRequesters) -> ToolResult {
         cx,
         SEARCH_HEAD_SQL,
         SEARCH_SQL,
-        &[&pattern, &args.disabled, &after, &(limit + 1)],
+        &[
+            &pattern,
+            &args.disabled,
+            &after,
+            &(limit + 1),
+            &cx.scope.workspace(),
+        ],
         limit + 1,
     )
     .await?;
