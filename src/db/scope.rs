@@ -124,8 +124,9 @@ impl Scope {
         Self::open(pool, principal, Admission::Before(now), Some(now)).await
     }
 
-    /// For a tool that only reads, admitted by the caller just before (`limits::batch`, which
-    /// also checks a cached credential's epoch, so this transaction reads none). Nothing is stamped for change events or authorship (`hdls.call`), which
+    /// For a tool that only reads, admitted in a batch by the caller just before
+    /// (`limits::batch`, which also checks a cached credential's epoch, so this transaction
+    /// reads none). Nothing is stamped for change events or authorship (`hdls.call`), which
     /// only writes read: a read-only tool that wrote would fail rather than record an
     /// anonymous change.
     pub async fn begin_read(pool: &Pool, principal: &Principal) -> Result<Scope, ToolError> {

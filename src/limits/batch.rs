@@ -6,7 +6,8 @@
 //! admitted). Here a process keeps at most one admission per workspace (and credential epoch)
 //! on its way to the database; the calls that arrive meanwhile wait for the next one, which
 //! admits them all with one statement. It is group commit for the counter: under load the
-//! batches grow by themselves, and a lone call waits for nobody.
+//! batches grow by themselves, and a lone call waits for nobody: it admits itself in the
+//! round trip that opens its transaction ([`Lead`]).
 //!
 //! Exactness is kept: the batch is counted by one upsert on the same row as every other
 //! admission, on any process; when not all of a batch fits, the database admits exactly as
@@ -45,9 +46,39 @@ pub struct Admissions {
     queues: Mutex<HashMap<Key, Vec<Waiter>>>,
 }
 
+/// A call that found no admission of its workspace on its way: it admits itself, in the round
+/// trip that opens its own transaction (`Scope::begin_admitted`), as a call that writes does,
+/// so a lone call pays no round trip more than that. The calls that queue meanwhile are
+/// admitted in batches once this is dropped, whether the call was admitted, refused or
+/// abandoned.
+pub struct Lead {
+    admissions: Arc<Admissions>,
+    pool: Pool,
+    key: Key,
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        let mut queues = self
+            .admissions
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if queues.get(&self.key).is_some_and(Vec::is_empty) {
+            // Under the same lock a newcomer would push under: none is lost.
+            queues.remove(&self.key);
+        } else if queues.contains_key(&self.key) {
+            // A task of its own, so that no caller's request (which may go away) carries the
+            // calls queued behind it.
+            tokio::spawn(self.admissions.clone().drain(self.pool.clone(), self.key));
+        }
+    }
+}
+
 impl Admissions {
-    /// Admits one call of `workspace` made at `at`, with the calls of the same workspace that
-    /// wait with it. `Err` is `rate_limited`, a changed credential (see
+    /// Admits one call of `workspace` made at `at` with the calls of the same workspace that
+    /// wait with it, or, if none is on its way, returns the [`Lead`]: the caller then admits
+    /// itself. `Err` is `rate_limited`, a changed credential (see
     /// `ToolError::credential_changed`), or the database's own error.
     pub async fn admit(
         self: &Arc<Self>,
@@ -55,30 +86,30 @@ impl Admissions {
         workspace: Uuid,
         epoch: Option<i64>,
         at: OffsetDateTime,
-    ) -> Result<(), ToolError> {
+    ) -> Result<Option<Lead>, ToolError> {
         let key = (workspace, epoch);
-        let (answer, answered) = oneshot::channel();
-        let lead = {
+        let answered = {
             let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
             match queues.get_mut(&key) {
                 Some(queue) => {
+                    let (answer, answered) = oneshot::channel();
                     queue.push(Waiter { at, answer });
-                    false
+                    answered
                 }
                 None => {
-                    queues.insert(key, vec![Waiter { at, answer }]);
-                    true
+                    queues.insert(key, Vec::new());
+                    return Ok(Some(Lead {
+                        admissions: self.clone(),
+                        pool: pool.clone(),
+                        key,
+                    }));
                 }
             }
         };
-        if lead {
-            // A task of its own, so that a caller who goes away (a dropped request) does not
-            // strand the calls queued behind it.
-            tokio::spawn(self.clone().drain(pool.clone(), key));
-        }
         answered
             .await
             .unwrap_or_else(|_| Err(ToolError::internal("the admission was abandoned")))
+            .map(|()| None)
     }
 
     /// Admits the key's queued calls, batch after batch, until none are left.

@@ -5,10 +5,11 @@
 //! microseconds, not for the length of the tool call. It writes one row: the workspace's
 //! usage-ledger row for the month, which also holds the current minute's window.
 //! One function counts every admission, `hdls.admit_calls` (migration V21):
-//! - a call that may write is a batch of one, pipelined ahead of the tool's own transaction
-//!   on the same connection: no extra round trip;
-//! - a read-only call is admitted with the workspace's other reads waiting on this process
-//!   ([`batch`]), one statement for the batch.
+//! - a call is a batch of one, pipelined ahead of the tool's own transaction on the same
+//!   connection: no extra round trip;
+//! - except a read-only call that finds another admission of its workspace on its way on this
+//!   process: it is admitted with the reads queued behind that one ([`batch`]), one
+//!   statement for the batch.
 //!
 //! Durability: the admission commits with `synchronous_commit = off`. With asynchronous
 //! commit a crash can lose at most the last few hundred milliseconds of increments, and

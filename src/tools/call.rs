@@ -58,13 +58,13 @@ async fn run(
     {
         return Err(refusal);
     }
-    // A tool that only reads is admitted in a batch with the workspace's other reads on this
-    // process (crate::limits::batch); every other call is admitted in the round trip that
-    // opens its transaction. Either way before it runs. See crate::limits.
+    // Every call is admitted before it runs, in the round trip that opens its transaction,
+    // except a read that finds another admission of its workspace on its way on this process:
+    // it is admitted with the reads queued behind that one, in a batch (crate::limits::batch).
     let batched = app.enforce_limits
         && matches!(tool.effect, Effect::Read)
         && tool.endpoint != Endpoint::DataSource;
-    if batched {
+    let lead = if batched {
         app.admissions
             .admit(
                 &app.pools.runtime,
@@ -73,17 +73,22 @@ async fn run(
                 now,
             )
             .await
-            .map_err(|error| remember_refusal(app, principal, error, now))?;
-    }
+            .map_err(|error| remember_refusal(app, principal, error, now))?
+    } else {
+        None
+    };
     let opened = if tool.endpoint == Endpoint::DataSource {
         linked_scope(app, principal, now).await
-    } else if batched {
+    } else if batched && lead.is_none() {
+        // Admitted in a batch already.
         Scope::begin_read(&app.pools.runtime, principal).await
     } else if app.enforce_limits {
         Scope::begin_admitted(&app.pools.runtime, principal, now).await
     } else {
         Scope::begin_at(&app.pools.runtime, principal, now).await
     };
+    // The reads that queued while this one admitted itself go on in batches.
+    drop(lead);
     let scope = opened.map_err(|error| remember_refusal(app, principal, error, now))?;
     let cx = Cx {
         principal,
