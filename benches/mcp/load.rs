@@ -6,6 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -132,7 +135,11 @@ fn headers(token: &str) -> HeaderMap {
     headers
 }
 
-/// One keep-alive connection: its own client, one request at a time until the deadline.
+/// One keep-alive connection, one request at a time until the deadline. It is one TCP
+/// connection for the whole run, held by hyper's connection-level client: a pooling client
+/// (reqwest) opened a new connection for about every second call here, because the previous
+/// one was not back in its pool yet when the next request left, and the server then paid an
+/// accept, a shutdown and a close per two calls (measured with `strace -c`).
 async fn connection(
     spec: Arc<Spec>,
     headers: Arc<HeaderMap>,
@@ -140,11 +147,11 @@ async fn connection(
     deadline: Instant,
 ) -> Measurement {
     let mut m = Measurement::default();
-    let client = match reqwest::Client::builder().pool_max_idle_per_host(1).build() {
-        Ok(client) => client,
+    let mut sender = match connect(&spec.url).await {
+        Ok(sender) => sender,
         Err(e) => {
             m.failed = 1;
-            m.first_failure = Some(e.to_string());
+            m.first_failure = Some(e);
             return m;
         }
     };
@@ -153,39 +160,83 @@ async fn connection(
         let body = spec.call.body(index, n);
         n += 1;
         let started = Instant::now();
-        match call(&client, &spec.url, &headers, body).await {
+        match call(&mut sender, &spec.url, &headers, body).await {
             Ok(()) => m
                 .latencies_us
                 .push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX)),
             Err(why) => {
                 m.failed += 1;
                 m.first_failure.get_or_insert(why);
+                if sender.is_closed() {
+                    // The server closed it (a failure already counted): go on with another.
+                    match connect(&spec.url).await {
+                        Ok(again) => sender = again,
+                        Err(_) => return m,
+                    }
+                }
             }
         }
     }
     m
 }
 
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Opens one HTTP/1.1 connection to the URL's host and port, driven by a task of its own.
+async fn connect(url: &reqwest::Url) -> Result<Sender, String> {
+    let address = url
+        .socket_addrs(|| None)
+        .map_err(|e| format!("no address for {url}: {e}"))?;
+    let address = address
+        .first()
+        .ok_or_else(|| format!("no address for {url}"))?;
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect to {address} failed: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
 /// One call; OK only for HTTP 200 with a JSON-RPC result that is not a tool error.
 async fn call(
-    client: &reqwest::Client,
+    sender: &mut Sender,
     url: &reqwest::Url,
     headers: &HeaderMap,
     body: String,
 ) -> Result<(), String> {
-    let response = client
-        .post(url.clone())
-        .headers(headers.clone())
-        .body(body)
-        .send()
+    sender
+        .ready()
+        .await
+        .map_err(|e| format!("connection lost: {e}"))?;
+    let mut request = hyper::Request::post(url.path())
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("bad request: {e}"))?;
+    *request.headers_mut() = headers.clone();
+    if let Some(host) = url.host_str() {
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&authority) {
+            request.headers_mut().insert("host", value);
+        }
+    }
+    let response = sender
+        .send_request(request)
         .await
         .map_err(|e| format!("request failed: {e}"))?;
     let status = response.status();
     let body = response
-        .bytes()
+        .into_body()
+        .collect()
         .await
-        .map_err(|e| format!("reading the reply failed: {e}"))?;
-    if status != reqwest::StatusCode::OK {
+        .map_err(|e| format!("reading the reply failed: {e}"))?
+        .to_bytes();
+    if status != hyper::StatusCode::OK {
         return Err(format!("HTTP {status}: {}", excerpt(&body)));
     }
     check_reply(&body)
