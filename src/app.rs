@@ -116,6 +116,12 @@ impl App {
         self
     }
 
+    /// Uses admission leases for at most `ttl` (see `crate::limits::lease`).
+    pub fn with_lease_ttl(mut self, ttl: std::time::Duration) -> App {
+        self.admissions = Arc::new(crate::limits::batch::Admissions::with_lease_ttl(ttl));
+        self
+    }
+
     /// Uses `key` to seal and open token signing keys.
     pub fn with_master_key(mut self, key: MasterKey) -> App {
         self.keys = Keyring::new(key);

@@ -132,6 +132,7 @@ pub struct Metrics {
     linked_pools: Gauge,
     webhook_deliveries: Family<OutcomeLabels, Counter>,
     credential_lookups: Family<OutcomeLabels, Counter>,
+    admissions: Family<OutcomeLabels, Counter>,
 }
 
 fn call_histogram() -> Histogram {
@@ -204,9 +205,16 @@ impl Default for Metrics {
             "Presented credentials by how they were resolved: hit (this process's cache), miss (the database), stale (cached, but the workspace's credentials changed: resolved again)",
             credential_lookups.clone(),
         );
+        let admissions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "admissions",
+            "Tool calls admitted against the workspace's limits, by how: database (their own statement, pipelined with their transaction), batch (with other reads of the workspace in one statement), lease (from calls this process leased in advance, no statement)",
+            admissions.clone(),
+        );
         Metrics {
             registry,
             credential_lookups,
+            admissions,
             tool_calls,
             call_seconds,
             admission_refusals,
@@ -259,6 +267,13 @@ impl Metrics {
     /// Counts one credential lookup: `hit`, `miss` or `stale` (see `crate::auth::cache`).
     pub fn credential_lookup(&self, outcome: &'static str) {
         self.credential_lookups
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts one admitted call: `database`, `batch` or `lease` (see `crate::limits`).
+    pub fn admission(&self, outcome: &'static str) {
+        self.admissions
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

@@ -46,15 +46,20 @@ pub fn spawn(app: Arc<App>, listener: TcpListener) -> std::io::Result<RunningSer
         shutdown.clone(),
     ));
     tokio::spawn(crate::webhooks::worker::run(app.clone(), shutdown.clone()));
+    let (admissions, runtime) = (app.admissions.clone(), app.pools.runtime.clone());
     let router = http::router(app, shutdown.clone());
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        axum::serve(
+        let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { stop.cancelled_owned().await })
-        .await
+        .await;
+        // Every request has finished: the calls this process leased are settled (billed as
+        // far as they ran) rather than lost with it.
+        admissions.settle_all(&runtime).await;
+        served
     });
     Ok(RunningServer {
         addr,

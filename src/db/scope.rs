@@ -92,8 +92,17 @@ pub struct Scope {
 #[derive(Clone, Copy)]
 enum Admission {
     None,
-    /// In a transaction of its own, committed before the tool's transaction begins.
-    Before(OffsetDateTime),
+    /// In a transaction of its own, committed before the tool's transaction begins: this
+    /// call and the `followers` admitted with it (see `limits::batch`), at that time, with
+    /// what `ask` adds (`limits::lease`).
+    Before {
+        at: OffsetDateTime,
+        followers: usize,
+        ask: limits::Ask,
+    },
+    /// From a lease this process holds (`limits::lease`): the transaction checks a cached
+    /// credential's epoch itself, as one without admission does, and stamps what a read does.
+    Leased,
     /// By the caller, who also checks a cached credential's epoch (`limits::batch`).
     Elsewhere,
 }
@@ -121,7 +130,30 @@ impl Scope {
         principal: &Principal,
         now: OffsetDateTime,
     ) -> Result<Scope, ToolError> {
-        Self::open(pool, principal, Admission::Before(now), Some(now)).await
+        Self::begin_admitted_with(pool, principal, now, 0, limits::Ask::default())
+            .await
+            .map(|(scope, _)| scope)
+    }
+
+    /// Like [`Scope::begin_admitted`], also admitting `followers` calls of the same workspace
+    /// after this one, in the same statement, with what `ask` adds (see `limits::batch`). `Ok`
+    /// when this call was admitted, with what the database said of the followers and the
+    /// lease; `Err` when it was refused (and then every follower is too).
+    pub async fn begin_admitted_with(
+        pool: &Pool,
+        principal: &Principal,
+        now: OffsetDateTime,
+        followers: usize,
+        ask: limits::Ask,
+    ) -> Result<(Scope, limits::Admitted), ToolError> {
+        let admission = Admission::Before {
+            at: now,
+            followers,
+            ask,
+        };
+        let (scope, admitted) = Self::open_admitted(pool, principal, admission, Some(now)).await?;
+        let admitted = admitted.ok_or_else(|| ToolError::internal("no admission was made"))?;
+        Ok((scope, admitted))
     }
 
     /// For a tool that only reads, admitted in a batch by the caller just before
@@ -134,21 +166,24 @@ impl Scope {
     }
 
     /// Admits `wanted` calls of `workspace` at `at` in a transaction of its own (see
-    /// `limits::batch`), checking `epoch` (see [`limits::ADMIT_CALLS_SQL`]). Stamped with the
-    /// workspace by `SET LOCAL`, each statement its own message, like every Scope (DESIGN §3).
+    /// `limits::batch`), checking `epoch` (see [`limits::ADMIT_CALLS_SQL`]), with what `ask`
+    /// adds; with none wanted and nothing to lease, only settles `ask`'s lease
+    /// (`limits::lease`). Stamped with the workspace by `SET LOCAL`, each statement its own
+    /// message, like every Scope (DESIGN §3).
     pub async fn admit_calls(
         pool: &Pool,
         workspace: Uuid,
         epoch: Option<i64>,
         at: OffsetDateTime,
         wanted: usize,
+        ask: limits::Ask,
     ) -> Result<limits::Admitted, ToolError> {
         let client = pool.get().await.map_err(ToolError::from_pool)?;
         let statement = client.prepare_cached(limits::ADMIT_CALLS_SQL).await?;
-        let wanted = i32::try_from(wanted).unwrap_or(i32::MAX);
+        let args = limits::AdmitArgs::new(workspace, at, epoch, wanted, ask);
         // A value the server made, written as a literal because SET takes no parameters.
         let stamp = format!("SET LOCAL hdls.workspace_id = '{workspace}'");
-        let params: [&(dyn ToSql + Sync); 4] = [&workspace, &at, &epoch, &wanted];
+        let params = args.params();
         // One round trip; join! polls in argument order, which fixes the order on the wire.
         // Counters are not worth a WAL flush per call (see crate::limits).
         let (begun, stamped, unflushed, admitted, committed) = futures_util::join!(
@@ -170,18 +205,42 @@ impl Scope {
         Ok(limits::Admitted::from_row(&row))
     }
 
+    /// For a read admitted from a lease this process holds (`limits::lease`): like
+    /// [`Scope::begin_read`], but the transaction checks a cached credential's epoch itself,
+    /// since no admission statement did.
+    pub async fn begin_leased_read(pool: &Pool, principal: &Principal) -> Result<Scope, ToolError> {
+        Self::open(pool, principal, Admission::Leased, None).await
+    }
+
     async fn open(
         pool: &Pool,
         principal: &Principal,
         admission: Admission,
         call_at: Option<OffsetDateTime>,
     ) -> Result<Scope, ToolError> {
-        let admit_at = match admission {
-            Admission::Before(at) => Some(at),
-            Admission::None | Admission::Elsewhere => None,
+        Self::open_admitted(pool, principal, admission, call_at)
+            .await
+            .map(|(scope, _)| scope)
+    }
+
+    async fn open_admitted(
+        pool: &Pool,
+        principal: &Principal,
+        admission: Admission,
+        call_at: Option<OffsetDateTime>,
+    ) -> Result<(Scope, Option<limits::Admitted>), ToolError> {
+        let admit_args = match admission {
+            Admission::Before { at, followers, ask } => Some(limits::AdmitArgs::new(
+                principal.workspace_id,
+                at,
+                principal.credential_epoch,
+                followers.saturating_add(1),
+                ask,
+            )),
+            Admission::None | Admission::Elsewhere | Admission::Leased => None,
         };
         let client = pool.get().await.map_err(ToolError::from_pool)?;
-        let admit = match admit_at {
+        let admit = match admit_args {
             Some(_) => Some(client.prepare_cached(limits::ADMIT_CALLS_SQL).await?),
             None => None,
         };
@@ -189,7 +248,9 @@ impl Scope {
         // there is one (here, or the caller's for a read). Without an admission, by a lookup
         // inside the tool's own transaction.
         let check = match (admission, principal.credential_epoch) {
-            (Admission::None, Some(_)) => Some(client.prepare_cached(EPOCH_SQL).await?),
+            (Admission::None | Admission::Leased, Some(_)) => {
+                Some(client.prepare_cached(EPOCH_SQL).await?)
+            }
             _ => None,
         };
         // Values are server-made uuids and enum names, written as literals because SET
@@ -198,7 +259,7 @@ impl Scope {
         // The admission is a transaction of its own, committed before the tool's begins, so
         // the counters' row locks last microseconds rather than the length of the call.
         // Counters are not worth a WAL flush per call (see crate::limits).
-        let admission_statements: Vec<&str> = match admit_at {
+        let admission_statements: Vec<&str> = match admit_args {
             Some(_) => vec!["BEGIN", &workspace, "SET LOCAL synchronous_commit = off"],
             None => Vec::new(),
         };
@@ -208,8 +269,8 @@ impl Scope {
             format!("SET LOCAL hdls.persona = '{}'", principal.persona.as_str()),
         ];
         match admission {
-            Admission::Before(_) => statements.insert(0, "COMMIT".to_owned()),
-            Admission::None | Admission::Elsewhere => {}
+            Admission::Before { .. } => statements.insert(0, "COMMIT".to_owned()),
+            Admission::None | Admission::Elsewhere | Admission::Leased => {}
         }
         // An agent has no principal: leaving hdls.principal_id unset reads as NULL, which
         // matches no customer row (fail closed), and saves a statement per call.
@@ -245,17 +306,12 @@ impl Scope {
             // One round trip: the admission transaction, then the statements opening the
             // tool's transaction, then the epoch check. join! and join_all poll in argument
             // order, which fixes the order on the wire.
-            let at = admit_at.unwrap_or(OffsetDateTime::UNIX_EPOCH);
-            let admit_params: [&(dyn ToSql + Sync); 4] = [
-                &principal.workspace_id,
-                &at,
-                &principal.credential_epoch,
-                &1_i32,
-            ];
             let admit = async {
-                match &admit {
-                    Some(statement) => c.query_one(statement, &admit_params).await.map(Some),
-                    None => Ok(None),
+                match (&admit, &admit_args) {
+                    (Some(statement), Some(args)) => {
+                        c.query_one(statement, &args.params()).await.map(Some)
+                    }
+                    _ => Ok(None),
                 }
             };
             let check_params: [&(dyn ToSql + Sync); 1] = [&principal.workspace_id];
@@ -274,12 +330,10 @@ impl Scope {
             }
             (admission?, epoch?)
         };
-        if let Some(row) = admitted {
-            let admitted = limits::Admitted::from_row(&row);
-            if admitted.admitted == 0 {
-                scope.rollback().await;
-                return Err(admitted.refusal());
-            }
+        let admitted = admitted.map(|row| limits::Admitted::from_row(&row));
+        if let Some(refused) = admitted.as_ref().filter(|a| a.admitted == 0) {
+            scope.rollback().await;
+            return Err(refused.refusal());
         }
         if let Some(live) = epoch
             && live.map(|row| row.get::<_, i64>(0)) != principal.credential_epoch
@@ -287,7 +341,7 @@ impl Scope {
             scope.rollback().await;
             return Err(ToolError::credential_changed());
         }
-        Ok(scope)
+        Ok((scope, admitted))
     }
 
     /// A transaction on a linked database's connection. Nothing is stamped: no policy of

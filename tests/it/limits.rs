@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::harness::{TestEnv, no_args};
 
-async fn set_plan(env: &TestEnv, ws: Uuid, per_minute: i32, monthly: Option<i64>) {
+pub async fn set_plan(env: &TestEnv, ws: Uuid, per_minute: i32, monthly: Option<i64>) {
     let owner = env.db.target.pool(OWNER_ROLE, 1).unwrap();
     hdls::workspaces::set_plan(&owner, ws, None, per_minute, monthly, env.clock_now())
         .await

@@ -24,6 +24,7 @@ mod database_roles;
 mod embedded_serve;
 mod interop;
 mod isolation;
+mod leases;
 mod limits;
 mod log_secrets;
 mod metrics;
