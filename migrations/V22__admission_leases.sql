@@ -26,10 +26,6 @@
 -- settles it: its used calls are not billed (an under-count, in the customer's favour, like
 -- the asynchronous commit of admissions) and its unused ones free up with their minute.
 
-ALTER TABLE hdls.usage_ledger
-    ADD COLUMN window_leased integer NOT NULL DEFAULT 0 CHECK (window_leased >= 0);
-GRANT UPDATE (window_leased) ON hdls.usage_ledger TO hdls_runtime;
-
 -- Admission, settlement and lease in one statement. `wanted` calls are admitted as by V21
 -- (all at once when they fit, else one at a time, the rest refused and counted nowhere).
 -- Then, if all were admitted, `lease` calls more are leased when far enough from both
@@ -233,3 +229,19 @@ AS $$
            ('hdls.count_refusal(uuid, timestamptz)'::regprocedure)
 $$;
 SELECT hdls.delegate('hdls.admit_calls(uuid, timestamptz, bigint, integer, integer, timestamptz, integer, integer)'::regprocedure);
+
+-- The column last: under Citus, a function command (above) may not follow a parallel
+-- operation on a distributed table, such as this ALTER, in one transaction. The functions
+-- name the column only when they run.
+-- The constraint in a command of its own, with a name: Citus refuses a column added with an
+-- unnamed constraint to a distributed table. Through EXECUTE, because Citus sends an added
+-- CHECK to the workers as the text of the statement it came in, and a migration arrives as
+-- one string of many statements, which a worker refuses.
+ALTER TABLE hdls.usage_ledger ADD COLUMN window_leased integer NOT NULL DEFAULT 0;
+DO $$
+BEGIN
+    EXECUTE 'ALTER TABLE hdls.usage_ledger
+             ADD CONSTRAINT usage_ledger_window_leased_check CHECK (window_leased >= 0)';
+END
+$$;
+GRANT UPDATE (window_leased) ON hdls.usage_ledger TO hdls_runtime;
