@@ -9,7 +9,7 @@ use crate::harness::TestEnv;
 use crate::limits::ServeProcess;
 
 /// One stateless MCP request: the HTTP status and, for a tools/call, the JSON-RPC body.
-async fn call(
+pub async fn call(
     http: &reqwest::Client,
     url: &str,
     key: &str,

@@ -12,20 +12,9 @@ use uuid::Uuid;
 use crate::harness::{TestEnv, no_args};
 use crate::limits::{ServeProcess, set_plan};
 
-/// One stateless MCP `tools/call`: the HTTP status and the JSON-RPC body.
+/// One stateless MCP `tools/call` without arguments: the HTTP status and the JSON-RPC body.
 async fn call(http: &reqwest::Client, url: &str, key: &str, tool: &str) -> (u16, Value) {
-    let response = http
-        .post(url)
-        .header("authorization", format!("Bearer {key}"))
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .json(&json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                       "params": { "name": tool, "arguments": {} } }))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    crate::credential_cache::call(http, url, key, tool, json!({})).await
 }
 
 /// The month's billed calls, the minute's counted calls and the minute's leased calls.
