@@ -217,68 +217,63 @@ impl Bench<'_> {
             self.knobs.cpu
         );
         let idle = procfs::rss_bytes(hdls.pid()).unwrap_or(0);
-        let (by_key, peak_key) = self.search_by_key(hdls, read, floor_search).await?;
-        let peak_oauth = self.search_by_oauth(hdls, read, &by_key).await?;
+        let (by_key, peak_search) = self.search(hdls, read, floor_search).await?;
         let peak_create = self.create(hdls, write, floor_create).await?;
         tokio::time::sleep(SETTLE).await;
         let after = procfs::rss_bytes(hdls.pid()).unwrap_or(0);
-        self.memory(idle, peak_key.max(peak_oauth).max(peak_create), after);
+        self.memory(idle, peak_search.max(peak_create), after);
         Ok(by_key)
     }
 
-    /// `search_accounts` with the workspace's API key; the rates and the peak RSS at 64.
-    async fn search_by_key(
+    /// `search_accounts` with the workspace's API key and with an OAuth access token,
+    /// interleaved; the API key's rates and the peak RSS at 64.
+    async fn search(
         &mut self,
         hdls: &ServerProcess,
         read: &fixtures::Workspace,
         floor: &[Stats],
     ) -> anyhow::Result<(Vec<Stats>, u64)> {
-        let (mut by_key, mut peak) = (Vec::new(), 0);
-        for (c, floor) in CONNECTIONS.into_iter().zip(floor) {
-            let label = format!("search_accounts API key @{c}");
-            let (stats, rss) = self
-                .calls(hdls, &label, &read.key, search_call(), c, c == 64)
-                .await?;
-            peak = peak.max(rss);
-            let of = ("pgbench", floor);
-            self.targets
-                .ratio(&label, &stats, "calls/s", of, LEAST_OF_PGBENCH);
-            if c == 64 {
-                let what = format!("{label} p99");
-                self.targets
-                    .at_most(&what, stats.p99_ms, "ms", MOST_P99_AT_64_MS);
-            }
-            by_key.push(stats);
-        }
-        Ok((by_key, peak))
-    }
-
-    /// The same search with an OAuth access token; the peak RSS at 64.
-    async fn search_by_oauth(
-        &mut self,
-        hdls: &ServerProcess,
-        read: &fixtures::Workspace,
-        by_key: &[Stats],
-    ) -> anyhow::Result<u64> {
         let person = oauth::Person {
             email: fixtures::EMAIL,
             password: fixtures::PASSWORD,
             workspace: read.id,
         };
-        let mut peak = 0;
-        for (c, key_rate) in CONNECTIONS.into_iter().zip(by_key) {
-            // A fresh token per run: an access token lives 10 minutes.
+        let (mut by_key, mut peak) = (Vec::new(), 0);
+        for (c, floor) in CONNECTIONS.into_iter().zip(floor) {
+            // A fresh token per connection count: an access token lives 10 minutes.
             let token = oauth::access_token(&hdls.base, &person).await?;
-            let label = format!("search_accounts OAuth @{c}");
-            let (stats, rss) = self
-                .calls(hdls, &label, &token, search_call(), c, c == 64)
-                .await?;
-            peak = peak.max(rss);
-            let of = ("API key", key_rate);
-            self.targets
-                .ratio(&label, &stats, "calls/s", of, LEAST_OAUTH_OF_KEY);
+            let key_label = format!("search_accounts API key @{c}");
+            let oauth_label = format!("search_accounts OAuth @{c}");
+            let runs = [
+                (hdls, key_label.as_str(), read.key.as_str()),
+                (hdls, oauth_label.as_str(), token.as_str()),
+            ];
+            let measured = self.interleaved(&runs, c, c == 64).await?;
+            let [(key, key_rss), (by_oauth, oauth_rss)] =
+                <[(Stats, u64); 2]>::try_from(measured).map_err(|_| anyhow::anyhow!("two runs"))?;
+            peak = peak.max(key_rss).max(oauth_rss);
+            self.targets.ratio(
+                &key_label,
+                &key,
+                "calls/s",
+                ("pgbench", floor),
+                LEAST_OF_PGBENCH,
+            );
+            if c == 64 {
+                let what = format!("{key_label} p99");
+                self.targets
+                    .at_most(&what, key.p99_ms, "ms", MOST_P99_AT_64_MS);
+            }
+            self.targets.ratio(
+                &oauth_label,
+                &by_oauth,
+                "calls/s",
+                ("API key", &key),
+                LEAST_OAUTH_OF_KEY,
+            );
+            by_key.push(key);
         }
-        Ok(peak)
+        Ok((by_key, peak))
     }
 
     /// `create_account` with unique names; the peak RSS at 64.
@@ -324,7 +319,7 @@ impl Bench<'_> {
     }
 
     /// The search against two servers built from the library, limits on and off (each in a
-    /// child process, one after the other). The one with limits on is set beside `serve`'s
+    /// child process, both up at once, their runs interleaved). The one with limits on is set beside `serve`'s
     /// rate, to show the two servers are alike.
     async fn limits(
         &mut self,
@@ -336,23 +331,27 @@ impl Bench<'_> {
         println!(
             "the same App and router built in a child process of this benchmark, limits on and off"
         );
-        let mut runs = Vec::new();
-        for limits in [true, false] {
-            let server = ServerProcess::in_bench(url, limits, scratch).await?;
-            let mut by_connections = Vec::new();
-            for c in CONNECTIONS {
-                let label = format!("search, limits {} @{c}", if limits { "on" } else { "off" });
-                by_connections.push(
-                    self.calls(&server, &label, &read.key, search_call(), c, false)
-                        .await?
-                        .0,
-                );
-            }
-            server.stop().await;
-            runs.push(by_connections);
+        // Both servers up at once, so that their runs can take turns.
+        let with = ServerProcess::in_bench(url, true, scratch).await?;
+        let without = ServerProcess::in_bench(url, false, scratch).await?;
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for c in CONNECTIONS {
+            let (on_label, off_label) = (
+                format!("search, limits on @{c}"),
+                format!("search, limits off @{c}"),
+            );
+            let runs = [
+                (&with, on_label.as_str(), read.key.as_str()),
+                (&without, off_label.as_str(), read.key.as_str()),
+            ];
+            let measured = self.interleaved(&runs, c, false).await?;
+            let [(with_limits, _), (without_limits, _)] =
+                <[(Stats, u64); 2]>::try_from(measured).map_err(|_| anyhow::anyhow!("two runs"))?;
+            on.push(with_limits);
+            off.push(without_limits);
         }
-        let [on, off] =
-            <[Vec<Stats>; 2]>::try_from(runs).map_err(|_| anyhow::anyhow!("two runs"))?;
+        with.stop().await;
+        without.stop().await;
         for (((c, on), off), serve) in CONNECTIONS.into_iter().zip(&on).zip(&off).zip(by_key) {
             self.targets.ratio(
                 &format!("limits on/off @{c}"),
@@ -453,12 +452,63 @@ impl Bench<'_> {
         connections: usize,
         sample_rss: bool,
     ) -> anyhow::Result<(Stats, u64)> {
+        let raw = self
+            .measure(server, token, call, connections, self.knobs.run, sample_rss)
+            .await?;
+        let rss = raw.rss;
+        Ok((raw.finish(label)?, rss))
+    }
+
+    /// Runs that are compared with each other, interleaved: each gets `SLICES` slices of the
+    /// run's time, taken in turn (A B A B …), so that a stretch of a slower machine falls on
+    /// all of them alike (measured: on a shared virtual machine the CPU a call costs moved by
+    /// a third between consecutive runs of the same server and call, and a ratio of two
+    /// back-to-back runs showed that rather than the servers). One result per run, in order.
+    async fn interleaved(
+        &self,
+        runs: &[(&ServerProcess, &str, &str)],
+        connections: usize,
+        sample_rss: bool,
+    ) -> anyhow::Result<Vec<(Stats, u64)>> {
+        let slice = self.knobs.run / SLICES;
+        let mut totals: Vec<Option<Raw>> = runs.iter().map(|_| None).collect();
+        for _ in 0..SLICES {
+            for ((server, _, token), total) in runs.iter().zip(&mut totals) {
+                let raw = self
+                    .measure(server, token, search_call(), connections, slice, sample_rss)
+                    .await?;
+                *total = Some(match total.take() {
+                    Some(before) => before.and(raw),
+                    None => raw,
+                });
+            }
+        }
+        runs.iter()
+            .zip(totals)
+            .map(|((_, label, _), raw)| {
+                let raw = raw.ok_or_else(|| anyhow::anyhow!("no slice ran"))?;
+                let rss = raw.rss;
+                Ok((raw.finish(label)?, rss))
+            })
+            .collect()
+    }
+
+    /// One load run's raw figures.
+    async fn measure(
+        &self,
+        server: &ServerProcess,
+        token: &str,
+        call: Call,
+        connections: usize,
+        duration: Duration,
+        sample_rss: bool,
+    ) -> anyhow::Result<Raw> {
         let spec = Spec {
             url: server.crm_url().parse()?,
             token: token.to_owned(),
             call,
             connections,
-            duration: self.knobs.run,
+            duration,
         };
         let pid = server.pid();
         let peak = sample_rss.then(|| procfs::PeakRss::start(pid));
@@ -480,14 +530,61 @@ impl Bench<'_> {
             None => 0,
         };
         let transactions = self.transactions().await? - transactions;
-        let stats = Stats::from_load(
+        Ok(Raw {
             measured,
-            &[("postgres", postgres), ("server", server_cpu)],
-            machine_cpu,
+            postgres,
+            server: server_cpu,
+            machine: machine_cpu,
+            transactions,
+            rss,
+        })
+    }
+}
+
+/// Slices each of a set of compared runs is cut into (see [`Bench::interleaved`]).
+const SLICES: u32 = 4;
+
+/// What one load run (or the sum of a run's slices) measured, before it becomes [`Stats`].
+struct Raw {
+    measured: load::Measurement,
+    postgres: Option<f64>,
+    server: Option<f64>,
+    machine: f64,
+    transactions: i64,
+    rss: u64,
+}
+
+impl Raw {
+    /// The sum of two slices of one run.
+    fn and(mut self, other: Raw) -> Raw {
+        let add = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a + b);
+        self.measured
+            .latencies_us
+            .extend(other.measured.latencies_us);
+        self.measured.failed += other.measured.failed;
+        self.measured.first_failure = self.measured.first_failure.or(other.measured.first_failure);
+        self.measured.elapsed += other.measured.elapsed;
+        self.measured.cpu_seconds += other.measured.cpu_seconds;
+        Raw {
+            measured: self.measured,
+            postgres: add(self.postgres, other.postgres),
+            server: add(self.server, other.server),
+            machine: self.machine + other.machine,
+            transactions: self.transactions + other.transactions,
+            rss: self.rss.max(other.rss),
+        }
+    }
+
+    /// The run's line, printed.
+    fn finish(self, label: &str) -> anyhow::Result<Stats> {
+        let stats = Stats::from_load(
+            self.measured,
+            &[("postgres", self.postgres), ("server", self.server)],
+            self.machine,
         )
-        .with_transactions(transactions);
+        .with_transactions(self.transactions);
         stats.print(label, "calls/s")?;
-        Ok((stats, rss))
+        Ok(stats)
     }
 }
 
