@@ -90,8 +90,8 @@ async fn leased_calls_are_billed_as_far_as_they_ran_and_a_revoked_key_is_not() {
 async fn a_leasing_workspace_is_admitted_exactly_up_to_its_limit() {
     let env = TestEnv::start_with_app(|app| app.with_lease_ttl(Duration::from_secs(3600))).await;
     let (ws, key) = env.workspace("edge").await;
-    // Far enough from 400 for leases at first (9 leases' worth of room), not near the end.
-    set_plan(&env, ws, 400, None).await;
+    // Far enough from 800 for leases at first (9 leases' worth of room), not near the end.
+    set_plan(&env, ws, 800, None).await;
     env.align_to_minute_start();
     let mut clients = Vec::new();
     for _ in 0..8 {
@@ -99,7 +99,7 @@ async fn a_leasing_workspace_is_admitted_exactly_up_to_its_limit() {
     }
     let outcomes = futures_util::future::join_all(clients.iter().map(|c| async move {
         let mut outcomes = Vec::new();
-        for _ in 0..60 {
+        for _ in 0..110 {
             let result = c.call("whoami", no_args()).await;
             outcomes.push(match result.is_error {
                 Some(true) => result.structured_content.expect("an error object")["error"]["code"]
@@ -115,10 +115,10 @@ async fn a_leasing_workspace_is_admitted_exactly_up_to_its_limit() {
     .concat();
     let admitted = outcomes.iter().filter(|o| *o == "ok").count();
     let refused = outcomes.iter().filter(|o| *o == "rate_limited").count();
-    assert_eq!((admitted, refused), (400, 80), "{outcomes:?}");
+    assert_eq!((admitted, refused), (800, 80), "{outcomes:?}");
     assert!(admissions(&env.app.metrics.encode(), "lease") > 0.0);
     env.app.admissions.settle_all(&env.app.pools.runtime).await;
-    assert_eq!(usage(&env, ws).await, (400, 400, 0));
+    assert_eq!(usage(&env, ws).await, (800, 800, 0));
 }
 
 #[tokio::test]
