@@ -207,14 +207,7 @@ impl Followers {
     /// Tells each follower what the lead's admission said: admitted as far as it fit (the
     /// lead first), refused with the lead's refusal, or the database's error.
     pub fn answer(self, lead: Result<&Admitted, &ToolError>) {
-        for (i, waiter) in self.0.into_iter().enumerate() {
-            let answer = match lead {
-                Ok(admitted) if admitted.admitted > i + 1 => Ok(()),
-                Ok(admitted) => Err(admitted.refusal()),
-                Err(error) => Err(alike(error)),
-            };
-            let _ = waiter.answer.send(answer);
-        }
+        answer(self.0, lead, 1);
     }
 }
 
@@ -413,15 +406,22 @@ impl Admissions {
             if let Ok(admitted) = &outcome {
                 self.install(&pool, key.0, admitted.leased, at);
             }
-            for (i, waiter) in batch.into_iter().enumerate() {
-                let answer = match &outcome {
-                    Ok(admitted) if admitted.admitted > i => Ok(()),
-                    Ok(admitted) => Err(admitted.refusal()),
-                    Err(error) => Err(alike(error)),
-                };
-                let _ = waiter.answer.send(answer);
-            }
+            answer(batch, outcome.as_ref(), 0);
         }
+    }
+}
+
+/// Tells each waiter what the admission that counted it and `ahead` calls before it said:
+/// admitted as far as the calls fit, in order, refused with its refusal, or the database's
+/// error.
+fn answer(waiters: Vec<Waiter>, outcome: Result<&Admitted, &ToolError>, ahead: usize) {
+    for (i, waiter) in waiters.into_iter().enumerate() {
+        let answer = match outcome {
+            Ok(admitted) if admitted.admitted > ahead + i => Ok(()),
+            Ok(admitted) => Err(admitted.refusal()),
+            Err(error) => Err(alike(error)),
+        };
+        let _ = waiter.answer.send(answer);
     }
 }
 

@@ -38,16 +38,26 @@ fn ok(body: &Value) -> &Value {
 
 /// `credential_lookups` by outcome, from a process's /metrics.
 async fn lookups(http: &reqwest::Client, metrics_url: &str, outcome: &str) -> f64 {
-    let text = http
-        .get(metrics_url)
+    let text = scrape(http, metrics_url).await;
+    counter(&text, "hdls_credential_lookups_total", outcome)
+}
+
+/// A process's /metrics text.
+pub async fn scrape(http: &reqwest::Client, metrics_url: &str) -> String {
+    http.get(metrics_url)
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    let needle = format!("hdls_credential_lookups_total{{outcome=\"{outcome}\"}} ");
-    text.lines()
+        .unwrap()
+}
+
+/// A counter with an `outcome` label from a /metrics text (0 when not there yet).
+pub fn counter(metrics: &str, family: &str, outcome: &str) -> f64 {
+    let needle = format!("{family}{{outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
         .find_map(|l| l.strip_prefix(needle.as_str()))
         .map_or(0.0, |v| v.trim().parse().unwrap())
 }

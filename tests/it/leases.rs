@@ -31,11 +31,7 @@ async fn usage(env: &TestEnv, ws: Uuid) -> (i64, i32, i32) {
 
 /// `hdls_admissions_total{outcome}` from a /metrics text.
 fn admissions(metrics: &str, outcome: &str) -> f64 {
-    let needle = format!("hdls_admissions_total{{outcome=\"{outcome}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(needle.as_str()))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+    crate::credential_cache::counter(metrics, "hdls_admissions_total", outcome)
 }
 
 #[tokio::test]
@@ -162,14 +158,7 @@ async fn concurrent_reads_on_two_processes_are_billed_exactly_once_settled() {
     let ran: i64 = futures_util::future::join_all(tasks).await.iter().sum();
     assert_eq!(ran, 240);
     for server in &servers {
-        let metrics = http
-            .get(&server.metrics_url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = crate::credential_cache::scrape(&http, &server.metrics_url).await;
         assert!(
             admissions(&metrics, "lease") > 0.0,
             "each process admitted reads from its leases"
