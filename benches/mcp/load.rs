@@ -19,6 +19,7 @@ use crate::procfs;
 const PROTOCOL_VERSION: &str = "2025-06-18";
 
 /// What each call sends.
+#[derive(Clone)]
 pub enum Call {
     /// The same tool call every time.
     Fixed(String),
@@ -32,12 +33,13 @@ impl Call {
         Call::Fixed(tools_call(tool, arguments))
     }
 
-    fn body(&self, connection: usize, n: u64) -> String {
+    /// The body of call `n` on `connection` in the benchmark's `run`-th load run.
+    fn body(&self, run: u64, connection: usize, n: u64) -> String {
         match self {
             Call::Fixed(body) => body.clone(),
             Call::CreateAccount => tools_call(
                 "create_account",
-                serde_json::json!({ "name": format!("Bench {connection}-{n}") }),
+                serde_json::json!({ "name": format!("Bench {run}-{connection}-{n}") }),
             ),
         }
     }
@@ -97,13 +99,18 @@ pub async fn run(spec: Spec, cpu: usize) -> anyhow::Result<Measurement> {
     Ok(result.await??)
 }
 
+/// Load runs started so far in this process: a run's number keeps the names `create_account`
+/// makes unique across runs (and across the slices of one interleaved run).
+static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn drive(spec: Arc<Spec>) -> Measurement {
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let headers = Arc::new(headers(&spec.token));
     let cpu_before = procfs::thread_cpu_seconds();
     let started = Instant::now();
     let deadline = started + spec.duration;
     let tasks: Vec<_> = (0..spec.connections)
-        .map(|i| tokio::spawn(connection(spec.clone(), headers.clone(), i, deadline)))
+        .map(|i| tokio::spawn(connection(spec.clone(), headers.clone(), run, i, deadline)))
         .collect();
     let mut total = Measurement::default();
     for task in tasks {
@@ -143,6 +150,7 @@ fn headers(token: &str) -> HeaderMap {
 async fn connection(
     spec: Arc<Spec>,
     headers: Arc<HeaderMap>,
+    run: u64,
     index: usize,
     deadline: Instant,
 ) -> Measurement {
@@ -157,7 +165,7 @@ async fn connection(
     };
     let mut n = 0;
     while Instant::now() < deadline {
-        let body = spec.call.body(index, n);
+        let body = spec.call.body(run, index, n);
         n += 1;
         let started = Instant::now();
         match call(&mut sender, &spec.url, &headers, body).await {

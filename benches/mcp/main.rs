@@ -1,14 +1,15 @@
 //! Benchmark for issue 15: what a tool call costs over MCP against the SQL it runs, in one
 //! run, every figure against its limit.
 //!
-//! 1. pgbench: the transactions `search_accounts` and `create_account` run (their statements
-//!    from the product code, the Scope's `SET LOCAL`s, the tool's parameters), as
-//!    `hdls_runtime`, `-M prepared`, one thread pinned to CPU 1, at 16 and 64 clients.
-//! 2. `hdls serve` as a child process, driven by stateless MCP `tools/call` POSTs over 16 and
-//!    64 keep-alive connections from one thread of this process pinned to CPU 1:
-//!    `search_accounts` with an API key and with an OAuth access token, `create_account`;
-//!    then the same search against two servers built from the library with limits on and
-//!    off (`serve` has no switch for that); the server's RSS idle, at peak and after.
+//! 1. At 16 and 64 connections, interleaved in slices so that the machine's drift falls on
+//!    all alike: pgbench running the transaction `search_accounts` runs (its statement from
+//!    the product code, the Scope's `SET LOCAL`s, the tool's parameters) as `hdls_runtime`,
+//!    `-M prepared`, one thread pinned to CPU 1; and `hdls serve` (a child process) driven by
+//!    stateless MCP `tools/call` POSTs over keep-alive connections from one thread of this
+//!    process pinned to CPU 1, with an API key and with an OAuth access token. Then the same
+//!    for `create_account` and its insert transaction.
+//! 2. The same search against two servers built from the library with limits on and off
+//!    (`serve` has no switch for that); the server's RSS idle, at peak and after.
 //! 3. Unless HDLS_BENCH_LARGE=0: 1,000,009 accounts (100,000 in one workspace), and substring
 //!    searches at one connection.
 //!
@@ -36,7 +37,7 @@ use hdls::db::{DbTarget, RUNTIME_ROLE, connect};
 use serde_json::{Value, json};
 
 use crate::load::{Call, Spec};
-use crate::pgbench::Pgbench;
+use crate::pgbench::{Pgbench, Script};
 use crate::procfs::Postgres;
 use crate::report::{Stats, Targets, megabytes};
 use crate::server::ServerProcess;
@@ -139,15 +140,18 @@ async fn bench(target: &DbTarget, knobs: &Knobs, scratch: &Path) -> anyhow::Resu
         fixtures::conninfo(target, Some(RUNTIME_ROLE)),
         &scratch.join("pgbench"),
     )?;
-    let (floor_search, floor_create) = bench.pgbench(&pgbench, &read, &write).await?;
-    fixtures::settle(target).await?;
+    let [search, create] = floor_scripts(&read, &write)?;
+    let floors = Floors {
+        pgbench: &pgbench,
+        search: &search,
+        create: &create,
+    };
 
     let url = fixtures::conninfo(target, None);
     let hdls = ServerProcess::hdls(&url, &scratch.join("serve")).await?;
     first_call_works(&hdls.crm_url(), &read.key).await?;
-    let by_key = bench
-        .hdls(&hdls, &read, &write, &floor_search, &floor_create)
-        .await?;
+    fixtures::settle(target).await?;
+    let by_key = bench.hdls(&hdls, &read, &write, &floors).await?;
 
     fixtures::settle(target).await?;
     bench.limits(&url, scratch, &read, &by_key).await?;
@@ -161,64 +165,23 @@ async fn bench(target: &DbTarget, knobs: &Knobs, scratch: &Path) -> anyhow::Resu
 }
 
 impl Bench<'_> {
-    /// pgbench's rates of the search and the insert transactions (the floors), by clients.
-    async fn pgbench(
-        &mut self,
-        pgbench: &Pgbench,
-        read: &fixtures::Workspace,
-        write: &fixtures::Workspace,
-    ) -> anyhow::Result<(Vec<Stats>, Vec<Stats>)> {
-        println!(
-            "pgbench -M prepared as hdls_runtime, 1 thread on CPU {}",
-            self.knobs.cpu
-        );
-        let pattern = hdls::tools::named::search_pattern(Some(QUERY))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .unwrap_or_default();
-        let now = SystemClock.now();
-        let millis = now.unix_timestamp_nanos() / 1_000_000;
-        let call = format!("{c} {millis} {c} owner", c = write.credential);
-        let scripts = [
-            pgbench::search(read.id, &pattern, PAGE),
-            pgbench::create_account(
-                write.id,
-                &call,
-                &now.format(&time::format_description::well_known::Rfc3339)?,
-            ),
-        ];
-        let mut floors = [Vec::new(), Vec::new()];
-        for (script, floor) in scripts.iter().zip(&mut floors) {
-            for c in CONNECTIONS {
-                let before = self.transactions().await?;
-                let run = pgbench
-                    .run(script, c, self.knobs.run, self.knobs.cpu, self.postgres)
-                    .await?;
-                let transactions = self.transactions().await? - before;
-                let stats = Stats::from_pgbench(run).with_transactions(transactions);
-                stats.print(&format!("{} transaction @{c}", script.name), "tps")?;
-                floor.push(stats);
-            }
-        }
-        let [search, create] = floors;
-        Ok((search, create))
-    }
-
     /// The runs against `hdls serve`, with its memory; returns the API-key search rates.
     async fn hdls(
         &mut self,
         hdls: &ServerProcess,
         read: &fixtures::Workspace,
         write: &fixtures::Workspace,
-        floor_search: &[Stats],
-        floor_create: &[Stats],
+        floors: &Floors<'_>,
     ) -> anyhow::Result<Vec<Stats>> {
         println!(
-            "hdls serve (child process), MCP over HTTP/1.1 keep-alive, load from 1 thread on CPU {}",
-            self.knobs.cpu
+            "pgbench -M prepared as hdls_runtime, and hdls serve (child process) over MCP, HTTP/1.1 keep-alive; load from 1 thread on CPU {}; \
+             the runs of each block interleaved in {SLICES} slices of {} s",
+            self.knobs.cpu,
+            self.slice().as_secs()
         );
         let idle = procfs::rss_bytes(hdls.pid()).unwrap_or(0);
-        let (by_key, peak_search) = self.search(hdls, read, floor_search).await?;
-        let peak_create = self.create(hdls, write, floor_create).await?;
+        let (by_key, peak_search) = self.search(hdls, read, floors).await?;
+        let peak_create = self.create(hdls, write, floors).await?;
         tokio::time::sleep(SETTLE).await;
         let after = procfs::rss_bytes(hdls.pid()).unwrap_or(0);
         self.memory(idle, peak_search.max(peak_create), after);
@@ -226,12 +189,12 @@ impl Bench<'_> {
     }
 
     /// `search_accounts` with the workspace's API key and with an OAuth access token,
-    /// interleaved; the API key's rates and the peak RSS at 64.
+    /// interleaved with pgbench of its transaction; the API key's rates and the peak RSS at 64.
     async fn search(
         &mut self,
         hdls: &ServerProcess,
         read: &fixtures::Workspace,
-        floor: &[Stats],
+        floors: &Floors<'_>,
     ) -> anyhow::Result<(Vec<Stats>, u64)> {
         let person = oauth::Person {
             email: fixtures::EMAIL,
@@ -239,24 +202,28 @@ impl Bench<'_> {
             workspace: read.id,
         };
         let (mut by_key, mut peak) = (Vec::new(), 0);
-        for (c, floor) in CONNECTIONS.into_iter().zip(floor) {
+        let call = search_call();
+        for c in CONNECTIONS {
             // A fresh token per connection count: an access token lives 10 minutes.
             let token = oauth::access_token(&hdls.base, &person).await?;
+            let floor_label = format!("search transaction (pgbench) @{c}");
             let key_label = format!("search_accounts API key @{c}");
             let oauth_label = format!("search_accounts OAuth @{c}");
             let runs = [
-                (hdls, key_label.as_str(), read.key.as_str()),
-                (hdls, oauth_label.as_str(), token.as_str()),
+                (floor_label.as_str(), floors.leg(floors.search)),
+                (key_label.as_str(), Leg::calls(hdls, &read.key, &call)),
+                (oauth_label.as_str(), Leg::calls(hdls, &token, &call)),
             ];
             let measured = self.interleaved(&runs, c, c == 64).await?;
-            let [(key, key_rss), (by_oauth, oauth_rss)] =
-                <[(Stats, u64); 2]>::try_from(measured).map_err(|_| anyhow::anyhow!("two runs"))?;
+            let [(floor, _), (key, key_rss), (by_oauth, oauth_rss)] =
+                <[(Stats, u64); 3]>::try_from(measured)
+                    .map_err(|_| anyhow::anyhow!("three runs"))?;
             peak = peak.max(key_rss).max(oauth_rss);
             self.targets.ratio(
                 &key_label,
                 &key,
                 "calls/s",
-                ("pgbench", floor),
+                ("pgbench", &floor),
                 LEAST_OF_PGBENCH,
             );
             if c == 64 {
@@ -276,21 +243,30 @@ impl Bench<'_> {
         Ok((by_key, peak))
     }
 
-    /// `create_account` with unique names; the peak RSS at 64.
+    /// `create_account` with unique names, interleaved with pgbench of its insert
+    /// transaction; the peak RSS at 64.
     async fn create(
         &mut self,
         hdls: &ServerProcess,
         write: &fixtures::Workspace,
-        floor: &[Stats],
+        floors: &Floors<'_>,
     ) -> anyhow::Result<u64> {
         let mut peak = 0;
-        for (c, floor) in CONNECTIONS.into_iter().zip(floor) {
+        for c in CONNECTIONS {
+            let floor_label = format!("create_account transaction (pgbench) @{c}");
             let label = format!("create_account API key @{c}");
-            let (stats, rss) = self
-                .calls(hdls, &label, &write.key, Call::CreateAccount, c, c == 64)
-                .await?;
+            let runs = [
+                (floor_label.as_str(), floors.leg(floors.create)),
+                (
+                    label.as_str(),
+                    Leg::calls(hdls, &write.key, &Call::CreateAccount),
+                ),
+            ];
+            let measured = self.interleaved(&runs, c, c == 64).await?;
+            let [(floor, _), (stats, rss)] =
+                <[(Stats, u64); 2]>::try_from(measured).map_err(|_| anyhow::anyhow!("two runs"))?;
             peak = peak.max(rss);
-            let of = ("pgbench", floor);
+            let of = ("pgbench", &floor);
             self.targets
                 .ratio(&label, &stats, "calls/s", of, LEAST_OF_PGBENCH);
         }
@@ -335,14 +311,15 @@ impl Bench<'_> {
         let with = ServerProcess::in_bench(url, true, scratch).await?;
         let without = ServerProcess::in_bench(url, false, scratch).await?;
         let (mut on, mut off) = (Vec::new(), Vec::new());
+        let call = search_call();
         for c in CONNECTIONS {
             let (on_label, off_label) = (
                 format!("search, limits on @{c}"),
                 format!("search, limits off @{c}"),
             );
             let runs = [
-                (&with, on_label.as_str(), read.key.as_str()),
-                (&without, off_label.as_str(), read.key.as_str()),
+                (on_label.as_str(), Leg::calls(&with, &read.key, &call)),
+                (off_label.as_str(), Leg::calls(&without, &read.key, &call)),
             ];
             let measured = self.interleaved(&runs, c, false).await?;
             let [(with_limits, _), (without_limits, _)] =
@@ -459,38 +436,61 @@ impl Bench<'_> {
         Ok((raw.finish(label)?, rss))
     }
 
-    /// Runs that are compared with each other, interleaved: each gets `SLICES` slices of the
-    /// run's time, taken in turn (A B A B …), so that a stretch of a slower machine falls on
-    /// all of them alike (measured: on a shared virtual machine the CPU a call costs moved by
-    /// a third between consecutive runs of the same server and call, and a ratio of two
-    /// back-to-back runs showed that rather than the servers). One result per run, in order.
+    /// Runs that are compared with each other, interleaved: each gets `SLICES` slices of
+    /// [`Bench::slice`], taken in turn (A B C A B C …), so that a stretch of a slower machine
+    /// falls on all of them alike (measured: on a shared virtual machine the CPU a call costs
+    /// moved by a third between consecutive runs of the same server and call, and a ratio of
+    /// two back-to-back runs showed that rather than what was compared). One result per run,
+    /// in order, with the server's peak RSS if `sample_rss` (0 for pgbench).
     async fn interleaved(
         &self,
-        runs: &[(&ServerProcess, &str, &str)],
+        runs: &[(&str, Leg<'_>)],
         connections: usize,
         sample_rss: bool,
     ) -> anyhow::Result<Vec<(Stats, u64)>> {
-        let slice = self.knobs.run / SLICES;
-        let mut totals: Vec<Option<Raw>> = runs.iter().map(|_| None).collect();
+        let slice = self.slice();
+        let mut totals: Vec<Option<Total>> = runs.iter().map(|_| None).collect();
         for _ in 0..SLICES {
-            for ((server, _, token), total) in runs.iter().zip(&mut totals) {
-                let raw = self
-                    .measure(server, token, search_call(), connections, slice, sample_rss)
-                    .await?;
+            for ((_, leg), total) in runs.iter().zip(&mut totals) {
+                let measured = match leg {
+                    Leg::Floor { pgbench, script } => {
+                        let before = self.transactions().await?;
+                        let run = pgbench
+                            .run(script, connections, slice, self.knobs.cpu, self.postgres)
+                            .await?;
+                        Total::Floor(run, self.transactions().await? - before)
+                    }
+                    Leg::Calls {
+                        server,
+                        token,
+                        call,
+                    } => {
+                        let call = (*call).clone();
+                        let raw = self
+                            .measure(server, token, call, connections, slice, sample_rss)
+                            .await?;
+                        Total::Calls(raw)
+                    }
+                };
                 *total = Some(match total.take() {
-                    Some(before) => before.and(raw),
-                    None => raw,
+                    Some(before) => before.and(measured)?,
+                    None => measured,
                 });
             }
         }
         runs.iter()
             .zip(totals)
-            .map(|((_, label, _), raw)| {
-                let raw = raw.ok_or_else(|| anyhow::anyhow!("no slice ran"))?;
-                let rss = raw.rss;
-                Ok((raw.finish(label)?, rss))
+            .map(|((label, _), total)| {
+                total
+                    .ok_or_else(|| anyhow::anyhow!("no slice ran"))?
+                    .finish(label)
             })
             .collect()
+    }
+
+    /// One slice of an interleaved run: whole seconds, since pgbench's `-T` takes no fraction.
+    fn slice(&self) -> Duration {
+        Duration::from_secs(self.knobs.run.as_secs().div_ceil(u64::from(SLICES)).max(1))
     }
 
     /// One load run's raw figures.
@@ -543,6 +543,100 @@ impl Bench<'_> {
 
 /// Slices each of a set of compared runs is cut into (see [`Bench::interleaved`]).
 const SLICES: u32 = 4;
+
+/// pgbench and the transactions the tools run, which the tool calls are measured against.
+struct Floors<'a> {
+    pgbench: &'a Pgbench,
+    search: &'a Script,
+    create: &'a Script,
+}
+
+impl<'a> Floors<'a> {
+    fn leg(&self, script: &'a Script) -> Leg<'a> {
+        Leg::Floor {
+            pgbench: self.pgbench,
+            script,
+        }
+    }
+}
+
+/// One of the runs an interleaved block compares.
+enum Leg<'a> {
+    /// pgbench running a tool's transaction.
+    Floor {
+        pgbench: &'a Pgbench,
+        script: &'a Script,
+    },
+    /// MCP tool calls to a server.
+    Calls {
+        server: &'a ServerProcess,
+        token: &'a str,
+        call: &'a Call,
+    },
+}
+
+impl<'a> Leg<'a> {
+    fn calls(server: &'a ServerProcess, token: &'a str, call: &'a Call) -> Leg<'a> {
+        Leg::Calls {
+            server,
+            token,
+            call,
+        }
+    }
+}
+
+/// What the slices of one leg measured so far.
+enum Total {
+    /// A pgbench run, and the database transactions it made.
+    Floor(pgbench::Run, i64),
+    Calls(Raw),
+}
+
+impl Total {
+    fn and(self, other: Total) -> anyhow::Result<Total> {
+        Ok(match (self, other) {
+            (Total::Floor(a, at), Total::Floor(b, bt)) => Total::Floor(a.and(b), at + bt),
+            (Total::Calls(a), Total::Calls(b)) => Total::Calls(a.and(b)),
+            _ => anyhow::bail!("slices of one leg are of one kind"),
+        })
+    }
+
+    /// The leg's line, printed, and the server's peak RSS (0 for pgbench).
+    fn finish(self, label: &str) -> anyhow::Result<(Stats, u64)> {
+        match self {
+            Total::Floor(run, transactions) => {
+                let stats = Stats::from_pgbench(run).with_transactions(transactions);
+                stats.print(label, "tps")?;
+                Ok((stats, 0))
+            }
+            Total::Calls(raw) => {
+                let rss = raw.rss;
+                Ok((raw.finish(label)?, rss))
+            }
+        }
+    }
+}
+
+/// The pgbench scripts of the search and the insert transaction.
+fn floor_scripts(
+    read: &fixtures::Workspace,
+    write: &fixtures::Workspace,
+) -> anyhow::Result<[Script; 2]> {
+    let pattern = hdls::tools::named::search_pattern(Some(QUERY))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .unwrap_or_default();
+    let now = SystemClock.now();
+    let millis = now.unix_timestamp_nanos() / 1_000_000;
+    let call = format!("{c} {millis} {c} owner", c = write.credential);
+    Ok([
+        pgbench::search(read.id, &pattern, PAGE),
+        pgbench::create_account(
+            write.id,
+            &call,
+            &now.format(&time::format_description::well_known::Rfc3339)?,
+        ),
+    ])
+}
 
 /// What one load run (or the sum of a run's slices) measured, before it becomes [`Stats`].
 struct Raw {

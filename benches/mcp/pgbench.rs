@@ -107,6 +107,36 @@ pub struct Run {
     pub wall: Duration,
 }
 
+impl Run {
+    /// Two runs of the same script as one (the slices of an interleaved run): their
+    /// transactions over the time each measured (pgbench's tps leaves out connecting).
+    pub fn and(mut self, other: Run) -> Run {
+        let measured = |run: &Run| {
+            if run.tps > 0.0 {
+                run.transactions as f64 / run.tps
+            } else {
+                run.wall.as_secs_f64()
+            }
+        };
+        let seconds = measured(&self) + measured(&other);
+        let transactions = self.transactions + other.transactions;
+        self.latencies_us.extend(other.latencies_us);
+        Run {
+            tps: transactions as f64 / seconds.max(f64::MIN_POSITIVE),
+            transactions,
+            failed: self.failed + other.failed,
+            latencies_us: self.latencies_us,
+            pgbench_cpu: self.pgbench_cpu + other.pgbench_cpu,
+            postgres_cpu: self
+                .postgres_cpu
+                .zip(other.postgres_cpu)
+                .map(|(a, b)| a + b),
+            machine_cpu: self.machine_cpu + other.machine_cpu,
+            wall: self.wall + other.wall,
+        }
+    }
+}
+
 /// Runs pgbench against one database.
 pub struct Pgbench {
     program: PathBuf,
