@@ -31,13 +31,21 @@ fn bind(statement: &str, values: &[&str]) -> String {
 
 /// The transaction `search_accounts` runs for an agent: the Scope's stamps, then
 /// `SEARCH_HEAD_SQL` (which fills the page for this query, so the whole search does not run)
-/// with the pattern the tool makes of `query`, no cursor, `limit + 1` rows.
+/// on its generic plan, as the tool runs it (`Scope::query_generic`), with the pattern the
+/// tool makes of `query`, a first page's start position ('' and the nil uuid, see
+/// `named::after_or_start`), `limit + 1` rows.
 pub fn search(workspace: Uuid, pattern: &str, limit: i64) -> Script {
     // `$5`: the workspace, which the statement names so Citus routes it to one shard.
     let named = format!("'{workspace}'::uuid");
     let statement = bind(
         hdls::products::crm::SEARCH_HEAD_SQL,
-        &[":pattern", "NULL", "NULL", ":rows", &named],
+        &[
+            ":pattern",
+            "''",
+            "'00000000-0000-0000-0000-000000000000'::uuid",
+            ":rows",
+            &named,
+        ],
     );
     Script {
         name: "search",
@@ -45,7 +53,9 @@ pub fn search(workspace: Uuid, pattern: &str, limit: i64) -> Script {
             "BEGIN;\n\
              SET LOCAL hdls.workspace_id = '{workspace}';\n\
              SET LOCAL hdls.persona = 'agent';\n\
+             SET LOCAL plan_cache_mode = force_generic_plan;\n\
              {statement};\n\
+             SET LOCAL plan_cache_mode TO DEFAULT;\n\
              COMMIT;\n"
         ),
         variables: vec![

@@ -233,8 +233,8 @@ async fn a_rare_substring_is_found_through_the_trigram_index_as_the_runtime_role
         .await
         .unwrap();
     load_accounts(&db, ws, 20_000).await;
-    let none: Option<String> = None;
-    let no_id: Option<Uuid> = None;
+    // A first page starts after ('', the nil uuid), as the tool passes it (named::after_or_start).
+    let (start, nil) = (String::new(), Uuid::nil());
     let pattern = Some("%zqxj%".to_owned());
     // search_accounts' own statement: the ILIKE is an index condition, not a filter over the
     // workspace (which it is when LIKE/ILIKE are not leakproof: RLS forbids pushing it down).
@@ -242,7 +242,7 @@ async fn a_rare_substring_is_found_through_the_trigram_index_as_the_runtime_role
         &db,
         ws,
         hdls::products::crm::SEARCH_SQL,
-        &[&pattern, &none, &no_id, &51i64, &ws],
+        &[&pattern, &start, &nil, &51i64, &ws],
     )
     .await;
     assert!(
@@ -485,5 +485,56 @@ async fn a_pattern_ending_in_a_lone_backslash_never_reaches_the_database() {
         searched["accounts"].as_array().unwrap().len(),
         1,
         "{searched}"
+    );
+}
+
+/// The head of a named search runs on its generic plan (named::search_rows), planned once for
+/// every pattern and position: that plan must still start its index scan at the cursor, or a
+/// deep page would filter its way there from the workspace's first row.
+#[tokio::test]
+async fn a_search_heads_generic_plan_starts_at_the_cursor() {
+    let db = TestDb::create().await;
+    let ws = Uuid::new_v4();
+    db.connect_superuser()
+        .await
+        .execute(
+            "INSERT INTO hdls.workspaces (workspace_id, name) VALUES ($1, 'plans')",
+            &[&ws],
+        )
+        .await
+        .unwrap();
+    load_accounts(&db, ws, 20_000).await;
+    let mut rt = db.connect_as(RUNTIME_ROLE).await;
+    let tx = rt.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "SET LOCAL hdls.workspace_id = '{ws}'; SET LOCAL hdls.persona = 'agent';
+         SET LOCAL plan_cache_mode = force_generic_plan;
+         PREPARE head (text, text, uuid, bigint, uuid) AS {}",
+        hdls::products::crm::SEARCH_HEAD_SQL
+    ))
+    .await
+    .unwrap();
+    let explained = tx
+        .simple_query(&format!(
+            "EXPLAIN EXECUTE head('%Robotics%', 'Stark', '{}', 21, '{ws}')",
+            Uuid::nil()
+        ))
+        .await
+        .unwrap();
+    let plan: Vec<String> = explained
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    let plan = plan.join("\n");
+    // A generic plan shows the parameters, not the values.
+    assert!(plan.contains("$2"), "not the generic plan:\n{plan}");
+    assert!(
+        plan.lines().any(|l| l.contains("Index Cond:")
+            && l.contains("workspace_id = $5")
+            && l.contains("ROW(name, id) > ROW($2, $3)")),
+        "{plan}"
     );
 }

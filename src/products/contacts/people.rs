@@ -283,10 +283,7 @@ async fn search_contacts(cx: &Cx<'_>, args: SearchContacts) -> ToolResult {
     let limit = named::limit(args.limit)?;
     let pattern = named::search_pattern(args.query.as_deref())?;
     let tag = named::opt_text("tag", args.tag.as_deref(), 50)?;
-    let (after_name, after_id) = match named::after::<(String, Uuid)>(args.cursor.as_deref())? {
-        Some((n, i)) => (Some(n), Some(i)),
-        None => (None, None),
-    };
+    let (after_name, after_id) = named::after_or_start(args.cursor.as_deref())?;
     // An unknown organisation is a mistake worth naming, not an empty page.
     if let Some(organisation) = args.organisation_id {
         organisations::exists(cx, "organisation_id", organisation).await?;
@@ -299,7 +296,7 @@ async fn search_contacts(cx: &Cx<'_>, args: SearchContacts) -> ToolResult {
     let head = format!(
         "SELECT {SHOW}
          FROM (SELECT * FROM contacts.contacts c
-               WHERE c.workspace_id = $7 AND ($4::text IS NULL OR (c.name, c.id) > ($4, $5::uuid))
+               WHERE c.workspace_id = $7 AND (c.name, c.id) > ($4, $5::uuid)
                ORDER BY c.name, c.id
                LIMIT 128) c {}
          WHERE {filters}
@@ -310,7 +307,7 @@ async fn search_contacts(cx: &Cx<'_>, args: SearchContacts) -> ToolResult {
     let whole = format!(
         "SELECT {SHOW} FROM contacts.contacts c {}
          WHERE c.workspace_id = $7 AND {filters}
-           AND ($4::text IS NULL OR (c.name, c.id) > ($4, $5::uuid))
+           AND (c.name, c.id) > ($4, $5::uuid)
          ORDER BY c.name, c.id
          LIMIT $6",
         with_organisation(7)

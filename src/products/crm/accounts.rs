@@ -79,7 +79,7 @@ const COLUMNS: &str = "id, name, domain, owner, industry, tags, custom, created_
 pub const SEARCH_HEAD_SQL: &str = "SELECT * FROM (
        SELECT id, name, domain, owner, industry, tags, custom, created_at, updated_at
        FROM crm.accounts
-       WHERE workspace_id = $5 AND ($2::text IS NULL OR (name, id) > ($2, $3::uuid))
+       WHERE workspace_id = $5 AND (name, id) > ($2, $3::uuid)
        ORDER BY name, id
        LIMIT 128) head
      WHERE ($1::text IS NULL OR name ILIKE $1 OR domain ILIKE $1)
@@ -92,7 +92,7 @@ pub const SEARCH_SQL: &str =
     "SELECT id, name, domain, owner, industry, tags, custom, created_at, updated_at
      FROM crm.accounts
      WHERE workspace_id = $5 AND ($1::text IS NULL OR name ILIKE $1 OR domain ILIKE $1)
-       AND ($2::text IS NULL OR (name, id) > ($2, $3::uuid))
+       AND (name, id) > ($2, $3::uuid)
      ORDER BY name, id
      LIMIT $4";
 
@@ -287,10 +287,7 @@ struct SearchAccounts {
 async fn search_accounts(cx: &Cx<'_>, args: SearchAccounts) -> ToolResult {
     let limit = named::limit(args.limit)?;
     let pattern = named::search_pattern(args.query.as_deref())?;
-    let (after_name, after_id) = match named::after::<(String, Uuid)>(args.cursor.as_deref())? {
-        Some((n, i)) => (Some(n), Some(i)),
-        None => (None, None),
-    };
+    let (after_name, after_id) = named::after_or_start(args.cursor.as_deref())?;
     let rows = named::search_rows(
         cx,
         SEARCH_HEAD_SQL,

@@ -83,7 +83,7 @@ const COLUMNS: &str = "id, first_name, last_name, email, phone, title, account_i
 const SEARCH_HEAD_SQL: &str = "SELECT * FROM (
        SELECT id, first_name, last_name, email, phone, title, account_id, tags, custom, created_at, updated_at
        FROM crm.contacts
-       WHERE workspace_id = $7 AND ($4::text IS NULL OR (first_name, id) > ($4, $5::uuid))
+       WHERE workspace_id = $7 AND (first_name, id) > ($4, $5::uuid)
        ORDER BY first_name, id
        LIMIT 128) head
      WHERE ($1::text IS NULL OR (first_name || ' ' || coalesce(last_name, '')) ILIKE $1
@@ -100,7 +100,7 @@ const SEARCH_SQL: &str = "SELECT id, first_name, last_name, email, phone, title,
             OR email ILIKE $1)
        AND ($2::uuid IS NULL OR account_id = $2)
        AND ($3::text IS NULL OR tags @> ARRAY[$3::text])
-       AND ($4::text IS NULL OR (first_name, id) > ($4, $5::uuid))
+       AND (first_name, id) > ($4, $5::uuid)
      ORDER BY first_name, id
      LIMIT $6";
 
@@ -251,10 +251,7 @@ async fn search_contacts(cx: &Cx<'_>, args: SearchContacts) -> ToolResult {
     let limit = named::limit(args.limit)?;
     let pattern = named::search_pattern(args.query.as_deref())?;
     let tag = named::opt_text("tag", args.tag.as_deref(), 50)?;
-    let (after_name, after_id) = match named::after::<(String, Uuid)>(args.cursor.as_deref())? {
-        Some((n, i)) => (Some(n), Some(i)),
-        None => (None, None),
-    };
+    let (after_name, after_id) = named::after_or_start(args.cursor.as_deref())?;
     let rows = named::search_rows(
         cx,
         SEARCH_HEAD_SQL,

@@ -103,7 +103,7 @@ const SEARCH_HEAD_SQL: &str =
        SELECT id, name, account_id, contact_id, amount, currency, stage, close_date, owner, custom,
               created_at, updated_at, stage_changed_at
        FROM crm.deals
-       WHERE workspace_id = $9 AND ($6::text IS NULL OR (name, id) > ($6, $7::uuid))
+       WHERE workspace_id = $9 AND (name, id) > ($6, $7::uuid)
        ORDER BY name, id
        LIMIT 128) head
      WHERE ($1::text IS NULL OR name ILIKE $1)
@@ -123,7 +123,7 @@ const SEARCH_SQL: &str =
        AND ($3::uuid IS NULL OR account_id = $3)
        AND ($4::uuid IS NULL OR owner = $4)
        AND ($5::date IS NULL OR close_date < $5)
-       AND ($6::text IS NULL OR (name, id) > ($6, $7::uuid))
+       AND (name, id) > ($6, $7::uuid)
      ORDER BY name, id
      LIMIT $8";
 
@@ -422,10 +422,7 @@ async fn search_deals(cx: &Cx<'_>, args: SearchDeals) -> ToolResult {
         .as_deref()
         .map(|d| date("closing_before", d))
         .transpose()?;
-    let (after_name, after_id) = match named::after::<(String, Uuid)>(args.cursor.as_deref())? {
-        Some((n, i)) => (Some(n), Some(i)),
-        None => (None, None),
-    };
+    let (after_name, after_id) = named::after_or_start(args.cursor.as_deref())?;
     let rows = named::search_rows(
         cx,
         SEARCH_HEAD_SQL,

@@ -281,7 +281,7 @@ struct SearchRequesters {
 const SEARCH_HEAD_SQL: &str = "SELECT * FROM (
        SELECT id, email, name, organisation, custom, disabled_at, created_at, updated_at
        FROM support.requesters
-       WHERE workspace_id = $5 AND ($3::text IS NULL OR lower(email) > $3)
+       WHERE workspace_id = $5 AND lower(email) > $3
        ORDER BY lower(email)
        LIMIT 128) head
      WHERE ($1::text IS NULL OR email ILIKE $1 OR name ILIKE $1 OR organisation ILIKE $1)
@@ -297,14 +297,16 @@ const SEARCH_SQL: &str =
      WHERE workspace_id = $5
        AND ($1::text IS NULL OR email ILIKE $1 OR name ILIKE $1 OR organisation ILIKE $1)
        AND ($2::bool IS NULL OR (disabled_at IS NOT NULL) = $2)
-       AND ($3::text IS NULL OR lower(email) > $3)
+       AND lower(email) > $3
      ORDER BY lower(email)
      LIMIT $4";
 
 async fn search_requesters(cx: &Cx<'_>, args: SearchRequesters) -> ToolResult {
     let limit = named::limit(args.limit)?;
     let pattern = named::search_pattern(args.query.as_deref())?;
-    let after = named::after::<String>(args.cursor.as_deref())?;
+    // '' sorts before every email (none is empty): the first page starts there (see
+    // named::after_or_start).
+    let after = named::after::<String>(args.cursor.as_deref())?.unwrap_or_default();
     let rows = named::search_rows(
         cx,
         SEARCH_HEAD_SQL,
