@@ -5,11 +5,15 @@
 //! connection. `SET LOCAL` (not `set_config`) because Citus forwards it to workers; each
 //! statement goes as its own message, pipelined, for the same reason (see DESIGN §3).
 
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use deadpool_postgres::{ClientWrapper, Object, Pool};
 use futures_util::future::join_all;
 use time::OffsetDateTime;
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
 use crate::engine::sql::Sql;
@@ -86,6 +90,63 @@ pub struct Scope {
     /// The workspace stamped (None on a linked database's connection), for statements that
     /// name it so Citus routes them to its shard (see [`Scope::workspace`]).
     workspace: Option<Uuid>,
+    /// A read's opening statements, not sent yet: they go in the round trip of the first
+    /// statement the tool runs, or of the commit if it runs none (see [`Opening`]).
+    opening: Mutex<Option<Opening>>,
+    /// The opening found the credential changed: every later statement, and the commit,
+    /// fail with that refusal, whatever the tool made of the first.
+    refused: AtomicBool,
+}
+
+/// What opens a read's transaction (`BEGIN` and the identity stamps), and the check of a
+/// cached credential's epoch, held back so they share a round trip with the read's first
+/// statement instead of taking one of their own (measured: a search call made three round
+/// trips to PostgreSQL, each a wake-up of its backend and of the call's task). Only for
+/// reads: the first statement runs before the epoch check is seen, and nothing it does may
+/// outlive the transaction, which is rolled back if the check fails.
+struct Opening {
+    statements: Vec<String>,
+    check: Option<EpochCheck>,
+    /// Told whether the call ran (false: refused by the check), once that is known.
+    on_opened: Option<OnOpened>,
+}
+
+/// Told whether a read ran or was refused by its opening's check (see [`Opening`]).
+pub type OnOpened = Box<dyn FnOnce(bool) + Send + Sync>;
+
+/// A cached credential's epoch, checked against its workspace's inside the transaction.
+struct EpochCheck {
+    statement: Statement,
+    workspace: Uuid,
+    expected: Option<i64>,
+}
+
+impl Opening {
+    /// Sends the statements and the check (the first poll puts them all on the wire, in
+    /// order) and says whether the credential still holds.
+    async fn run(&self, c: &ClientWrapper) -> Result<bool, ToolError> {
+        let stamp = join_all(self.statements.iter().map(|s| c.batch_execute(s)));
+        let check = async {
+            match &self.check {
+                Some(check) => c
+                    .query_opt(&check.statement, &[&check.workspace])
+                    .await
+                    .map(|row| row.map(|r| r.get::<_, i64>(0)) == check.expected),
+                None => Ok(true),
+            }
+        };
+        let (stamped, holds) = futures_util::join!(stamp, check);
+        for result in stamped {
+            result?;
+        }
+        Ok(holds?)
+    }
+
+    fn opened(mut self, ran: bool) {
+        if let Some(on_opened) = self.on_opened.take() {
+            on_opened(ran);
+        }
+    }
 }
 
 /// When a call is admitted against the workspace's limits.
@@ -151,7 +212,8 @@ impl Scope {
             followers,
             ask,
         };
-        let (scope, admitted) = Self::open_admitted(pool, principal, admission, Some(now)).await?;
+        let (scope, admitted) =
+            Self::open_admitted(pool, principal, admission, Some(now), None).await?;
         let admitted = admitted.ok_or_else(|| ToolError::internal("no admission was made"))?;
         Ok((scope, admitted))
     }
@@ -161,8 +223,12 @@ impl Scope {
     /// reads none). Nothing is stamped for change events or authorship (`hdls.call`), which
     /// only writes read: a read-only tool that wrote would fail rather than record an
     /// anonymous change.
+    ///
+    /// The transaction opens with the tool's first statement (see [`Opening`]).
     pub async fn begin_read(pool: &Pool, principal: &Principal) -> Result<Scope, ToolError> {
-        Self::open(pool, principal, Admission::Elsewhere, None).await
+        Self::open_admitted(pool, principal, Admission::Elsewhere, None, None)
+            .await
+            .map(|(scope, _)| scope)
     }
 
     /// Admits `wanted` calls of `workspace` at `at` in a transaction of its own (see
@@ -208,8 +274,18 @@ impl Scope {
     /// For a read admitted from a lease this process holds (`limits::lease`): like
     /// [`Scope::begin_read`], but the transaction checks a cached credential's epoch itself,
     /// since no admission statement did.
-    pub async fn begin_leased_read(pool: &Pool, principal: &Principal) -> Result<Scope, ToolError> {
-        Self::open(pool, principal, Admission::Leased, None).await
+    ///
+    /// The transaction opens, and the epoch is checked, with the tool's first statement (see
+    /// [`Opening`]); `on_opened` is told then whether the call ran or was refused by the
+    /// check (if the tool runs no statement, by its commit; if it fails first, it ran).
+    pub async fn begin_leased_read(
+        pool: &Pool,
+        principal: &Principal,
+        on_opened: OnOpened,
+    ) -> Result<Scope, ToolError> {
+        Self::open_admitted(pool, principal, Admission::Leased, None, Some(on_opened))
+            .await
+            .map(|(scope, _)| scope)
     }
 
     async fn open(
@@ -218,7 +294,7 @@ impl Scope {
         admission: Admission,
         call_at: Option<OffsetDateTime>,
     ) -> Result<Scope, ToolError> {
-        Self::open_admitted(pool, principal, admission, call_at)
+        Self::open_admitted(pool, principal, admission, call_at, None)
             .await
             .map(|(scope, _)| scope)
     }
@@ -228,6 +304,7 @@ impl Scope {
         principal: &Principal,
         admission: Admission,
         call_at: Option<OffsetDateTime>,
+        on_opened: Option<OnOpened>,
     ) -> Result<(Scope, Option<limits::Admitted>), ToolError> {
         let admit_args = match admission {
             Admission::Before { at, followers, ask } => Some(limits::AdmitArgs::new(
@@ -297,9 +374,30 @@ impl Scope {
                 principal.role.as_str()
             ));
         }
+        if matches!(admission, Admission::Leased | Admission::Elsewhere) {
+            // A read: opened with its first statement.
+            let check = check.map(|statement| EpochCheck {
+                statement,
+                workspace: principal.workspace_id,
+                expected: principal.credential_epoch,
+            });
+            let scope = Scope {
+                client: Some(Conn::Runtime(client)),
+                workspace: Some(principal.workspace_id),
+                opening: Mutex::new(Some(Opening {
+                    statements,
+                    check,
+                    on_opened,
+                })),
+                refused: AtomicBool::new(false),
+            };
+            return Ok((scope, None));
+        }
         let scope = Scope {
             client: Some(Conn::Runtime(client)),
             workspace: Some(principal.workspace_id),
+            opening: Mutex::new(None),
+            refused: AtomicBool::new(false),
         };
         let (admitted, epoch) = {
             let c = scope.client()?;
@@ -350,6 +448,8 @@ impl Scope {
         let scope = Scope {
             client: Some(Conn::Leased(lease)),
             workspace: None,
+            opening: Mutex::new(None),
+            refused: AtomicBool::new(false),
         };
         scope.client()?.batch_execute("BEGIN").await?;
         Ok(scope)
@@ -370,6 +470,53 @@ impl Scope {
             .ok_or_else(|| ToolError::internal("scope used after it ended"))
     }
 
+    /// Runs `statement` (its first poll puts it on the wire), after a read's opening if it
+    /// has not been sent yet, in the same round trip. Refused if the opening, now or before,
+    /// found the credential changed: the statement's result is then dropped, and the
+    /// transaction, which it ran in, is rolled back by the call path.
+    async fn run<T>(
+        &self,
+        c: &ClientWrapper,
+        statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, ToolError> {
+        self.still_holds()?;
+        let opening = self.opening.lock().ok().and_then(|mut o| o.take());
+        let Some(opening) = opening else {
+            return Ok(statement.await?);
+        };
+        // join! polls in argument order, which fixes the order on the wire.
+        let (opened, result) = futures_util::join!(opening.run(c), statement);
+        self.settle(opening, opened)?;
+        Ok(result?)
+    }
+
+    /// Records what a read's opening said; a refusal is the call's error from then on.
+    fn settle(&self, opening: Opening, opened: Result<bool, ToolError>) -> Result<(), ToolError> {
+        match opened {
+            Ok(true) => {
+                opening.opened(true);
+                Ok(())
+            }
+            Ok(false) => {
+                self.refused.store(true, Ordering::SeqCst);
+                opening.opened(false);
+                Err(ToolError::credential_changed())
+            }
+            Err(error) => {
+                // It ran, and failed as a read can.
+                opening.opened(true);
+                Err(error)
+            }
+        }
+    }
+
+    fn still_holds(&self) -> Result<(), ToolError> {
+        if self.refused.load(Ordering::SeqCst) {
+            return Err(ToolError::credential_changed());
+        }
+        Ok(())
+    }
+
     /// Runs a query (statement prepared once per connection and cached).
     pub async fn query(
         &self,
@@ -378,7 +525,7 @@ impl Scope {
     ) -> Result<Vec<Row>, ToolError> {
         let c = self.client()?;
         let statement = c.prepare_cached(sql).await?;
-        Ok(c.query(&statement, params).await?)
+        self.run(c, c.query(&statement, params)).await
     }
 
     /// Runs a query on PostgreSQL's generic plan for it, planned once on this connection and
@@ -393,16 +540,19 @@ impl Scope {
     ) -> Result<Vec<Row>, ToolError> {
         let c = self.client()?;
         let statement = c.prepare_cached(sql).await?;
-        // join! polls in argument order, which fixes the order on the wire.
-        let (generic, rows, restored) = futures_util::join!(
-            c.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan"),
-            c.query(&statement, params),
-            c.batch_execute("SET LOCAL plan_cache_mode TO DEFAULT"),
-        );
-        generic?;
-        let rows = rows?;
-        restored?;
-        Ok(rows)
+        self.run(c, async {
+            // join! polls in argument order, which fixes the order on the wire.
+            let (generic, rows, restored) = futures_util::join!(
+                c.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan"),
+                c.query(&statement, params),
+                c.batch_execute("SET LOCAL plan_cache_mode TO DEFAULT"),
+            );
+            generic?;
+            let rows = rows?;
+            restored?;
+            Ok(rows)
+        })
+        .await
     }
 
     /// Runs a query expected to return at most one row.
@@ -413,7 +563,7 @@ impl Scope {
     ) -> Result<Option<Row>, ToolError> {
         let c = self.client()?;
         let statement = c.prepare_cached(sql).await?;
-        Ok(c.query_opt(&statement, params).await?)
+        self.run(c, c.query_opt(&statement, params)).await
     }
 
     /// Runs a query expected to return exactly one row.
@@ -424,7 +574,7 @@ impl Scope {
     ) -> Result<Row, ToolError> {
         let c = self.client()?;
         let statement = c.prepare_cached(sql).await?;
-        Ok(c.query_one(&statement, params).await?)
+        self.run(c, c.query_one(&statement, params)).await
     }
 
     /// Runs a statement and returns the number of rows it touched.
@@ -435,7 +585,7 @@ impl Scope {
     ) -> Result<u64, ToolError> {
         let c = self.client()?;
         let statement = c.prepare_cached(sql).await?;
-        Ok(c.execute(&statement, params).await?)
+        self.run(c, c.execute(&statement, params)).await
     }
 
     /// Runs SQL the engine built from the catalog. Statements are prepared and cached per
@@ -448,30 +598,60 @@ impl Scope {
         }
         let (params, types): (Vec<_>, Vec<_>) = sql.typed_params().into_iter().unzip();
         let statement = c.prepare_typed_cached(&sql.text, &types).await?;
-        Ok(c.query(&statement, &params).await?)
+        self.run(c, c.query(&statement, &params)).await
     }
 
     /// Commits and returns the connection to the pool.
     pub async fn commit(mut self) -> Result<(), ToolError> {
+        // A read that ran no statement still has its credential checked, with the commit.
+        let committed = match self.client.as_ref() {
+            Some(client) => {
+                self.run(client.client(), client.client().batch_execute("COMMIT"))
+                    .await
+            }
+            None => return Err(ToolError::internal("scope already ended")),
+        };
         let client = self
             .client
             .take()
             .ok_or_else(|| ToolError::internal("scope already ended"))?;
-        if let Err(error) = client.client().batch_execute("COMMIT").await {
-            // The connection's state is unknown: close it rather than pool it.
-            client.detach();
-            return Err(error.into());
+        match committed {
+            Ok(()) => Ok(()),
+            Err(error) if self.refused.load(Ordering::SeqCst) => {
+                // Refused by the check: the transaction it ran in ended with the commit
+                // (a read's, which changed nothing), or is rolled back here.
+                if client.client().batch_execute("ROLLBACK").await.is_err() {
+                    client.detach();
+                }
+                Err(error)
+            }
+            Err(error) => {
+                // The connection's state is unknown: close it rather than pool it.
+                client.detach();
+                Err(error)
+            }
         }
-        Ok(())
     }
 
     /// Rolls back and returns the connection to the pool.
     pub async fn rollback(mut self) {
+        if self.unopened() {
+            // Nothing was sent: the connection is as the pool gave it.
+            return;
+        }
         if let Some(client) = self.client.take()
             && client.client().batch_execute("ROLLBACK").await.is_err()
         {
             client.detach();
         }
+    }
+
+    /// Whether this is a read whose opening was never sent (it ran no statement); takes
+    /// the opening, which, dropped, counts the call as having run.
+    fn unopened(&self) -> bool {
+        self.opening
+            .lock()
+            .is_ok_and(|mut opening| opening.take().is_some())
     }
 }
 
@@ -479,7 +659,10 @@ impl Drop for Scope {
     fn drop(&mut self) {
         // Ended without commit or rollback (a cancelled request, a panic): the
         // connection may be mid-transaction with identity set, so it must never go
-        // back to the pool. Detaching it closes it.
+        // back to the pool. Detaching it closes it. (Unless nothing was ever sent.)
+        if self.unopened() {
+            return;
+        }
         if let Some(client) = self.client.take() {
             client.detach();
         }

@@ -95,14 +95,15 @@ async fn run(
         }
         Some(Turn::Batched) => Scope::begin_read(&app.pools.runtime, principal).await,
         Some(Turn::Leased(leased)) => {
-            let opened = Scope::begin_leased_read(&app.pools.runtime, principal).await;
             // Refused because its credential changed, it did not run: given back to the
-            // lease. Any other outcome counts, as a read that fails does.
-            let refused = opened
-                .as_ref()
-                .is_err_and(|e| e.code == ErrorCode::Unauthenticated);
-            leased.opened(!refused);
-            opened
+            // lease. Any other outcome counts, as a read that fails does. Known when the
+            // transaction opens, with the tool's first statement.
+            Scope::begin_leased_read(
+                &app.pools.runtime,
+                principal,
+                Box::new(move |ran| leased.opened(ran)),
+            )
+            .await
         }
         None if app.enforce_limits => {
             Scope::begin_admitted(&app.pools.runtime, principal, now).await
