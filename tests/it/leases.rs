@@ -180,3 +180,75 @@ async fn concurrent_reads_on_two_processes_are_billed_exactly_once_settled() {
     drop(servers);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A leased read opens its transaction with its first statement (src/db/scope.rs,
+/// `Opening`): the epoch check travels with the query and is read before the rows are used.
+/// A key revoked meanwhile gets a 401 and none of the rows its query fetched, and the call
+/// is given back to the lease, not billed.
+#[tokio::test]
+async fn a_revoked_key_gets_no_rows_from_a_query_sent_with_its_check() {
+    let env = TestEnv::start_with_app(|app| app.with_lease_ttl(Duration::from_secs(3600))).await;
+    let (ws, owner) = env.workspace("rows").await;
+    set_plan(&env, ws, 100_000, None).await;
+    env.align_to_minute_start();
+    let http = reqwest::Client::new();
+    let crm = env.url("/api/mcp/crm");
+    let (status, body) = crate::credential_cache::call(
+        &http,
+        &crm,
+        &owner,
+        "create_account",
+        json!({ "name": "Zephyr Secretco" }),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["result"]["isError"]),
+        (200, &json!(false)),
+        "{body}"
+    );
+    let key = env.key(ws, Role::Reader).await;
+    let search = || {
+        crate::credential_cache::call(
+            &http,
+            &crm,
+            &key,
+            "search_accounts",
+            json!({ "query": "Zephyr" }),
+        )
+    };
+    for _ in 0..4 {
+        let (status, body) = search().await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body["result"]["structuredContent"]["accounts"][0]["name"], "Zephyr Secretco",
+            "{body}"
+        );
+    }
+    assert!(admissions(&env.app.metrics.encode(), "lease") >= 1.0);
+
+    let key_id = key.split('_').nth(1).unwrap().to_owned();
+    env.db
+        .connect_superuser()
+        .await
+        .execute(
+            "UPDATE hdls.api_keys SET revoked_at = now() WHERE key_id = $1",
+            &[&key_id],
+        )
+        .await
+        .unwrap();
+    let (status, body) = search().await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        !body.to_string().contains("Zephyr"),
+        "nothing of what the query fetched is answered: {body}"
+    );
+
+    env.app.admissions.settle_all(&env.app.pools.runtime).await;
+    let (billed, minute, held) = usage(&env, ws).await;
+    assert_eq!(held, 0);
+    assert_eq!(
+        billed, 5,
+        "the owner's write and the reader's four searches, not the refused one"
+    );
+    assert_eq!(i64::from(minute), billed);
+}
