@@ -161,8 +161,9 @@ enum Admission {
         followers: usize,
         ask: limits::Ask,
     },
-    /// From a lease this process holds (`limits::lease`): the transaction checks a cached
-    /// credential's epoch itself, as one without admission does, and stamps what a read does.
+    /// From a lease this process holds (`limits::lease`), or not at all for a read when
+    /// limits are off: the transaction checks a cached credential's epoch itself, as one
+    /// without admission does, and stamps what a read does.
     Leased,
     /// By the caller, who also checks a cached credential's epoch (`limits::batch`).
     Elsewhere,
@@ -284,6 +285,18 @@ impl Scope {
         on_opened: OnOpened,
     ) -> Result<Scope, ToolError> {
         Self::open_admitted(pool, principal, Admission::Leased, None, Some(on_opened))
+            .await
+            .map(|(scope, _)| scope)
+    }
+
+    /// For a read when limits are off (`App::enforce_limits`): no admission at all, so the
+    /// transaction checks a cached credential's epoch itself, as a leased read's does, and
+    /// opens, like every read's, with the tool's first statement (see [`Opening`]).
+    pub async fn begin_unmetered_read(
+        pool: &Pool,
+        principal: &Principal,
+    ) -> Result<Scope, ToolError> {
+        Self::open_admitted(pool, principal, Admission::Leased, None, None)
             .await
             .map(|(scope, _)| scope)
     }

@@ -108,6 +108,9 @@ async fn run(
         None if app.enforce_limits => {
             Scope::begin_admitted(&app.pools.runtime, principal, now).await
         }
+        None if matches!(tool.effect, Effect::Read) => {
+            Scope::begin_unmetered_read(&app.pools.runtime, principal).await
+        }
         None => Scope::begin_at(&app.pools.runtime, principal, now).await,
     };
     let scope = opened.map_err(|error| remember_refusal(app, principal, error, now))?;
