@@ -214,14 +214,8 @@ async fn plan(
         .join("\n")
 }
 
-/// Whether the plan applies `column ~~* …` inside an index scan (not as a filter after one).
-fn ilike_in_index_cond(plan: &str, column: &str) -> bool {
-    plan.lines()
-        .any(|l| l.contains("Index Cond:") && l.contains(&format!("{column} ~~* ")))
-}
-
-#[tokio::test]
-async fn a_rare_substring_is_found_through_the_trigram_index_as_the_runtime_role() {
+/// A test database with one workspace of 20,000 accounts, its statistics up to date.
+async fn workspace_of_20_000_accounts() -> (TestDb, Uuid) {
     let db = TestDb::create().await;
     let ws = Uuid::new_v4();
     db.connect_superuser()
@@ -233,6 +227,18 @@ async fn a_rare_substring_is_found_through_the_trigram_index_as_the_runtime_role
         .await
         .unwrap();
     load_accounts(&db, ws, 20_000).await;
+    (db, ws)
+}
+
+/// Whether the plan applies `column ~~* …` inside an index scan (not as a filter after one).
+fn ilike_in_index_cond(plan: &str, column: &str) -> bool {
+    plan.lines()
+        .any(|l| l.contains("Index Cond:") && l.contains(&format!("{column} ~~* ")))
+}
+
+#[tokio::test]
+async fn a_rare_substring_is_found_through_the_trigram_index_as_the_runtime_role() {
+    let (db, ws) = workspace_of_20_000_accounts().await;
     // A first page starts after ('', the nil uuid), as the tool passes it (named::after_or_start).
     let (start, nil) = (String::new(), Uuid::nil());
     let pattern = Some("%zqxj%".to_owned());
@@ -493,17 +499,7 @@ async fn a_pattern_ending_in_a_lone_backslash_never_reaches_the_database() {
 /// deep page would filter its way there from the workspace's first row.
 #[tokio::test]
 async fn a_search_heads_generic_plan_starts_at_the_cursor() {
-    let db = TestDb::create().await;
-    let ws = Uuid::new_v4();
-    db.connect_superuser()
-        .await
-        .execute(
-            "INSERT INTO hdls.workspaces (workspace_id, name) VALUES ($1, 'plans')",
-            &[&ws],
-        )
-        .await
-        .unwrap();
-    load_accounts(&db, ws, 20_000).await;
+    let (db, ws) = workspace_of_20_000_accounts().await;
     let mut rt = db.connect_as(RUNTIME_ROLE).await;
     let tx = rt.transaction().await.unwrap();
     tx.batch_execute(&format!(
