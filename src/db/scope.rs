@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use deadpool_postgres::{ClientWrapper, Object, Pool};
 use futures_util::future::join_all;
@@ -93,10 +93,18 @@ pub struct Scope {
     /// A read's opening statements, not sent yet: they go in the round trip of the first
     /// statement the tool runs, or of the commit if it runs none (see [`Opening`]).
     opening: Mutex<Option<Opening>>,
-    /// The opening found the credential changed: every later statement, and the commit,
-    /// fail with that refusal, whatever the tool made of the first.
-    refused: AtomicBool,
+    /// What a read's opening found ([`OPENED`], [`REFUSED`] or [`BROKEN`]): after a refusal
+    /// or a failure, every later statement and the commit fail too, whatever the tool made
+    /// of the first error, as they would never have run had the opening been awaited.
+    opened: AtomicU8,
 }
+
+/// The transaction opened (or opens with the next statement).
+const OPENED: u8 = 0;
+/// The opening's check found the credential changed.
+const REFUSED: u8 = 1;
+/// An opening statement failed: the transaction may not be open at all.
+const BROKEN: u8 = 2;
 
 /// What opens a read's transaction (`BEGIN` and the identity stamps), and the check of a
 /// cached credential's epoch, held back so they share a round trip with the read's first
@@ -227,9 +235,7 @@ impl Scope {
     ///
     /// The transaction opens with the tool's first statement (see [`Opening`]).
     pub async fn begin_read(pool: &Pool, principal: &Principal) -> Result<Scope, ToolError> {
-        Self::open_admitted(pool, principal, Admission::Elsewhere, None, None)
-            .await
-            .map(|(scope, _)| scope)
+        Self::open(pool, principal, Admission::Elsewhere, None).await
     }
 
     /// Admits `wanted` calls of `workspace` at `at` in a transaction of its own (see
@@ -296,9 +302,7 @@ impl Scope {
         pool: &Pool,
         principal: &Principal,
     ) -> Result<Scope, ToolError> {
-        Self::open_admitted(pool, principal, Admission::Leased, None, None)
-            .await
-            .map(|(scope, _)| scope)
+        Self::open(pool, principal, Admission::Leased, None).await
     }
 
     async fn open(
@@ -402,7 +406,7 @@ impl Scope {
                     check,
                     on_opened,
                 })),
-                refused: AtomicBool::new(false),
+                opened: AtomicU8::new(OPENED),
             };
             return Ok((scope, None));
         }
@@ -410,7 +414,7 @@ impl Scope {
             client: Some(Conn::Runtime(client)),
             workspace: Some(principal.workspace_id),
             opening: Mutex::new(None),
-            refused: AtomicBool::new(false),
+            opened: AtomicU8::new(OPENED),
         };
         let (admitted, epoch) = {
             let c = scope.client()?;
@@ -462,7 +466,7 @@ impl Scope {
             client: Some(Conn::Leased(lease)),
             workspace: None,
             opening: Mutex::new(None),
-            refused: AtomicBool::new(false),
+            opened: AtomicU8::new(OPENED),
         };
         scope.client()?.batch_execute("BEGIN").await?;
         Ok(scope)
@@ -511,12 +515,13 @@ impl Scope {
                 Ok(())
             }
             Ok(false) => {
-                self.refused.store(true, Ordering::SeqCst);
+                self.opened.store(REFUSED, Ordering::SeqCst);
                 opening.opened(false);
                 Err(ToolError::credential_changed())
             }
             Err(error) => {
                 // It ran, and failed as a read can.
+                self.opened.store(BROKEN, Ordering::SeqCst);
                 opening.opened(true);
                 Err(error)
             }
@@ -524,10 +529,11 @@ impl Scope {
     }
 
     fn still_holds(&self) -> Result<(), ToolError> {
-        if self.refused.load(Ordering::SeqCst) {
-            return Err(ToolError::credential_changed());
+        match self.opened.load(Ordering::SeqCst) {
+            REFUSED => Err(ToolError::credential_changed()),
+            BROKEN => Err(ToolError::internal("the transaction did not open")),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Runs a query (statement prepared once per connection and cached).
@@ -630,7 +636,7 @@ impl Scope {
             .ok_or_else(|| ToolError::internal("scope already ended"))?;
         match committed {
             Ok(()) => Ok(()),
-            Err(error) if self.refused.load(Ordering::SeqCst) => {
+            Err(error) if self.opened.load(Ordering::SeqCst) == REFUSED => {
                 // Refused by the check: the transaction it ran in ended with the commit
                 // (a read's, which changed nothing), or is rolled back here.
                 if client.client().batch_execute("ROLLBACK").await.is_err() {

@@ -827,6 +827,35 @@ pub async fn statements(
 }
 
 /// An empty JSON object, for tools without arguments.
+/// A principal of `ws` with `persona` and `role`, reaching every product (customers get a
+/// requester), its cached credential carrying `epoch`: for tests that call below the
+/// transport (the registry, a Scope).
+pub fn principal(
+    ws: Uuid,
+    persona: hdls::identity::Persona,
+    role: Role,
+    epoch: Option<i64>,
+) -> hdls::identity::Principal {
+    use hdls::identity::{CredentialKind, CredentialRef, Persona, Principal, Product};
+    Principal {
+        workspace_id: ws,
+        workspace_name: "w".into(),
+        role,
+        persona,
+        principal_id: (persona == Persona::Customer).then(Uuid::new_v4),
+        user_id: None,
+        products: Product::ALL.to_vec(),
+        all_products: true,
+        credential: CredentialRef {
+            kind: CredentialKind::ApiKey,
+            id: "key_0000000000000000".into(),
+        },
+        expires_at: None,
+        data_source: None,
+        credential_epoch: epoch,
+    }
+}
+
 pub fn no_args() -> Value {
     json!({})
 }

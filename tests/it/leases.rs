@@ -252,3 +252,70 @@ async fn a_revoked_key_gets_no_rows_from_a_query_sent_with_its_check() {
     );
     assert_eq!(i64::from(minute), billed);
 }
+
+/// A read's Scope sends its opening with its first statement (src/db/scope.rs, `Opening`).
+/// Once its check has refused the credential, nothing more runs in it, even for a tool that
+/// ignored the first refusal; a read that ran no statement is checked by its commit; the
+/// lease hears `false` only for a refusal.
+#[tokio::test]
+async fn a_refused_read_scope_runs_nothing_more_and_one_without_statements_is_checked_at_commit() {
+    use hdls::db::Scope;
+    use hdls::error::ErrorCode;
+    use hdls::identity::Persona;
+    use std::sync::{Arc, Mutex};
+
+    let env = TestEnv::start().await;
+    let (ws, _) = env.workspace("opening").await;
+    let epoch: Option<i64> = env
+        .db
+        .connect_superuser()
+        .await
+        .query_opt(
+            "SELECT epoch FROM hdls.credential_epochs WHERE workspace_id = $1",
+            &[&ws],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get(0));
+    let reader = |epoch| crate::harness::principal(ws, Persona::Agent, Role::Reader, Some(epoch));
+    let (stale, current) = (reader(epoch.unwrap_or(0) + 1), reader(epoch.unwrap_or(0)));
+    let pool = &env.app.pools.runtime;
+    let code = |r: Result<(), hdls::error::ToolError>| r.err().map(|e| e.code);
+
+    // Refused by the check that travelled with the first statement; the lease is told.
+    let told = Arc::new(Mutex::new(None));
+    let tell = told.clone();
+    let scope = Scope::begin_leased_read(
+        pool,
+        &stale,
+        Box::new(move |ran| *tell.lock().unwrap() = Some(ran)),
+    )
+    .await
+    .unwrap();
+    let first = scope.query("SELECT 1", &[]).await.map(drop);
+    assert_eq!(code(first), Some(ErrorCode::Unauthenticated));
+    assert_eq!(*told.lock().unwrap(), Some(false));
+    // A tool that went on anyway: every later statement and the commit are refused.
+    let second = scope.query("SELECT 1", &[]).await.map(drop);
+    assert_eq!(code(second), Some(ErrorCode::Unauthenticated));
+    assert_eq!(code(scope.commit().await), Some(ErrorCode::Unauthenticated));
+
+    // No statement at all: the commit carries the check.
+    let scope = Scope::begin_unmetered_read(pool, &stale).await.unwrap();
+    assert_eq!(code(scope.commit().await), Some(ErrorCode::Unauthenticated));
+
+    // A current credential reads and commits; the lease hears that the call ran.
+    let told = Arc::new(Mutex::new(None));
+    let tell = told.clone();
+    let scope = Scope::begin_leased_read(
+        pool,
+        &current,
+        Box::new(move |ran| *tell.lock().unwrap() = Some(ran)),
+    )
+    .await
+    .unwrap();
+    let rows = scope.query("SELECT 1", &[]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    scope.commit().await.unwrap();
+    assert_eq!(*told.lock().unwrap(), Some(true));
+}

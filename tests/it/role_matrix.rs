@@ -346,22 +346,5 @@ fn the_customer_persona_sees_none_of_the_agent_tools() {
 
 /// A principal of any persona and role reaching every product (customers get a requester).
 fn principal(persona: Persona, role: Role) -> hdls::identity::Principal {
-    use hdls::identity::{CredentialKind, CredentialRef, Principal};
-    Principal {
-        workspace_id: uuid::Uuid::new_v4(),
-        workspace_name: "w".into(),
-        role,
-        persona,
-        principal_id: (persona == Persona::Customer).then(uuid::Uuid::new_v4),
-        user_id: None,
-        products: Product::ALL.to_vec(),
-        all_products: true,
-        credential: CredentialRef {
-            kind: CredentialKind::ApiKey,
-            id: "key_0000000000000000".into(),
-        },
-        expires_at: None,
-        data_source: None,
-        credential_epoch: None,
-    }
+    crate::harness::principal(uuid::Uuid::new_v4(), persona, role, None)
 }
